@@ -1,0 +1,34 @@
+# zhixing — one Makefile, two entry points: `make quickstart` and `make test`.
+# Every step installs what it needs into .venv, so a fresh machine (and CI) needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: quickstart test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch lies on disk; naming it first keeps pip from pulling a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/zhixing quickstart
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check zhixing tests benchmarks
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q -m "not slow and not gpu and not browser"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""The `zhixing` command: one sub-command per recipe.
+
+Sub-commands live next to the code they drive (``zhixing/<component>/cli.py``) and are imported
+lazily, so `zhixing --help` stays instant and a broken optional part cannot break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute" of a click.Command. Add a line here to add a sub-command.
+COMMANDS: dict[str, str] = {
+    "models": "zhixing.models.cli:models_cmd",
+    "info": "zhixing.models.cli:info_cmd",
+    "convert": "zhixing.interop.cli:convert_cmd",
+    "tokenizer": "zhixing.tokenizers.cli:tokenizer_group",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="zhixing")
+def main() -> None:
+    """知行 zhixing — Transformer language models from theory to practice."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Typed configuration: one dataclass per concern, named presets, YAML/JSON files, key=value overrides.
+
+Unknown or mistyped keys are errors that name the key and the nearest valid one (DESIGN.md §2.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it and the fix."""
+
+
+def nearest(name: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest of `choices`, or '' when nothing is close."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Turn a value read from YAML/JSON/the command line into the field's declared type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: cannot read {value!r} as {tp}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}{nearest(str(value), map(str, allowed))}")
+        return value
+    if origin in (list, tuple):
+        (inner,) = typing.get_args(tp)[:1] or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return [_coerce(v, inner, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+class Config:
+    """Mixin for config dataclasses: validated construction from dicts, files and overrides."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config", ignore: typing.Iterable[str] = ()):
+        """Build from a plain dict; unknown keys raise ConfigError naming the nearest valid key."""
+        hints = typing.get_type_hints(cls)
+        names = cls.field_names()
+        kwargs = {}
+        for key, value in data.items():
+            if key in ignore:
+                continue
+            if key not in names:
+                raise ConfigError(f"{source}: unknown key {key!r}{nearest(key, names)}")
+            kwargs[key] = _coerce(value, hints[key], f"{source}: {key}")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def replace(self, **overrides: Any):
+        return type(self).from_dict({**self.to_dict(), **overrides}, source=type(self).__name__)
+
+    def override(self, items: typing.Iterable[str]):
+        """Apply command-line style `key=value` strings."""
+        updates = {}
+        for item in items:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected key=value")
+            key, value = item.split("=", 1)
+            updates[key.strip()] = value.strip()
+        return self.replace(**updates)
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that readers see the old content or the new one, never half of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+Arch = typing.Literal["bert", "gpt", "transformer"]
+Head = typing.Literal["none", "lm", "mlm", "pretraining", "seq_cls", "token_cls", "qa"]
+
+
+@dataclass
+class ModelConfig(Config):
+    """Every architecture zhixing builds, in one vocabulary (DESIGN.md §3)."""
+
+    arch: Arch = "gpt"  # family: bert (encoder), gpt (decoder), transformer (encoder–decoder)
+    head: Head = "lm"  # task head on top of the backbone ("none" = backbone only)
+    vocab_size: int = 50257  # number of token ids
+    dim: int = 768  # width of the residual stream
+    num_layers: int = 12  # Transformer blocks (per stack for encoder–decoder)
+    num_heads: int = 12  # query heads
+    num_kv_heads: int | None = None  # key/value heads for grouped-query attention (None = num_heads)
+    head_dim: int | None = None  # per-head width (None = dim // num_heads)
+    ffn_dim: int | None = None  # feed-forward hidden width (None = 4 * dim)
+    max_seq_len: int = 1024  # longest sequence the positions cover
+    dropout: float = 0.0  # dropout on embeddings, residual branches and heads
+    attn_dropout: float | None = None  # dropout on attention weights (None = dropout)
+    activation: typing.Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu"] = "gelu_tanh"  # FFN non-linearity
+    norm: typing.Literal["layernorm", "rmsnorm"] = "layernorm"  # normalisation layer
+    norm_eps: float = 1e-5  # epsilon inside the norms
+    pre_norm: bool = True  # pre-LN (GPT-2, Llama) or post-LN (BERT, original Transformer)
+    position: typing.Literal["learned", "sinusoidal", "rotary", "none"] = "learned"  # positional encoding
+    rope_theta: float = 10000.0  # rotary base frequency
+    bias: bool = True  # biases in attention and FFN linear layers
+    tie_embeddings: bool = True  # output projection shares the token embedding matrix
+    type_vocab_size: int = 0  # BERT segment embeddings (0 = none)
+    position_offset: int = 0  # RoBERTa: positions start at pad_token_id + 1 (0 = plain 0..T-1)
+    embed_norm: bool = False  # LayerNorm right after the embeddings (BERT)
+    final_norm: bool = True  # norm after the last block (pre-LN models)
+    embed_scale: bool = False  # multiply token embeddings by sqrt(dim) (original Transformer)
+    num_labels: int = 2  # classes for seq_cls / token_cls heads
+    classifier_dropout: float | None = None  # dropout before classifier heads (None = dropout)
+    pad_token_id: int | None = None  # padding id (RoBERTa positions, encoder–decoder shifting)
+    bos_token_id: int | None = None  # beginning-of-sequence id
+    eos_token_id: int | None = None  # end-of-sequence id
+    decoder_start_token_id: int | None = None  # first decoder input of encoder–decoder models
+    initializer_range: float = 0.02  # std of the normal init
+    attn_impl: typing.Literal["sdpa", "eager"] = "sdpa"  # fast fused attention or the explicit reference
+    label_names: list[str] = field(default_factory=list)  # class names for classification heads
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads is None:
+            self.num_kv_heads = self.num_heads
+        if self.head_dim is None:
+            if self.dim % self.num_heads:
+                raise ConfigError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}; set head_dim")
+            self.head_dim = self.dim // self.num_heads
+        if self.ffn_dim is None:
+            self.ffn_dim = 4 * self.dim
+        if self.attn_dropout is None:
+            self.attn_dropout = self.dropout
+        if self.classifier_dropout is None:
+            self.classifier_dropout = self.dropout
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.label_names and len(self.label_names) != self.num_labels:
+            raise ConfigError(f"label_names has {len(self.label_names)} names but num_labels={self.num_labels}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named architecture (see `zhixing models`), with optional field overrides."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}{nearest(name, PRESETS)}; known: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides}, source=f"preset {name}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ModelConfig:
+        """Read a zhixing `config.json` (a directory or the file itself)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no config.json here; is this a model directory?") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        return cls.from_dict(data, source=str(path), ignore=("zhixing_version",))
+
+
+_BERT = dict(
+    arch="bert", head="mlm", vocab_size=30522, max_seq_len=512, activation="gelu", norm_eps=1e-12,
+    pre_norm=False, type_vocab_size=2, embed_norm=True, final_norm=False, dropout=0.1, pad_token_id=0,
+)
+_GPT2 = dict(arch="gpt", head="lm", vocab_size=50257, max_seq_len=1024, activation="gelu_tanh",
+             bos_token_id=50256, eos_token_id=50256)
+_LLAMA = dict(arch="gpt", head="lm", activation="swiglu", norm="rmsnorm", norm_eps=1e-6, position="rotary",
+              bias=False, tie_embeddings=False)
+_TRANSFORMER = dict(arch="transformer", head="lm", activation="relu", pre_norm=False, final_norm=False,
+                    position="sinusoidal", embed_scale=True, dropout=0.1, pad_token_id=0, bos_token_id=1,
+                    eos_token_id=2, decoder_start_token_id=1)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # BERT (Devlin et al. 2019; Turc et al. 2019 for the small ones)
+    "bert-tiny": {**_BERT, "dim": 128, "num_layers": 2, "num_heads": 2},
+    "bert-mini": {**_BERT, "dim": 256, "num_layers": 4, "num_heads": 4},
+    "bert-small": {**_BERT, "dim": 512, "num_layers": 4, "num_heads": 8},
+    "bert-base": {**_BERT, "dim": 768, "num_layers": 12, "num_heads": 12},
+    "bert-large": {**_BERT, "dim": 1024, "num_layers": 24, "num_heads": 16},
+    "bert-base-chinese": {**_BERT, "vocab_size": 21128, "dim": 768, "num_layers": 12, "num_heads": 12},
+    "roberta-base": {**_BERT, "vocab_size": 50265, "type_vocab_size": 1, "pad_token_id": 1,
+                     "position_offset": 2, "norm_eps": 1e-5},
+    # GPT-2 (Radford et al. 2019)
+    "gpt-tiny": {**_GPT2, "dim": 64, "num_layers": 2, "num_heads": 4, "max_seq_len": 256},
+    "gpt-mini": {**_GPT2, "dim": 384, "num_layers": 6, "num_heads": 6, "max_seq_len": 256},
+    "gpt2": {**_GPT2, "dim": 768, "num_layers": 12, "num_heads": 12},
+    "gpt2-medium": {**_GPT2, "dim": 1024, "num_layers": 24, "num_heads": 16},
+    "gpt2-large": {**_GPT2, "dim": 1280, "num_layers": 36, "num_heads": 20},
+    # Llama-style decoders (RoPE, RMSNorm, SwiGLU, grouped-query attention)
+    "llama-tiny": {**_LLAMA, "vocab_size": 32000, "dim": 64, "num_layers": 2, "num_heads": 4,
+                   "num_kv_heads": 2, "ffn_dim": 172, "max_seq_len": 512},
+    "llama-160m": {**_LLAMA, "vocab_size": 32000, "dim": 768, "num_layers": 12, "num_heads": 12,
+                   "ffn_dim": 3072, "max_seq_len": 2048},
+    # The original encoder–decoder (Vaswani et al. 2017)
+    "transformer-tiny": {**_TRANSFORMER, "vocab_size": 8000, "dim": 64, "num_layers": 2, "num_heads": 4,
+                         "ffn_dim": 256, "max_seq_len": 256},
+    "transformer-base": {**_TRANSFORMER, "vocab_size": 37000, "dim": 512, "num_layers": 6, "num_heads": 8,
+                         "ffn_dim": 2048, "max_seq_len": 512},
+    "transformer-big": {**_TRANSFORMER, "vocab_size": 37000, "dim": 1024, "num_layers": 6, "num_heads": 16,
+                        "ffn_dim": 4096, "max_seq_len": 512, "dropout": 0.3},
+}

@@ -1,0 +1,22 @@
+"""Model families, one readable file each, built from zhixing.nn blocks."""
+
+from zhixing.config import ModelConfig
+from zhixing.models.base import CheckpointError, Model, ModelOutput
+from zhixing.models.bert import Bert
+from zhixing.models.gpt import GPT
+from zhixing.models.transformer import Transformer
+
+FAMILIES: dict[str, type[Model]] = {"bert": Bert, "gpt": GPT, "transformer": Transformer}
+
+
+def build_model(config: ModelConfig | str, **overrides) -> Model:
+    """A freshly initialised model from a config or a preset name (see `zhixing models`)."""
+    if isinstance(config, str):
+        config = ModelConfig.from_preset(config, **overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    return FAMILIES[config.arch](config)
+
+
+__all__ = ["Bert", "GPT", "Transformer", "Model", "ModelOutput", "ModelConfig", "CheckpointError", "build_model",
+           "FAMILIES"]

@@ -1,0 +1,143 @@
+"""What every zhixing model shares: the output dataclass, weight init, save / load."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from zhixing.config import ModelConfig
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass returns. Shapes: (batch, seq, ...) unless noted."""
+
+    last_hidden_state: torch.Tensor  # (batch, seq, dim): the top of the stack (decoder's, for enc–dec)
+    logits: torch.Tensor | None = None  # the head's scores: (b, s, vocab), (b, labels), (b, s, labels), (b, s, 2)
+    loss: torch.Tensor | None = None  # scalar, when labels were given
+    pooled: torch.Tensor | None = None  # (batch, dim): BERT's pooled [CLS]
+    nsp_logits: torch.Tensor | None = None  # (batch, 2): next-sentence prediction scores
+    attentions: list[torch.Tensor] | None = None  # per layer (batch, heads, q_len, k_len), when asked
+    cross_attentions: list[torch.Tensor] | None = None  # per decoder layer, when asked
+    hidden_states: list[torch.Tensor] | None = None  # embeddings + each layer's output, when asked
+    encoder_last_hidden_state: torch.Tensor | None = None  # (batch, src_seq, dim), encoder–decoder only
+
+    @property
+    def start_logits(self) -> torch.Tensor:  # span QA: (batch, seq)
+        return self.logits[..., 0]
+
+    @property
+    def end_logits(self) -> torch.Tensor:
+        return self.logits[..., 1]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model; the message lists every offending tensor."""
+
+
+class Model(nn.Module):
+    """Base class: `config`, weight init, `save_pretrained`, `from_pretrained`, parameter counts."""
+
+    config: ModelConfig
+
+    def init_weights(self) -> None:
+        """N(0, initializer_range) for matrices and embeddings, zero biases, unit norms (BERT / GPT-2)."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Distinct parameters (tied matrices counted once)."""
+        seen, total = set(), 0
+        for name, p in self.named_parameters():
+            if id(p) in seen or (exclude_embeddings and "embed" in name):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total
+
+    # -- save / load --------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write `config.json` and `model.safetensors`. Files are written to a temporary directory and
+        moved in only when complete, so a failed save never leaves a half-written checkpoint."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".saving-"))
+        try:
+            tensors = {k: v.detach().contiguous().cpu() for k, v in self.unique_state_dict().items()}
+            save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt", "library": "zhixing"})
+            (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False) + "\n")
+            for name in ("model.safetensors", "config.json"):
+                os.replace(tmp / name, directory / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    def unique_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict without the second name of tied tensors (safetensors stores each once)."""
+        out, seen = {}, set()
+        for name, t in self.state_dict().items():
+            key = (t.data_ptr(), t.shape, t.stride()) if t.numel() else name
+            if key in seen:
+                continue
+            seen.add(key)
+            out[name] = t
+        return out
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Copy `state` into the model; any missing, unexpected or mis-shaped tensor is an error naming it."""
+        own = self.state_dict()
+        tied = set(own) - set(self.unique_state_dict())
+        missing = sorted(set(own) - set(state) - tied)
+        unexpected = sorted(set(state) - set(own))
+        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in sorted(set(state) & set(own)) if state[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            lines = [f"{source} does not fit {type(self).__name__}:"]
+            if missing:
+                lines.append(f"  missing ({len(missing)}): {', '.join(missing[:20])}")
+            if unexpected:
+                lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected[:20])}")
+            if shapes:
+                lines.append(f"  mis-shaped ({len(shapes)}): " + "; ".join(shapes[:20]))
+            raise CheckpointError("\n".join(lines))
+        self.load_state_dict(state, strict=False)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **config_overrides) -> Model:
+        """Load a directory written by `save_pretrained` (any zhixing family; see zhixing.load)."""
+        from zhixing.models import build_model
+
+        directory = Path(directory)
+        config = ModelConfig.load(directory)
+        if config_overrides:
+            config = config.replace(**config_overrides)
+        model = build_model(config)
+        weights = directory / "model.safetensors"
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights}: missing; a zhixing model directory holds config.json + model.safetensors")
+        model.load_weights(load_file(weights), source=str(weights))
+        return model
+
+
+def check_length(seq_len: int, max_seq_len: int) -> None:
+    if seq_len > max_seq_len:
+        raise ValueError(
+            f"input has {seq_len} positions but the model's max_seq_len is {max_seq_len}; "
+            "truncate the input (tokenizer max_length) or use a model with longer positions"
+        )

@@ -1,0 +1,105 @@
+"""BERT (Devlin et al. 2019) and RoBERTa (Liu et al. 2019): a post-LN Transformer encoder.
+
+    h_0 = LayerNorm(E_token[x] + E_position[i] + E_segment[s])
+    h_l = Block(h_{l-1})                       (bidirectional self-attention, post-norm)
+    pooled = tanh(W_p h_L[CLS] + b_p)
+
+Pretraining objectives (heads.py): masked LM, -Σ_{masked t} log p(x_t | x_masked), and next-sentence
+prediction on `pooled`. RoBERTa is this model with positions offset past the padding id and no
+segment types; it drops NSP.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zhixing.config import ModelConfig
+from zhixing.models.base import Model, ModelOutput, check_length
+from zhixing.models.heads import IGNORE, ClassifierHead, MLMHead, classification_loss, lm_loss, span_loss
+from zhixing.nn.attention import build_mask
+from zhixing.nn.layers import Block, make_norm
+
+POOLED_HEADS = ("none", "pretraining", "seq_cls")
+
+
+class Bert(Model):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.tok_embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.pos_embed = nn.Embedding(cfg.max_seq_len + cfg.position_offset, cfg.dim)
+        self.type_embed = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.embed_norm else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.pre_norm and cfg.final_norm else None
+        self.pooler = nn.Linear(cfg.dim, cfg.dim) if cfg.head in POOLED_HEADS else None
+        self.mlm = MLMHead(cfg, self.tok_embed) if cfg.head in ("mlm", "pretraining") else None
+        self.nsp = ClassifierHead(cfg.dim, 2) if cfg.head == "pretraining" else None
+        out = {"seq_cls": cfg.num_labels, "token_cls": cfg.num_labels, "qa": 2}.get(cfg.head)
+        drop = cfg.classifier_dropout if cfg.head != "qa" else 0.0
+        self.classifier = ClassifierHead(cfg.dim, out, drop) if out else None
+        self.init_weights()
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.config.position_offset:  # RoBERTa: real tokens count from pad_id + 1, pads sit at pad_id
+            pad = self.config.pad_token_id
+            real = input_ids.ne(pad).int()
+            return (real.cumsum(dim=1) * real + pad).long()
+        return torch.arange(input_ids.size(1), device=input_ids.device)[None]
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+              position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, seq) ids -> (batch, seq, dim): token + position (+ segment), normalised."""
+        x = self.tok_embed(input_ids) + self.pos_embed(self.position_ids(input_ids) if position_ids is None
+                                                       else position_ids)
+        if self.type_embed is not None:
+            x = x + self.type_embed(torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return self.drop(x)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None, next_sentence_label: torch.Tensor | None = None,
+        output_attentions: bool = False, output_hidden_states: bool = False,
+    ) -> ModelOutput:
+        """input_ids, attention_mask (1 = real), token_type_ids: (batch, seq).
+
+        labels by head: mlm/pretraining (batch, seq) with -100 for unmasked tokens; seq_cls (batch,);
+        token_cls (batch, seq); qa (batch, 2) start/end. next_sentence_label (batch,) for pretraining.
+        """
+        check_length(input_ids.size(1), self.config.max_seq_len)
+        x = self.embed(input_ids, token_type_ids, position_ids)
+        mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
+        attentions, hidden = [], [x]
+        for layer in self.layers:
+            x, w, _ = layer(x, mask, need_weights=output_attentions)
+            attentions.append(w)
+            hidden.append(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        out = ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
+                          hidden_states=hidden if output_hidden_states else None)
+        if self.pooler is not None:
+            out.pooled = torch.tanh(self.pooler(x[:, 0]))
+        head = self.config.head
+        if self.mlm is not None:
+            out.logits = self.mlm(x)
+            if labels is not None:
+                out.loss = lm_loss(out.logits, labels, shift=False)
+        if self.nsp is not None:
+            out.nsp_logits = self.nsp(out.pooled)
+            if next_sentence_label is not None:
+                nsp = classification_loss(out.nsp_logits, next_sentence_label)
+                out.loss = nsp if out.loss is None else out.loss + nsp
+        if self.classifier is not None:
+            out.logits = self.classifier(out.pooled if head == "seq_cls" else x)
+            if labels is not None:
+                out.loss = span_loss(out.logits, labels) if head == "qa" else classification_loss(out.logits, labels)
+        return out
+
+
+__all__ = ["Bert", "IGNORE"]

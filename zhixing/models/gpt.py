@@ -1,0 +1,90 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2018, 2019), with the Llama-style
+options (Touvron et al. 2023): rotary positions, RMSNorm, SwiGLU, grouped-query attention, untied head.
+
+    h_0 = E_token[x] (+ E_position[i])
+    h_l = h_{l-1} + Attn(norm(h_{l-1})) ...   (causal self-attention, pre-norm)
+    p(x_{t+1} | x_{≤t}) = softmax(norm(h_L)_t W_out^T)
+
+Trained by maximum likelihood: L = -Σ_t log p(x_{t+1} | x_{≤t}) (heads.lm_loss with shift=True).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zhixing.config import ModelConfig
+from zhixing.models.base import Model, ModelOutput, check_length
+from zhixing.models.heads import LMHead, lm_loss
+from zhixing.nn.attention import KVCache, build_mask
+from zhixing.nn.layers import Block, make_norm
+from zhixing.nn.position import RotaryEmbedding, sinusoidal_table
+
+
+class GPT(Model):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.tok_embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.dim) if cfg.position == "learned" else None
+        if cfg.position == "sinusoidal":
+            self.register_buffer("sinusoid", sinusoidal_table(cfg.max_seq_len, cfg.dim), persistent=False)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta) if cfg.position == "rotary" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.final_norm else None
+        self.head = LMHead(cfg, self.tok_embed) if cfg.head == "lm" else None
+        self.init_weights()
+        # GPT-2: scale the init of the projections that write into the residual stream by 1/sqrt(2L),
+        # so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.o.weight", "ffn.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=cfg.initializer_range / (2 * cfg.num_layers) ** 0.5)
+
+    def new_cache(self, max_len: int | None = None) -> KVCache:
+        """An empty KV cache; preallocated when `max_len` (prompt + new tokens) is given."""
+        return KVCache(self.config.num_layers, max_len)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+        cache: KVCache | None = None, output_attentions: bool = False, output_hidden_states: bool = False,
+        last_only: bool = False,
+    ) -> ModelOutput:
+        """input_ids (batch, seq) -> logits (batch, seq, vocab).
+
+        attention_mask: (batch, past + seq), 1 for real tokens, covering cached positions too.
+        position_ids: (batch, seq); default past..past+seq-1 (pass them for left-padded batches).
+        labels: (batch, seq), usually the inputs themselves; shifted inside, -100 ignored.
+        cache: a KVCache; the new keys/values are appended and `cache.length` advanced.
+        last_only: compute logits for the last position only (decoding).
+        """
+        b, t = input_ids.shape
+        past = cache.length if cache is not None else 0
+        check_length(past + t, self.config.max_seq_len)
+        if position_ids is None:
+            position_ids = torch.arange(past, past + t, device=input_ids.device)[None].expand(b, t)
+        x = self.tok_embed(input_ids)  # (b, t, dim)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(position_ids)
+        elif self.rope is None and self.config.position == "sinusoidal":
+            x = x + self.sinusoid[position_ids].to(x.dtype)
+        x = self.drop(x)
+        rope = self.rope(position_ids, x.dtype) if self.rope is not None else None
+        mask, causal = build_mask(attention_mask, t, past + t, causal=True)
+        attentions, hidden = [], [x]
+        for i, layer in enumerate(self.layers):
+            x, w, _ = layer(x, mask, causal=causal, rope=rope, cache=cache, layer=i, need_weights=output_attentions)
+            attentions.append(w)
+            hidden.append(x)
+        if cache is not None:
+            cache.advance(t)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        out = ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
+                          hidden_states=hidden if output_hidden_states else None)
+        if self.head is not None:
+            out.logits = self.head(x[:, -1:] if last_only else x)
+            if labels is not None:
+                out.loss = lm_loss(out.logits, labels, shift=True)
+        return out

@@ -1,0 +1,196 @@
+"""Multi-head and grouped-query attention, the explicit reference form and the fused fast path,
+attention masks, and the key/value cache used for incremental decoding.
+
+Scaled dot-product attention (Vaswani et al. 2017, eq. 1):
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
+
+where M is 0 where a query may look and -inf where it may not (padding, the future).
+Multi-head attention runs h of these in parallel on learned projections and concatenates them:
+
+    MultiHead(X) = Concat(head_1..head_h) W^O,   head_i = Attention(X W_i^Q, X W_i^K, X W_i^V)
+
+Grouped-query attention (Ainslie et al. 2023) lets groups of query heads share one key/value head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zhixing.nn.position import apply_rotary
+
+
+def attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    causal: bool = False, dropout: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QK^T/sqrt(d_k)) V, written out; returns (output, weights).
+
+    q: (batch, heads, q_len, d); k, v: (batch, kv_heads, k_len, d) with heads % kv_heads == 0;
+    mask: bool, broadcastable to (batch, heads, q_len, k_len), True where attention is allowed.
+    """
+    if k.size(1) != q.size(1):  # grouped-query: query head h reads key/value head h // group
+        group = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (b, h, q, k)
+    if causal:
+        q_len, k_len = scores.shape[-2:]
+        future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(k_len - q_len + 1)
+        scores = scores.masked_fill(future, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    out = F.dropout(weights, p=dropout) @ v if dropout > 0 else weights @ v
+    return out, weights
+
+
+def scaled_dot_product(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    causal: bool = False, dropout: float = 0.0,
+) -> torch.Tensor:
+    """The fused fast path (flash / memory-efficient kernels); same contract as attention_reference."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal and mask is None,
+        enable_gqa=k.size(1) != q.size(1),
+    )
+
+
+def build_mask(
+    attention_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool
+) -> tuple[torch.Tensor | None, bool]:
+    """Turn a (batch, k_len) keep-mask (1 = real token) into what the attention kernels take.
+
+    Returns (mask, causal): mask is None or bool (batch, 1, q_len, k_len); causal=True means "let the
+    kernel apply the causal triangle itself", which only holds when there is no explicit mask and
+    queries and keys are the same positions. With a cache, the q_len new queries sit at the end of the
+    k_len keys, so query i may see keys up to k_len - q_len + i.
+    """
+    if attention_mask is None:
+        if not causal or q_len == 1:
+            return None, False
+        if q_len == k_len:
+            return None, True
+    device = attention_mask.device if attention_mask is not None else None
+    mask = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
+    if causal:
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)[None, None]
+    if attention_mask is not None:
+        if attention_mask.size(-1) != k_len:
+            raise ValueError(f"attention_mask covers {attention_mask.size(-1)} positions, expected {k_len}")
+        mask = mask & attention_mask.bool()[:, None, None, :]
+        # A query with nothing to look at (a left pad under a causal mask) would give NaN; let it look
+        # at every key instead. Its output is never used.
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    return mask, False
+
+
+class KVCache:
+    """Keys and values of past positions, per layer, so decoding computes each token once.
+
+    With `max_len` the buffers are allocated once at that size (no per-step growth); without it they
+    grow by doubling. `length` counts the positions stored; the model advances it after a forward.
+    Cross-attention keys/values of an encoder–decoder are computed once and kept in `cross`.
+    """
+
+    def __init__(self, num_layers: int, max_len: int | None = None):
+        self.num_layers = num_layers
+        self.max_len = max_len
+        self.length = 0
+        self.k: list[torch.Tensor | None] = [None] * num_layers
+        self.v: list[torch.Tensor | None] = [None] * num_layers
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (batch, kv_heads, t, d) after the past; return all keys/values so far."""
+        start, end = self.length, self.length + k.size(2)
+        buf_k = self.k[layer]
+        if buf_k is None or end > buf_k.size(2):
+            if self.max_len is not None and end > self.max_len:
+                raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
+            capacity = self.max_len or max(end, 2 * (buf_k.size(2) if buf_k is not None else 0), 16)
+            shape = (k.size(0), k.size(1), capacity, k.size(3))
+            new_k, new_v = k.new_empty(shape), v.new_empty(shape)
+            if buf_k is not None:
+                new_k[:, :, :start] = buf_k[:, :, :start]
+                new_v[:, :, :start] = self.v[layer][:, :, :start]
+            self.k[layer], self.v[layer] = new_k, new_v
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search): row i becomes old row index[i]."""
+        for i in range(self.num_layers):
+            if self.k[i] is not None:
+                self.k[i] = self.k[i].index_select(0, index)
+                self.v[i] = self.v[i].index_select(0, index)
+            if self.cross[i] is not None:
+                ck, cv = self.cross[i]
+                self.cross[i] = (ck.index_select(0, index), cv.index_select(0, index))
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query attention, self or cross.
+
+    Self-attention projects q, k, v with one fused matrix (one GEMM instead of three); cross-attention
+    projects q from the decoder stream and k, v (fused) from the encoder output `memory`.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, num_kv_heads: int | None = None, head_dim: int | None = None,
+        bias: bool = True, dropout: float = 0.0, cross: bool = False, impl: str = "sdpa",
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.head_dim = head_dim or dim // num_heads
+        self.dropout = dropout
+        self.cross = cross
+        self.impl = impl
+        q_out, kv_out = num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if cross:
+            self.q = nn.Linear(dim, q_out, bias=bias)
+            self.kv = nn.Linear(dim, 2 * kv_out, bias=bias)
+        else:
+            self.qkv = nn.Linear(dim, q_out + 2 * kv_out, bias=bias)
+        self.o = nn.Linear(q_out, dim, bias=bias)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None, layer: int = 0,
+        memory: torch.Tensor | None = None, need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (batch, seq, dim) -> (batch, seq, dim), and the weights (batch, heads, seq, k_len) if asked."""
+        b, t, _ = x.shape
+        h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
+        if self.cross:
+            q = self.q(x).view(b, t, h, d).transpose(1, 2)
+            if cache is not None and cache.cross[layer] is not None:
+                k, v = cache.cross[layer]
+            else:
+                if memory is None:
+                    raise ValueError("cross-attention needs the encoder output `memory`")
+                k, v = self.kv(memory).view(b, -1, 2, kvh, d).permute(2, 0, 3, 1, 4)  # 2 x (b, kvh, s, d)
+                if cache is not None:
+                    cache.cross[layer] = (k, v)
+        else:
+            q, k, v = self.qkv(x).view(b, t, h + 2 * kvh, d).transpose(1, 2).split([h, kvh, kvh], dim=1)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+        p = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights or self.impl == "eager":
+            out, weights = attention_reference(q, k, v, mask, causal, p)
+        else:
+            out = scaled_dot_product(q, k, v, mask, causal, p)
+        out = out.transpose(1, 2).reshape(b, t, h * d)  # concatenate the heads
+        return self.o(out), weights

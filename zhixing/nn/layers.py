@@ -1,0 +1,105 @@
+"""Feed-forward networks, normalisation layers and the Transformer block."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zhixing.config import ModelConfig
+from zhixing.nn.attention import Attention, KVCache
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps) * g — LayerNorm without centring.
+
+    Computed in fp32 whatever the input dtype, as Llama does.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * F.rms_norm(x.float(), (x.size(-1),), eps=self.eps).to(x.dtype)
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    return RMSNorm(dim, eps) if kind == "rmsnorm" else nn.LayerNorm(dim, eps=eps)
+
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,  # exact erf form (BERT)
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's approximation
+    "relu": F.relu,  # the original Transformer
+    "silu": F.silu,
+}
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN. Plain: W2 act(W1 x + b1) + b2.  SwiGLU (Shazeer 2020): W2 (silu(W1 x) ⊙ W3 x),
+    with W1 (gate) and W3 (up) fused into one matrix `up` of twice the width."""
+
+    def __init__(self, dim: int, ffn_dim: int, activation: str = "gelu", bias: bool = True):
+        super().__init__()
+        if activation != "swiglu" and activation not in _ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} unknown; choose from {[*_ACTIVATIONS, 'swiglu']}")
+        self.gated = activation == "swiglu"
+        self.act = F.silu if self.gated else _ACTIVATIONS[activation]
+        self.up = nn.Linear(dim, 2 * ffn_dim if self.gated else ffn_dim, bias=bias)
+        self.down = nn.Linear(ffn_dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, up = self.up(x).chunk(2, dim=-1)
+            return self.down(self.act(gate) * up)
+        return self.down(self.act(self.up(x)))
+
+
+class Block(nn.Module):
+    """One Transformer layer: self-attention, optional cross-attention, feed-forward, each a residual.
+
+    pre-norm (GPT-2, Llama):   x = x + f(norm(x))
+    post-norm (BERT, Vaswani): x = norm(x + f(x))
+    """
+
+    def __init__(self, cfg: ModelConfig, cross_attention: bool = False):
+        super().__init__()
+        self.pre_norm = cfg.pre_norm
+
+        def attention(cross: bool) -> Attention:
+            return Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.bias,
+                             cfg.attn_dropout, cross=cross, impl=cfg.attn_impl)
+
+        self.attn = attention(False)
+        self.attn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.cross_attn = attention(True) if cross_attention else None
+        self.cross_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cross_attention else None
+        self.ffn = FeedForward(cfg.dim, cfg.ffn_dim, cfg.activation, cfg.bias)
+        self.ffn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None, layer: int = 0,
+        memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None, need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """x: (batch, seq, dim) -> (x, self-attention weights, cross-attention weights)."""
+        kw = dict(cache=cache, layer=layer, need_weights=need_weights)
+        cross_w = None
+        if self.pre_norm:
+            a, w = self.attn(self.attn_norm(x), mask, causal=causal, rope=rope, **kw)
+            x = x + self.drop(a)
+            if self.cross_attn is not None:
+                c, cross_w = self.cross_attn(self.cross_norm(x), memory_mask, memory=memory, **kw)
+                x = x + self.drop(c)
+            x = x + self.drop(self.ffn(self.ffn_norm(x)))
+        else:
+            a, w = self.attn(x, mask, causal=causal, rope=rope, **kw)
+            x = self.attn_norm(x + self.drop(a))
+            if self.cross_attn is not None:
+                c, cross_w = self.cross_attn(x, memory_mask, memory=memory, **kw)
+                x = self.cross_norm(x + self.drop(c))
+            x = self.ffn_norm(x + self.drop(self.ffn(x)))
+        return x, w, cross_w
