@@ -46,7 +46,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}{nearest(str(value), map(str, allowed))}")
+            hint = nearest(str(value), map(str, allowed))
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}{hint}")
         return value
     if origin in (list, tuple):
         (inner,) = typing.get_args(tp)[:1] or (Any,)
@@ -164,7 +165,7 @@ class ModelConfig(Config):
     max_seq_len: int = 1024  # longest sequence the positions cover
     dropout: float = 0.0  # dropout on embeddings, residual branches and heads
     attn_dropout: float | None = None  # dropout on attention weights (None = dropout)
-    activation: typing.Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu"] = "gelu_tanh"  # FFN non-linearity
+    activation: typing.Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu"] = "gelu_tanh"  # FFN activation
     norm: typing.Literal["layernorm", "rmsnorm"] = "layernorm"  # normalisation layer
     norm_eps: float = 1e-5  # epsilon inside the norms
     pre_norm: bool = True  # pre-LN (GPT-2, Llama) or post-LN (BERT, original Transformer)
@@ -192,7 +193,9 @@ class ModelConfig(Config):
             self.num_kv_heads = self.num_heads
         if self.head_dim is None:
             if self.dim % self.num_heads:
-                raise ConfigError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}; set head_dim")
+                raise ConfigError(
+                    f"dim={self.dim} is not divisible by num_heads={self.num_heads}; set head_dim explicitly"
+                )
             self.head_dim = self.dim // self.num_heads
         if self.ffn_dim is None:
             self.ffn_dim = 4 * self.dim
@@ -208,7 +211,9 @@ class ModelConfig(Config):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.label_names and len(self.label_names) != self.num_labels:
-            raise ConfigError(f"label_names has {len(self.label_names)} names but num_labels={self.num_labels}")
+            raise ConfigError(
+                f"label_names has {len(self.label_names)} names but num_labels={self.num_labels}"
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:

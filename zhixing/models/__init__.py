@@ -18,5 +18,5 @@ def build_model(config: ModelConfig | str, **overrides) -> Model:
     return FAMILIES[config.arch](config)
 
 
-__all__ = ["Bert", "GPT", "Transformer", "Model", "ModelOutput", "ModelConfig", "CheckpointError", "build_model",
-           "FAMILIES"]
+__all__ = ["Bert", "GPT", "Transformer", "Model", "ModelOutput", "ModelConfig", "CheckpointError",
+           "build_model", "FAMILIES"]

@@ -21,7 +21,7 @@ class ModelOutput:
     """What a forward pass returns. Shapes: (batch, seq, ...) unless noted."""
 
     last_hidden_state: torch.Tensor  # (batch, seq, dim): the top of the stack (decoder's, for enc–dec)
-    logits: torch.Tensor | None = None  # the head's scores: (b, s, vocab), (b, labels), (b, s, labels), (b, s, 2)
+    logits: torch.Tensor | None = None  # head scores: (b,s,vocab) | (b,labels) | (b,s,labels) | (b,s,2)
     loss: torch.Tensor | None = None  # scalar, when labels were given
     pooled: torch.Tensor | None = None  # (batch, dim): BERT's pooled [CLS]
     nsp_logits: torch.Tensor | None = None  # (batch, 2): next-sentence prediction scores
@@ -81,7 +81,8 @@ class Model(nn.Module):
         try:
             tensors = {k: v.detach().contiguous().cpu() for k, v in self.unique_state_dict().items()}
             save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt", "library": "zhixing"})
-            (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False) + "\n")
+            config = json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False)
+            (tmp / "config.json").write_text(config + "\n", encoding="utf-8")
             for name in ("model.safetensors", "config.json"):
                 os.replace(tmp / name, directory / name)
         finally:
@@ -130,7 +131,9 @@ class Model(nn.Module):
         model = build_model(config)
         weights = directory / "model.safetensors"
         if not weights.exists():
-            raise FileNotFoundError(f"{weights}: missing; a zhixing model directory holds config.json + model.safetensors")
+            raise FileNotFoundError(
+                f"{weights}: missing; a zhixing model directory holds config.json + model.safetensors"
+            )
         model.load_weights(load_file(weights), source=str(weights))
         return model
 

@@ -33,7 +33,8 @@ class Bert(Model):
         self.embed_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.pre_norm and cfg.final_norm else None
+        final = cfg.pre_norm and cfg.final_norm
+        self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if final else None
         self.pooler = nn.Linear(cfg.dim, cfg.dim) if cfg.head in POOLED_HEADS else None
         self.mlm = MLMHead(cfg, self.tok_embed) if cfg.head in ("mlm", "pretraining") else None
         self.nsp = ClassifierHead(cfg.dim, 2) if cfg.head == "pretraining" else None
@@ -98,7 +99,8 @@ class Bert(Model):
         if self.classifier is not None:
             out.logits = self.classifier(out.pooled if head == "seq_cls" else x)
             if labels is not None:
-                out.loss = span_loss(out.logits, labels) if head == "qa" else classification_loss(out.logits, labels)
+                loss_fn = span_loss if head == "qa" else classification_loss
+                out.loss = loss_fn(out.logits, labels)
         return out
 
 

@@ -29,7 +29,9 @@ class GPT(Model):
         self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.dim) if cfg.position == "learned" else None
         if cfg.position == "sinusoidal":
             self.register_buffer("sinusoid", sinusoidal_table(cfg.max_seq_len, cfg.dim), persistent=False)
-        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta) if cfg.position == "rotary" else None
+        self.rope = None
+        if cfg.position == "rotary":
+            self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.final_norm else None
@@ -74,7 +76,8 @@ class GPT(Model):
         mask, causal = build_mask(attention_mask, t, past + t, causal=True)
         attentions, hidden = [], [x]
         for i, layer in enumerate(self.layers):
-            x, w, _ = layer(x, mask, causal=causal, rope=rope, cache=cache, layer=i, need_weights=output_attentions)
+            x, w, _ = layer(x, mask, causal=causal, rope=rope, cache=cache, layer=i,
+                            need_weights=output_attentions)
             attentions.append(w)
             hidden.append(x)
         if cache is not None:

@@ -64,14 +64,16 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> torch.Te
     """
     if shift:
         logits, labels = logits[:, :-1], labels[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE)
+    flat = logits.reshape(-1, logits.size(-1)).float()
+    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE)
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for classes; mean squared error when there is one output (regression)."""
     if logits.size(-1) == 1:
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE)
+    flat = logits.reshape(-1, logits.size(-1)).float()
+    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE)
 
 
 def span_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,9 @@ class Transformer(Model):
         self.decoder_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if final else None
         self.head = LMHead(cfg, self.tok_embed)
         self.init_weights()
-        nn.init.normal_(self.tok_embed.weight, std=cfg.dim**-0.5 if cfg.embed_scale else cfg.initializer_range)
+        # with sqrt(dim) scaling, N(0, 1/dim) keeps the scaled embeddings at unit variance
+        std = cfg.dim**-0.5 if cfg.embed_scale else cfg.initializer_range
+        nn.init.normal_(self.tok_embed.weight, std=std)
 
     def new_cache(self, max_len: int | None = None) -> KVCache:
         return KVCache(self.config.num_layers, max_len)

@@ -83,7 +83,8 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None, layer: int = 0,
-        memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None, need_weights: bool = False,
+        memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x: (batch, seq, dim) -> (x, self-attention weights, cross-attention weights)."""
         kw = dict(cache=cache, layer=layer, need_weights=need_weights)
