@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+
+from zhixing.nn import Attention, KVCache, attention_reference, build_mask, scaled_dot_product
+
+
+def qkv(b=2, h=4, kvh=4, q=5, k=5, d=8):
+    return torch.randn(b, h, q, d), torch.randn(b, kvh, k, d), torch.randn(b, kvh, k, d)
+
+
+def test_reference_is_the_textbook_formula():
+    q, k, v = qkv(h=1, kvh=1)
+    out, w = attention_reference(q, k, v)
+    expected_w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.size(-1)), dim=-1)
+    torch.testing.assert_close(w, expected_w)
+    torch.testing.assert_close(out, expected_w @ v)
+    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+
+
+@pytest.mark.parametrize("kvh", [4, 2, 1])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_reference_equals_fused(kvh, causal, padded):
+    q, k, v = qkv(kvh=kvh, q=6, k=6)
+    keep = torch.ones(2, 6, dtype=torch.long)
+    if padded:
+        keep[0, :2] = 0  # left padding in row 0
+        keep[1, -1] = 0  # right padding in row 1
+    mask, kernel_causal = build_mask(keep if padded else None, 6, 6, causal)
+    ref, _ = attention_reference(q, k, v, mask, kernel_causal)
+    fast = scaled_dot_product(q, k, v, mask, kernel_causal)
+    assert not torch.isnan(fast).any()
+    torch.testing.assert_close(ref, fast, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_mask_blocks_the_future():
+    q, k, v = qkv(b=1, h=1, kvh=1, q=4, k=4)
+    _, w = attention_reference(q, k, v, causal=True)
+    assert torch.all(w[0, 0].triu(1) == 0)
+    # changing a later value must not change earlier outputs
+    v2 = v.clone()
+    v2[..., -1, :] += 10
+    a, _ = attention_reference(q, k, v, causal=True)
+    b, _ = attention_reference(q, k, v2, causal=True)
+    torch.testing.assert_close(a[..., :-1, :], b[..., :-1, :])
+
+
+def test_build_mask_with_cache_offsets_the_triangle():
+    mask, causal = build_mask(torch.ones(1, 5), q_len=2, k_len=5, causal=True)
+    assert not causal
+    expected = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(mask[0, 0], expected)
+    assert build_mask(None, 1, 9, causal=True) == (None, False)  # one new token sees the whole cache
+    assert build_mask(None, 4, 4, causal=True) == (None, True)  # kernel applies the triangle
+    with pytest.raises(ValueError, match="covers 3 positions, expected 5"):
+        build_mask(torch.ones(1, 3), 5, 5, causal=False)
+
+
+@pytest.mark.parametrize("max_len", [None, 12])
+def test_kv_cache_decoding_equals_full_attention(max_len):
+    attn = Attention(dim=32, num_heads=4, num_kv_heads=2).eval()
+    x = torch.randn(2, 9, 32)
+    full, _ = attn(x, causal=True)
+    cache = KVCache(num_layers=1, max_len=max_len)
+    steps = []
+    for chunk in (x[:, :4], x[:, 4:5], x[:, 5:6], x[:, 6:]):  # a prompt, then tokens one by one, then 3
+        mask, causal = build_mask(None, chunk.size(1), cache.length + chunk.size(1), causal=True)
+        out, _ = attn(chunk, mask, causal=causal, cache=cache)
+        cache.advance(chunk.size(1))
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 9
+    if max_len:
+        assert cache.k[0].size(2) == max_len  # preallocated once, never grown
+
+
+def test_kv_cache_overflow_and_reorder():
+    cache = KVCache(num_layers=1, max_len=3)
+    k = torch.randn(2, 1, 3, 4)
+    cache.update(0, k, k)
+    cache.advance(3)
+    with pytest.raises(ValueError, match="holds 3 positions"):
+        cache.update(0, k[:, :, :1], k[:, :, :1])
+    cache.reorder(torch.tensor([1, 1]))
+    torch.testing.assert_close(cache.k[0][0], k[1])
+
+
+def test_attention_returns_weights_when_asked():
+    attn = Attention(dim=16, num_heads=2).eval()
+    x = torch.randn(1, 3, 16)
+    out_fast, none = attn(x)
+    out_ref, w = attn(x, need_weights=True)
+    assert none is None and w.shape == (1, 2, 3, 3)
+    torch.testing.assert_close(out_fast, out_ref, atol=1e-5, rtol=1e-5)

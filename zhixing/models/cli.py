@@ -1,0 +1,70 @@
+"""`zhixing models` and `zhixing info PATH`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def console():
+    """A rich console that does not squeeze tables when the output is a pipe or a file."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _human(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per preset instead of a table.")
+def models_cmd(as_json: bool) -> None:
+    """List the model presets with their shapes and parameter counts."""
+    import torch
+    from rich.table import Table
+
+    from zhixing.config import PRESETS, ModelConfig
+    from zhixing.models import build_model
+
+    table = Table(title="zhixing model presets  (ModelConfig.from_preset(name))")
+    for col in ("preset", "family", "head"):
+        table.add_column(col)
+    for col in ("layers", "dim", "heads (kv)", "ffn", "vocab", "context", "params"):
+        table.add_column(col, justify="right")
+    for name in PRESETS:
+        cfg = ModelConfig.from_preset(name)
+        with torch.device("meta"):  # count parameters without allocating them
+            n = build_model(cfg).num_parameters()
+        if as_json:
+            click.echo(json.dumps({"preset": name, "params": n, **cfg.to_dict()}))
+            continue
+        table.add_row(name, cfg.arch, cfg.head, str(cfg.num_layers), str(cfg.dim),
+                      f"{cfg.num_heads} ({cfg.num_kv_heads})", str(cfg.ffn_dim), str(cfg.vocab_size),
+                      str(cfg.max_seq_len), _human(n))
+    if not as_json:
+        console().print(table)
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def info_cmd(path: Path) -> None:
+    """Describe a model directory (zhixing or Hugging Face) or a run directory."""
+    from rich.table import Table
+
+    import zhixing
+
+    model = zhixing.load(path)
+    cfg = model.config
+    table = Table(title=str(path), show_header=False)
+    table.add_row("class", type(model).__name__)
+    table.add_row("parameters", f"{model.num_parameters():,} ({_human(model.num_parameters())})")
+    for key, value in cfg.to_dict().items():
+        table.add_row(key, str(value))
+    tok = getattr(model, "tokenizer", None)
+    table.add_row("tokenizer", "none found" if tok is None else f"{tok.kind}, {tok.vocab_size} tokens")
+    console().print(table)
