@@ -61,9 +61,11 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> torch.Te
     """Mean cross-entropy over labelled tokens: -1/N Σ log p(x_t | context).
 
     shift=True (causal LM): logits at t predict labels at t+1, so labels may simply be the inputs.
+    The labels are shifted, not the logits: slicing (batch, seq, vocab) logits would copy the largest
+    tensor of the step.
     """
     if shift:
-        logits, labels = logits[:, :-1], labels[:, 1:]
+        labels = torch.cat([labels[:, 1:], labels.new_full((labels.size(0), 1), IGNORE)], dim=1)
     flat = logits.reshape(-1, logits.size(-1)).float()
     return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE)
 
