@@ -10,7 +10,25 @@
 tested token-for-token equal to the engine.
 """
 
-from .errors import TokenizerError
-from .tokenizer import Encoding, Tokenizer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __all__ = ["Encoding", "Tokenizer", "TokenizerError"]
+
+if TYPE_CHECKING:
+    from .errors import TokenizerError
+    from .tokenizer import Encoding, Tokenizer
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `zhixing tokenizer --help` does not load the Rust engine.
+    if name in ("Tokenizer", "Encoding"):
+        from . import tokenizer
+
+        return getattr(tokenizer, name)
+    if name == "TokenizerError":
+        from .errors import TokenizerError
+
+        return TokenizerError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,14 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
 from .errors import TokenizerError
-from .pipelines import KNOWN_SPELLINGS, ROLES, bert_normalizer, infer_role, set_post_processor, setup_byte_level
+from .pipelines import (
+    KNOWN_SPELLINGS,
+    ROLES,
+    bert_normalizer,
+    infer_role,
+    set_post_processor,
+    setup_byte_level,
+)
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "tokenizer_config.json"
@@ -91,7 +98,9 @@ def read_json(path: Path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise TokenizerError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}); fix: repair or re-save it") from None
+        raise TokenizerError(
+            f"{path}: line {e.lineno}: invalid JSON ({e.msg}); fix: repair it or save it again"
+        ) from None
     except UnicodeDecodeError as e:
         raise TokenizerError(f"{path}: byte {e.start}: not UTF-8; fix: re-save the file as UTF-8") from None
 
@@ -120,7 +129,8 @@ def token_str(value) -> str | None:
 def roles_from(config: dict, backend: Backend) -> tuple[dict[str, str], list[str]]:
     """Roles from the config (``pad_token`` ...), else from the spelling of the special tokens."""
     roles: dict[str, str] = {}
-    ours = config.get("zhixing", {}).get("special_tokens") if isinstance(config.get("zhixing"), dict) else None
+    section = config.get("zhixing")
+    ours = section.get("special_tokens") if isinstance(section, dict) else None
     if isinstance(ours, dict):
         roles = {r: t for r, t in ours.items() if r in ROLES and isinstance(t, str)}
     else:
@@ -189,7 +199,9 @@ def load_bert_vocab(path: Path, config: dict) -> Loaded:
         )
     unk = token_str(config.get("unk_token")) or "[UNK]"
     if unk not in vocab:
-        raise TokenizerError(f"{path}: the unknown token {unk!r} is not in the vocabulary; fix: add it as a line")
+        raise TokenizerError(
+            f"{path}: the unknown token {unk!r} is not in the vocabulary; fix: add it as a line"
+        )
     backend = Backend(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
     backend.normalizer = bert_normalizer(
         bool(lowercase), config.get("strip_accents"), config.get("tokenize_chinese_chars", True)
@@ -281,7 +293,8 @@ def save_dir(
     if extras:
         config["additional_special_tokens"] = list(extras)
     config.update(hf_keys)
-    config["zhixing"] = {"format_version": FORMAT_VERSION, "kind": kind, "special_tokens": dict(roles), **ours}
+    config["zhixing"] = {"format_version": FORMAT_VERSION, "kind": kind, "special_tokens": dict(roles)}
+    config["zhixing"].update(ours)
     write_atomic(d / CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
     model = json.loads(spec)["model"]
     vocab = backend.get_vocab(with_added_tokens=True)

@@ -106,7 +106,9 @@ class Tokenizer:
         self.kind = kind
         for role, token in special_tokens.items():
             if role not in ROLES:
-                raise TokenizerError(f"unknown special-token role {role!r}; fix: use one of {', '.join(ROLES)}")
+                raise TokenizerError(
+                    f"unknown special-token role {role!r}; fix: use one of {', '.join(ROLES)}"
+                )
             if backend.token_to_id(token) is None:
                 raise TokenizerError(f"special token {token!r} (role {role}) is not in the vocabulary")
         self._roles = dict(special_tokens)
@@ -180,15 +182,16 @@ class Tokenizer:
 
         seen = {"texts": 0, "nonblank": 0}
 
-        def counted(stream):
+        def counted(stream, progress):
             for text in stream:
                 seen["texts"] += 1
                 if text.strip():
                     seen["nonblank"] += 1
                 yield text
+            progress.phase(f"learning a {kind} vocabulary of {vocab_size:,}")
 
-        with _progress(show_progress, files, texts) as advance:
-            stream = counted(iter_texts(files, texts, errors, advance))
+        with _progress(show_progress, files, texts) as progress:
+            stream = counted(iter_texts(files, texts, errors, progress.advance), progress)
             backend.train_from_iterator(stream, trainer)
         if seen["nonblank"] == 0:
             where = ", ".join(map(str, files)) if files else "the iterator"
@@ -283,7 +286,9 @@ class Tokenizer:
         if pairs is not None:
             pairs = list(pairs)
             if len(pairs) != len(texts):
-                raise TokenizerError(f"{len(texts)} texts but {len(pairs)} pairs; fix: pass one pair per text")
+                raise TokenizerError(
+                    f"{len(texts)} texts but {len(pairs)} pairs; fix: pass one pair per text"
+                )
             for i, t in enumerate(pairs):
                 _check_text(t, f"pairs[{i}]")
             inputs = list(zip(texts, pairs))
@@ -322,7 +327,9 @@ class Tokenizer:
         if padding is True:
             padding = "longest"
         if padding not in (False, None, "longest", "max_length", "do_not_pad"):
-            raise TokenizerError(f"padding={padding!r} is not valid; fix: use False, True, 'longest' or 'max_length'")
+            raise TokenizerError(
+                f"padding={padding!r} is not valid; fix: use False, True, 'longest' or 'max_length'"
+            )
         pad = None
         if padding == "max_length" or (padding == "longest" and (batch or pad_to_multiple_of)):
             if self.pad_id is None:
@@ -366,7 +373,9 @@ class Tokenizer:
         n = self.vocab_size
         bad = next((i for i in ids if not 0 <= i < n), None)
         if bad is not None:
-            raise TokenizerError(f"id {bad} is out of range for a vocabulary of {n}; fix: pass ids in [0, {n})")
+            raise TokenizerError(
+                f"id {bad} is out of range for a vocabulary of {n}; fix: pass ids in [0, {n})"
+            )
         return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def decode_batch(self, batch, skip_special_tokens: bool = True) -> list[str]:
@@ -461,25 +470,37 @@ def _as_id_list(ids) -> list[int]:
 
 
 class _progress:
-    """A rich progress bar over the corpus (bytes for files, texts for an iterator); no-op if disabled."""
+    """A rich progress bar over the corpus (bytes for files, texts for an iterator); no-op if disabled.
+
+    Used as ``with _progress(...) as p``: ``p.advance(n)`` while reading, ``p.phase(text)`` after.
+    """
 
     def __init__(self, enabled: bool, files, texts):
         self.enabled = enabled
-        self.total = sum(p.stat().st_size for p in files) if files else (len(texts) if hasattr(texts, "__len__") else None)
-        self.unit = "bytes" if files else "texts"
+        if files:
+            self.total, self.unit = sum(p.stat().st_size for p in files), "bytes"
+        else:
+            self.total, self.unit = (len(texts) if hasattr(texts, "__len__") else None), "texts"
 
     def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total} " + self.unit),
-            TimeElapsedColumn(), transient=False,
-        )  # fmt: skip
-        self.bar.start()
-        self.task = self.bar.add_task("reading corpus", total=self.total)
-        return lambda n: self.bar.advance(self.task, n)
+            self.bar = Progress(
+                SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                TextColumn("{task.completed:,} " + self.unit), TimeElapsedColumn(),
+            )  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("reading corpus", total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self.enabled:
+            self.bar.advance(self.task, n)
+
+    def phase(self, description: str) -> None:
+        if self.enabled:
+            self.bar.update(self.task, description=description)
 
     def __exit__(self, *exc):
         if self.enabled:
