@@ -1,0 +1,146 @@
+"""Hugging Face interop: `from_hf` imports a transformers model or checkpoint directory, `to_hf` writes
+one that transformers loads. One mapping per family (bert.py: BERT + RoBERTa, gpt2.py, llama.py); the
+tables are in docs/interop.md. transformers itself is never imported here: directories are read and
+written as config.json + safetensors, so converting needs no transformers install.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zhixing.config import ConfigError, ModelConfig
+from zhixing.interop import bert, gpt2, llama
+from zhixing.interop.core import (
+    Family,
+    check_rules,
+    convert_state,
+    json_writer,
+    normalise,
+    read_config,
+    read_weights,
+    state_to_hf,
+    write_atomically,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from zhixing.models.base import Model
+
+FAMILIES: dict[str, Family] = {t: f.FAMILY for f in (bert, gpt2, llama) for t in f.FAMILY.model_types}
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
+
+
+def family_for_hf(hf: dict[str, Any], source: str) -> tuple[Family, str]:
+    """The mapping for an HF config dict, or an error listing the supported model types."""
+    model_type = hf.get("model_type")
+    if model_type not in FAMILIES:
+        raise ConfigError(f"{source}: model_type {model_type!r} is not supported; "
+                          f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    return FAMILIES[model_type], model_type
+
+
+def family_for_config(cfg: ModelConfig) -> tuple[Family, str]:
+    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`."""
+    if cfg.arch == "bert":
+        model_type = bert.model_type_of(cfg)
+    elif cfg.arch == "gpt" and cfg.position in ("learned", "rotary"):
+        model_type = "gpt2" if cfg.position == "learned" else "llama"
+    else:
+        raise ConfigError(
+            f"no Hugging Face family for arch={cfg.arch!r}, position={cfg.position!r}: "
+            "bert/roberta take arch=bert; gpt2 takes arch=gpt with learned positions; "
+            "llama takes arch=gpt with rotary positions "
+            f"(supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    return FAMILIES[model_type], model_type
+
+
+def _head_of(family: Family, model_type: str, class_name: str, source: str) -> str:
+    if class_name not in family.architectures:
+        known = [a for a in family.architectures if a.lower().startswith(model_type)]
+        raise ConfigError(f"{source}: {class_name} is not supported; supported {model_type} classes: "
+                          f"{', '.join(known)} (or pass head=... to load the backbone with a new head)")
+    return family.architectures[class_name]
+
+
+def from_hf(source: Any, *, head: str | None = None, **overrides: Any) -> Model:
+    """A zhixing model with the weights of a Hugging Face model.
+
+    source: a transformers `PreTrainedModel` (BertModel, Bert/RobertaFor{MaskedLM, SequenceClassification,
+    TokenClassification, QuestionAnswering}, BertForPreTraining, RobertaModel, GPT2Model, GPT2LMHeadModel,
+    LlamaModel, LlamaForCausalLM) or a directory with config.json and model.safetensors / pytorch_model.bin.
+    The head comes from the class (or config.json's `architectures`). `head=` asks for another one: its
+    tensors that the checkpoint lacks are freshly initialised (with a warning), e.g. a BertModel checkpoint
+    loaded with head="seq_cls", num_labels=3 for fine-tuning. `overrides` are ModelConfig fields
+    (attn_impl="eager", dropout=0.0, ...). The model is returned in eval mode, in float32.
+    """
+    from zhixing.models import build_model
+
+    if isinstance(source, (str, os.PathLike)):
+        directory = Path(source)
+        if not directory.is_dir():
+            raise FileNotFoundError(
+                f"{directory}: not a directory; from_hf takes a Hugging Face model directory "
+                "(config.json + weights) or a transformers model (for Hub ids use zhixing.load)")
+        hf, state, name = read_config(directory), read_weights(directory), str(directory)
+        class_name = (hf.get("architectures") or [None])[0]
+    elif hasattr(source, "config") and hasattr(source, "state_dict"):
+        hf, state, class_name = source.config.to_dict(), source.state_dict(), type(source).__name__
+        name = class_name
+    else:
+        raise TypeError(f"from_hf takes a transformers model or a directory, not {type(source).__name__}")
+    family, model_type = family_for_hf(hf, name)
+    if head is None:  # the checkpoint's own head
+        if class_name is None:
+            head = family.default_head(hf)
+        else:
+            head = _head_of(family, model_type, class_name, name)
+        fresh_head = False
+    else:
+        fresh_head = head != family.architectures.get(class_name or "")
+    cfg = family.config_from_hf(hf, head)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    model = build_model(cfg)
+    ckpt = normalise(state, family, family.prefix(model_type))
+    ours = convert_state(ckpt, model.unique_state_dict(), cfg, family, model_type, name,
+                         fresh_head=fresh_head)
+    model.load_weights(ours, source=name)
+    return model.eval()
+
+
+def hf_state_dict(model: Model) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(HF config dict with `architectures`, HF state dict with full names) for one of our models."""
+    cfg = model.config
+    family, model_type = family_for_config(cfg)
+    hf = {"architectures": [family.architecture(model_type, cfg.head)], **family.config_to_hf(cfg)}
+    own = model.unique_state_dict()
+    hf["dtype"] = str(next(iter(own.values())).dtype).removeprefix("torch.")
+    state = state_to_hf(own, cfg, check_rules(own, family.rules(cfg), model_type))
+    prefix = family.prefix(model_type)
+    if cfg.head != "none":  # BertModel etc. save without the prefix; the task classes nest the base model
+        state = {k if k.startswith(family.outside_base) else f"{prefix}.{k}": v for k, v in state.items()}
+    return hf, state
+
+
+def to_hf(model: Model, directory: str | os.PathLike) -> Path:
+    """Write `model` as a Hugging Face directory (config.json + model.safetensors) that
+    `transformers.AutoModel*.from_pretrained(directory)` loads with the same outputs.
+
+    The files are written to a temporary directory and moved in when complete: a failed export leaves
+    nothing behind. Raises ConfigError naming each setting HF's family cannot express.
+    """
+    from safetensors.torch import save_file
+
+    hf, state = hf_state_dict(model)
+    # clone: split views of a fused tensor share storage, which safetensors refuses to write
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+    return write_atomically(Path(directory), {
+        "config.json": json_writer(hf),
+        "model.safetensors": lambda p: save_file(tensors, p, metadata={"format": "pt"}),
+    })
+
+
+__all__ = ["from_hf", "to_hf", "hf_state_dict", "SUPPORTED_MODEL_TYPES", "family_for_hf", "family_for_config"]
