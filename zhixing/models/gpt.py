@@ -63,7 +63,13 @@ class GPT(Model):
         """
         b, t = input_ids.shape
         past = cache.length if cache is not None else 0
-        check_length(past + t, self.config.max_seq_len)
+        # a static cache (CUDA graphs) attends over all its max_len slots; the mask says which are real
+        static = cache is not None and cache.static
+        if static and (attention_mask is None or position_ids is None or t != 1):
+            raise ValueError("a static KV cache decodes one token at a time, with attention_mask (over "
+                             "max_len slots) and position_ids")
+        k_len = cache.max_len if static else past + t
+        check_length(k_len, self.config.max_seq_len)
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=input_ids.device)[None].expand(b, t)
         x = self.tok_embed(input_ids)  # (b, t, dim)
@@ -73,7 +79,7 @@ class GPT(Model):
             x = x + self.sinusoid[position_ids].to(x.dtype)
         x = self.drop(x)
         rope = self.rope(position_ids, x.dtype) if self.rope is not None else None
-        mask, causal = build_mask(attention_mask, t, past + t, causal=True)
+        mask, causal = build_mask(attention_mask, t, k_len, causal=True)
         attentions, hidden = [], [x]
         for i, layer in enumerate(self.layers):
             x, w, _ = layer(x, mask, causal=causal, rope=rope, cache=cache, layer=i,

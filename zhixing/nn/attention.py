@@ -94,18 +94,34 @@ class KVCache:
     With `max_len` the buffers are allocated once at that size (no per-step growth); without it they
     grow by doubling. `length` counts the positions stored; the model advances it after a forward.
     Cross-attention keys/values of an encoder–decoder are computed once and kept in `cross`.
+
+    Static mode (for CUDA graphs, which replay fixed shapes and addresses): once the buffers exist, set
+    `positions` to a LongTensor of write positions; `update` then writes there and returns the whole
+    preallocated buffers, and the caller's attention mask (covering all `max_len` slots) hides the
+    slots not yet written. `length` is not meaningful in this mode.
     """
 
     def __init__(self, num_layers: int, max_len: int | None = None):
         self.num_layers = num_layers
         self.max_len = max_len
         self.length = 0
+        self.positions: torch.Tensor | None = None
         self.k: list[torch.Tensor | None] = [None] * num_layers
         self.v: list[torch.Tensor | None] = [None] * num_layers
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
 
+    @property
+    def static(self) -> bool:
+        return self.positions is not None
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (batch, kv_heads, t, d) after the past; return all keys/values so far."""
+        if self.positions is not None:
+            if self.k[layer] is None:
+                raise ValueError("static KV cache: fill the buffers (a prefill) before setting positions")
+            self.k[layer].index_copy_(2, self.positions, k)
+            self.v[layer].index_copy_(2, self.positions, v)
+            return self.k[layer], self.v[layer]
         start, end = self.length, self.length + k.size(2)
         buf_k = self.k[layer]
         if buf_k is None or end > buf_k.size(2):

@@ -1,0 +1,159 @@
+"""`zhixing generate MODEL "prompt"` (streams the continuation) and `zhixing chat MODEL` (interactive)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zhixing.generation.config import FILENAME, GenerationConfig
+
+
+def decoding_options(f):
+    """The sampling / search flags shared by `generate` and `chat` (None = keep the model's setting)."""
+    options = [
+        click.option("--max-new-tokens", type=int, help="Tokens to generate at most."),
+        click.option("--sample/--greedy", "do_sample", default=None,
+                     help="Sample, or pick the most likely token. Default: sample when any of "
+                          "--temperature/--top-k/--top-p/--min-p is given."),
+        click.option("--temperature", type=float, help="Divide logits by T (<1 sharper, >1 more varied)."),
+        click.option("--top-k", type=int, help="Sample among the k most likely tokens (0 = off)."),
+        click.option("--top-p", type=float, help="Nucleus: smallest set with probability mass >= p."),
+        click.option("--min-p", type=float, help="Drop tokens less likely than min_p x the top token."),
+        click.option("--repetition-penalty", type=float, help="> 1 discourages repeating tokens (e.g. 1.2)."),
+        click.option("--no-repeat-ngram-size", type=int, help="Forbid repeating any n-gram of this size."),
+        click.option("--num-beams", type=int, help="Beam search width (1 = off)."),
+        click.option("--length-penalty", type=float, help="Beam score / length**lp (> 0 favours longer)."),
+        click.option("--num-return-sequences", type=int, help="Sequences per prompt."),
+        click.option("--seed", type=int, help="Seed for reproducible sampling."),
+        click.option("--stop", "stop_strings", multiple=True, help="Stop at this text (repeatable)."),
+        click.option("--truncate-prompt", is_flag=True, default=None,
+                     help="Keep the last tokens of a prompt too long for the context instead of failing."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+                     help="Weights' dtype (default: bfloat16 on CUDA, float32 on CPU)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_for_generation(path: str, device: str | None, dtype: str | None):
+    """(model, tokenizer, generation config) from a run, zhixing or Hugging Face model directory."""
+    import torch
+
+    import zhixing
+
+    try:
+        model = zhixing.load(path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    config = GenerationConfig()
+    for candidate in (Path(path) / FILENAME, Path(path) / "best" / FILENAME):
+        if candidate.is_file():
+            config = GenerationConfig.load(candidate)
+            break
+    return model, getattr(model, "tokenizer", None), config
+
+
+def apply_flags(config: GenerationConfig, flags: dict[str, Any]) -> GenerationConfig:
+    """Override the model's generation config with the flags the user gave."""
+    flags = {k: v for k, v in flags.items() if v is not None and k not in ("device", "dtype")}
+    if not flags.get("stop_strings"):
+        flags.pop("stop_strings", None)
+    if "do_sample" not in flags and any(k in flags for k in ("temperature", "top_k", "top_p", "min_p")):
+        flags["do_sample"] = True
+    try:
+        return config.replace(**flags).validate()
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command("generate")
+@click.argument("model_path", metavar="MODEL")
+@click.argument("prompt")
+@decoding_options
+def generate_cmd(model_path: str, prompt: str, **flags: Any) -> None:
+    """Continue PROMPT with MODEL (a run, zhixing or Hugging Face model directory), streaming the text.
+
+    Beam search and several return sequences print each finished sequence instead.
+    """
+    from zhixing.generation.api import generate
+    from zhixing.generation.streaming import stream
+
+    model, tokenizer, config = load_for_generation(model_path, flags["device"], flags["dtype"])
+    if tokenizer is None:
+        raise click.ClickException(f"{model_path}: no tokenizer next to the model; cannot read a text prompt")
+    config = apply_flags(config, flags)
+    try:
+        if config.num_beams > 1 or config.num_return_sequences > 1:
+            out = generate(model, prompt, config, tokenizer)
+            for i, text in enumerate(out.texts):
+                click.echo(f"--- {i + 1} ---\n{prompt}{text}")
+            return
+        click.echo(prompt, nl=False)
+        for piece in stream(model, prompt, config, tokenizer):
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        click.echo()
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def chat_prompt(history: list[tuple[str, str]], user: str, system: str | None) -> str:
+    """A plain transcript format; the model is asked to continue after "Assistant:"."""
+    parts = [system.strip() + "\n\n"] if system else []
+    for u, a in history:
+        parts.append(f"User: {u}\nAssistant: {a}\n")
+    parts.append(f"User: {user}\nAssistant:")
+    return "".join(parts)
+
+
+@click.command("chat")
+@click.argument("model_path", metavar="MODEL")
+@click.option("--system", default=None, help="A system message placed before the conversation.")
+@decoding_options
+def chat_cmd(model_path: str, system: str | None, **flags: Any) -> None:
+    """Chat with MODEL: each reply streams; Ctrl-C stops the reply, /reset clears history, /exit (or
+    Ctrl-D) quits. The oldest turns are dropped when the conversation outgrows the context."""
+    from zhixing.generation.streaming import stream
+
+    model, tokenizer, config = load_for_generation(model_path, flags["device"], flags["dtype"])
+    if tokenizer is None:
+        raise click.ClickException(f"{model_path}: no tokenizer found next to the model")
+    config = apply_flags(config, flags)
+    config = config.replace(stop_strings=[*config.stop_strings, "\nUser:"], truncate_prompt=True)
+    if config.num_beams > 1 or config.num_return_sequences > 1:
+        raise click.BadParameter("chat streams one reply: use --num-beams 1 and --num-return-sequences 1")
+    history: list[tuple[str, str]] = []
+    click.echo("Chat: Ctrl-C stops a reply, /reset clears the history, /exit quits.")
+    while True:
+        try:
+            user = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        command = user.strip()
+        if command in ("/exit", "/quit"):
+            return
+        if command == "/reset":
+            history.clear()
+            continue
+        if not command:
+            continue
+        reply = []
+        click.echo("bot> ", nl=False)
+        try:
+            for piece in stream(model, chat_prompt(history, user, system), config, tokenizer):
+                reply.append(piece)
+                click.echo(piece, nl=False)
+                sys.stdout.flush()
+            click.echo()
+        except KeyboardInterrupt:  # stop this reply, keep the conversation
+            click.echo(" [stopped]")
+        history.append((user, "".join(reply).strip()))
