@@ -1,0 +1,74 @@
+"""`zhixing convert`: Hugging Face directory <-> zhixing directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+
+def _copy_tokenizer(src: Path, out: Path) -> list[str]:
+    """Copy the tokenizer files (HF format, which zhixing reads too) next to the converted weights."""
+    from zhixing.interop.core import TOKENIZER_FILES
+
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file() and src.resolve() != out.resolve():
+            tmp = out / f".{name}.tmp"
+            shutil.copyfile(src / name, tmp)
+            tmp.replace(out / name)
+            copied.append(name)
+    return copied
+
+
+@click.command("convert")
+@click.option("--from-hf", "from_hf_dir", metavar="DIR", help="Hugging Face model directory (or Hub id) to import.")
+@click.option("--to-hf", "to_hf_dir", metavar="DIR", help="zhixing model or run directory to export.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option("--head", default=None, help="Import with this head instead of the checkpoint's (e.g. seq_cls).")
+def convert_cmd(from_hf_dir: str | None, to_hf_dir: str | None, out: Path, head: str | None) -> None:
+    """Convert a checkpoint between Hugging Face format and zhixing's.
+
+    \b
+    zhixing convert --from-hf path/to/bert --out models/bert      HF (bert/roberta/gpt2/llama) -> zhixing
+    zhixing convert --to-hf runs/gpt/best --out export/gpt       zhixing -> HF (transformers loads it)
+
+    Tokenizer files found next to the weights are copied along. Files are written to a temporary
+    directory and moved in when complete; a failed conversion leaves nothing behind.
+    """
+    if (from_hf_dir is None) == (to_hf_dir is None):
+        raise click.UsageError("give exactly one of --from-hf DIR or --to-hf DIR")
+    from zhixing.config import ConfigError
+    from zhixing.interop import from_hf, to_hf
+    from zhixing.interop.hub import resolve, tokenizer_directory
+    from zhixing.models.base import CheckpointError
+
+    created = not out.exists()
+    try:
+        if from_hf_dir is not None:
+            src, named = resolve(from_hf_dir)
+            model = from_hf(src, head=head)
+            model.save_pretrained(out)
+            what = f"{src} -> zhixing {model.config.arch}/{model.config.head}"
+        else:
+            if head is not None:
+                raise click.UsageError("--head applies to --from-hf only")
+            import zhixing
+
+            model = zhixing.load(to_hf_dir)
+            src, named = resolve(to_hf_dir)
+            to_hf(model, out)
+            import json
+
+            arch = json.loads((out / "config.json").read_text())["architectures"][0]
+            what = f"{src} -> Hugging Face {arch}"
+        tok = tokenizer_directory(src, named)
+        copied = _copy_tokenizer(tok, out) if tok is not None else []
+    except (ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError) as e:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise click.ClickException(str(e)) from None
+    params = model.num_parameters()
+    click.echo(f"converted {what}: {params:,} parameters -> {out}"
+               + (f" (tokenizer: {', '.join(copied)})" if copied else ""))
