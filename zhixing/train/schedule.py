@@ -1,0 +1,32 @@
+"""Learning-rate schedules: linear warmup, then cosine, linear or constant.
+
+The rate is a pure function of the step, so resuming needs nothing but the step count: there is no
+scheduler object whose state could be lost or double-stepped (a known pain of resumed HF runs).
+
+    warmup (s < W):        lr(s) = lr · (s + 1) / W
+    cosine (W ≤ s < D):    lr(s) = min_lr + ½ (lr − min_lr) (1 + cos(π (s − W) / (D − W)))
+    linear (W ≤ s < D):    lr(s) = lr − (lr − min_lr) (s − W) / (D − W)
+    after D:               lr(s) = min_lr
+"""
+
+from __future__ import annotations
+
+import math
+
+from zhixing.train.config import TrainConfig
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """The learning rate for optimizer step `step` (0-based)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps  # (step + 1): the first step does not waste a 0 lr
+    if cfg.schedule == "constant":
+        return cfg.lr
+    decay_end = cfg.decay_steps if cfg.decay_steps is not None else cfg.max_steps
+    if step >= decay_end:
+        return cfg.min_lr
+    span = max(1, decay_end - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / span  # 0 -> 1
+    if cfg.schedule == "cosine":
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr - (cfg.lr - cfg.min_lr) * progress
