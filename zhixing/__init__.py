@@ -54,7 +54,8 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
         from zhixing.interop import SUPPORTED_MODEL_TYPES
 
         raise ConfigError(f"{config_file}: neither a zhixing config (no 'arch' key) nor a Hugging Face one "
-                          f"(no 'model_type'); supported Hugging Face model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+                          "(no 'model_type'); supported Hugging Face model types: "
+                          f"{', '.join(SUPPORTED_MODEL_TYPES)}")
     tok_dir = tokenizer_directory(directory, named)
     if tok_dir is not None:
         from zhixing.tokenizers import Tokenizer

@@ -44,7 +44,8 @@ def check(ours: dict, theirs: dict, mask: torch.Tensor) -> None:
 
 
 BERT_CLASSES = {
-    "BertForMaskedLM": "mlm", "BertForSequenceClassification": "seq_cls", "BertForTokenClassification": "token_cls",
+    "BertForMaskedLM": "mlm", "BertForSequenceClassification": "seq_cls",
+    "BertForTokenClassification": "token_cls",
     "BertForQuestionAnswering": "qa", "BertForPreTraining": "pretraining", "BertModel": "none",
 }
 ROBERTA_CLASSES = {
@@ -86,7 +87,8 @@ def test_unpadded_rows_match_padded_batch():
     full = outputs_ours(ours, inputs)["tokens"]
     for row, n in ((1, 6), (2, 3)):
         alone = {k: v[row : row + 1, :n] for k, v in inputs.items()}
-        torch.testing.assert_close(outputs_ours(ours, alone)["tokens"][0], full[row, :n], atol=1e-5, rtol=1e-5)
+        alone_out = outputs_ours(ours, alone)["tokens"][0]
+        torch.testing.assert_close(alone_out, full[row, :n], atol=1e-5, rtol=1e-5)
 
 
 def test_label_names_survive_the_round_trip(tmp_path):

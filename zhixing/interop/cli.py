@@ -23,10 +23,11 @@ def _copy_tokenizer(src: Path, out: Path) -> list[str]:
 
 
 @click.command("convert")
-@click.option("--from-hf", "from_hf_dir", metavar="DIR", help="Hugging Face model directory (or Hub id) to import.")
+@click.option("--from-hf", "from_hf_dir", metavar="DIR", help="Hugging Face model directory (or Hub id).")
 @click.option("--to-hf", "to_hf_dir", metavar="DIR", help="zhixing model or run directory to export.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("--head", default=None, help="Import with this head instead of the checkpoint's (e.g. seq_cls).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory.")
+@click.option("--head", default=None, help="Import with this head, not the checkpoint's (e.g. seq_cls).")
 def convert_cmd(from_hf_dir: str | None, to_hf_dir: str | None, out: Path, head: str | None) -> None:
     """Convert a checkpoint between Hugging Face format and zhixing's.
 

@@ -64,8 +64,8 @@ def download(repo_id: str) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
     def fetch(allow: list[str], local_only: bool) -> Path:
-        return Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=allow, local_files_only=local_only,
-                                                      etag_timeout=10))
+        return Path(huggingface_hub.snapshot_download(
+            repo_id, allow_patterns=allow, local_files_only=local_only, etag_timeout=10))
 
     def has_weights(d: Path) -> bool:
         return any((d / f).exists() for f in WEIGHT_FILES)
@@ -86,7 +86,8 @@ def download(repo_id: str) -> Path:
     except HfHubHTTPError as e:
         raise FileNotFoundError(f"{where} could not be fetched: {e}") from None
     except (OSError, ValueError) as e:  # ConnectError surfaces as LocalEntryNotFoundError (an OSError)
-        raise FileNotFoundError(f"{where} could not be fetched (no network?): {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FileNotFoundError(f"{where} could not be fetched (no network?): {first}") from None
     return d
 
 
