@@ -115,7 +115,8 @@ def hf_state_dict(model: Model) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     """(HF config dict with `architectures`, HF state dict with full names) for one of our models."""
     cfg = model.config
     family, model_type = family_for_config(cfg)
-    hf = {"architectures": [family.architecture(model_type, cfg.head)], **family.config_to_hf(cfg)}
+    fields = family.config_to_hf(cfg)  # first: it names every setting HF cannot express
+    hf = {"architectures": [family.architecture(model_type, cfg.head)], **fields}
     own = model.unique_state_dict()
     hf["dtype"] = str(next(iter(own.values())).dtype).removeprefix("torch.")
     state = state_to_hf(own, cfg, check_rules(own, family.rules(cfg), model_type))
