@@ -12,7 +12,11 @@ ERROR_MODES = ("strict", "replace", "ignore")
 
 
 def normalize_sources(files_or_iterator) -> tuple[list[Path] | None, Iterable[str] | None]:
-    """Split the user's input into (files, None) or (None, iterator of texts); check files exist."""
+    """Split the user's input into (files, None) or (None, iterator of texts); check files exist.
+
+    A path, or a list/tuple of paths, names files; any other iterable (a generator, ``iter(list)``,
+    a dataset) yields the texts themselves.
+    """
     if isinstance(files_or_iterator, (str, os.PathLike)):
         files_or_iterator = [files_or_iterator]
     if isinstance(files_or_iterator, (list, tuple)) and all(
@@ -23,7 +27,10 @@ def normalize_sources(files_or_iterator) -> tuple[list[Path] | None, Iterable[st
             raise TokenizerError("no input files given; fix: pass at least one text file (or an iterator)")
         for p in paths:
             if not p.exists():
-                raise TokenizerError(f"input file not found: {p}; fix: check the path")
+                hint = ""
+                if len(str(p)) > 255 or "\n" in str(p) or len(paths) > 1000:
+                    hint = " (a list of strings is read as file paths; to train on texts, pass iter(texts))"
+                raise TokenizerError(f"input file not found: {str(p)[:200]!r}{hint}; fix: check the path")
             if p.is_dir():
                 raise TokenizerError(f"input {p} is a directory; fix: pass the text files inside it")
         return paths, None
