@@ -289,7 +289,8 @@ class Trainer:
 
     def _model_state(self, with_optimizer: bool) -> tuple[dict, dict | None]:
         msd, osd = D.full_state_dicts(self.raw, self.optimizer if with_optimizer else None)
-        return {k: msd[k] for k in self.save_keys}, osd
+        # Under FSDP only rank 0 receives the gathered tensors; the others get an empty dict.
+        return {k: msd[k] for k in self.save_keys if k in msd}, osd
 
     def save(self) -> Path | None:
         """Checkpoint the current step (every rank must call it; rank 0 writes)."""
