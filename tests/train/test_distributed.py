@@ -13,7 +13,7 @@ import torch
 from toyloader import ToyLoader
 
 from zhixing.models import build_model
-from zhixing.train import Trainer, TrainConfig
+from zhixing.train import TrainConfig, Trainer
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 

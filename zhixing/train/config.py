@@ -101,7 +101,8 @@ class DataConfig(Config):
     vocab_size: int = 8000  # when training one (char: an upper bound)
     chinese_words: str | None = None  # "jieba": word ids for Chinese whole-word masking
     cache_dir: str = "runs/.prepared"  # trained tokenizers + token shards, per corpus/kind/vocab
-    val_fraction: float = 0.01  # documents held out for validation
+    val_fraction: float = 0.01  # share held out for validation
+    split: typing.Literal["auto", "hash", "tail"] = "auto"  # hash: by document; tail: last tokens (nanoGPT)
     objective: typing.Literal["clm", "mlm"] = "clm"  # causal LM (GPT) or masked LM (BERT)
     block_size: int = 256  # tokens per training sequence (<= model.max_seq_len)
     mlm_probability: float = 0.15  # share of tokens masked (mlm)

@@ -1,0 +1,145 @@
+"""A recipe from corpus to trained model: tokenizer -> token shards -> loaders -> model -> Trainer.
+
+    summary = run_recipe(Recipe.load("configs/gpt-shakespeare-char.yaml", ["train.lr=3e-4"]))
+
+Tokenizers and shards are cached under `data.cache_dir` and reused when the corpus and options match
+(`prepare_shards` is idempotent), so a second run starts training at once. Under torchrun rank 0
+prepares the data while the other ranks wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from zhixing.config import ConfigError, ModelConfig
+from zhixing.train import distributed as D
+from zhixing.train.config import Recipe
+
+
+def _slug(corpus: str) -> str:
+    """A directory name for a corpus: built-in names as they are, paths as stem + short hash."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", corpus) and not Path(corpus).exists():
+        return corpus
+    digest = hashlib.sha256(str(Path(corpus).resolve()).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', Path(corpus).stem)}-{digest}"
+
+
+def data_dir(recipe: Recipe) -> Path:
+    """<cache_dir>/<corpus>-<tokenizer kind>-<vocab> (or -tok<hash> for a given tokenizer directory)."""
+    d = recipe.data
+    if d.tokenizer:
+        tag = "tok" + hashlib.sha256(str(Path(d.tokenizer).resolve()).encode()).hexdigest()[:8]
+    else:
+        tag = f"{d.tokenizer_kind}{d.vocab_size}" + (f"-{d.chinese_words}" if d.chinese_words else "")
+    return Path(d.cache_dir) / f"{_slug(d.corpus)}-{tag}"
+
+
+def prepare_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool = True):
+    """The recipe's tokenizer: loaded from data.tokenizer, or trained on the corpus once and cached."""
+    from zhixing.data import read_documents
+    from zhixing.tokenizers import Tokenizer
+
+    d = recipe.data
+    if d.tokenizer:
+        return Tokenizer.load(d.tokenizer)
+    tok_dir = data_dir(recipe) / "tokenizer"
+    if info.is_main and not Tokenizer.can_load(tok_dir):
+        tok = Tokenizer.train(read_documents(d.corpus), kind=d.tokenizer_kind, vocab_size=d.vocab_size,
+                              chinese_words=d.chinese_words, show_progress=progress)
+        tmp = tok_dir.with_name(".tmp-tokenizer")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok.save(tmp)
+        tok_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, tok_dir)  # other ranks (and later runs) see a whole tokenizer or none
+    D.barrier(info)
+    return Tokenizer.load(tok_dir)
+
+
+def prepare_data(recipe: Recipe, tokenizer: Any, info: D.DistInfo, progress: bool = True) -> Path:
+    """Token shards of the recipe's corpus (built by rank 0, reused when up to date)."""
+    from zhixing.data import prepare_shards
+
+    out = data_dir(recipe) / "shards"
+    if info.is_main:
+        prepare_shards(recipe.data.corpus, tokenizer, out, val_fraction=recipe.data.val_fraction,
+                       split=recipe.data.split, progress=progress)
+    D.barrier(info)
+    return out
+
+
+def check_model_fits_data(recipe: Recipe, config: ModelConfig) -> None:
+    """Objective vs architecture, block size vs positions: errors that name the field to change."""
+    d, src = recipe.data, recipe.source
+    if d.block_size > config.max_seq_len:
+        raise ConfigError(
+            f"{src}: data.block_size={d.block_size} is above the model's max_seq_len={config.max_seq_len}; "
+            f"lower data.block_size or raise model.max_seq_len to {d.block_size}"
+        )
+    if d.objective == "clm" and (config.arch != "gpt" or config.head != "lm"):
+        raise ConfigError(f"{src}: data.objective=clm trains a GPT with head lm; the model is "
+                          f"{config.arch} with head {config.head} (set model.preset to a gpt-* preset)")
+    if d.objective == "mlm":
+        if config.arch != "bert" or config.head not in ("mlm", "pretraining"):
+            raise ConfigError(f"{src}: data.objective=mlm trains a BERT with head mlm or pretraining; the "
+                              f"model is {config.arch} with head {config.head}")
+        if d.nsp != (config.head == "pretraining"):
+            fix = "model.head=pretraining" if d.nsp else "data.nsp=true (or model.head=mlm)"
+            raise ConfigError(f"{src}: data.nsp={str(d.nsp).lower()} but model.head={config.head}; set {fix}")
+        if d.nsp and not config.type_vocab_size:
+            raise ConfigError(f"{src}: NSP needs segment embeddings; set model.type_vocab_size=2")
+
+
+def build_loaders(recipe: Recipe, shards_dir: Path, tokenizer: Any, info: D.DistInfo) -> tuple[Any, Any]:
+    """(train loader sharded by rank, val loader) for the recipe's objective."""
+    from zhixing.data import CLMLoader, MLMLoader, TokenShards
+
+    d, t = recipe.data, recipe.train
+    train, val = TokenShards(shards_dir, "train"), TokenShards(shards_dir, "val")
+    train.check_tokenizer(tokenizer)
+    common = dict(block_size=d.block_size, batch_size=t.batch_size, rank=info.rank,
+                  world_size=info.world_size)
+    if d.objective == "clm":
+        return CLMLoader(train, seed=t.seed, **common), CLMLoader(val, seed=t.seed, **common)
+    mlm = dict(mlm_probability=d.mlm_probability, whole_word=d.whole_word, nsp=d.nsp)
+    return (MLMLoader(train, tokenizer, seed=t.seed, **common, **mlm),
+            MLMLoader(val, tokenizer, seed=t.seed, **common, **mlm))
+
+
+def model_config_for(recipe: Recipe, tokenizer: Any) -> ModelConfig:
+    """The recipe's model with the tokenizer's vocabulary size and special-token ids filled in."""
+    config = recipe.model_config(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
+                                 bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)
+    check_model_fits_data(recipe, config)
+    return config
+
+
+def run_recipe(recipe: Recipe, *, progress: bool | None = None) -> dict[str, Any]:
+    """Prepare the data, build the model and train it; returns the run's summary (see Trainer.fit)."""
+    import torch
+
+    from zhixing.models import build_model
+    from zhixing.train.loop import Trainer
+
+    info = D.setup(recipe.train.device)
+    try:
+        show = recipe.train.progress if progress is None else progress
+        # Validate what needs no data first, so a typo fails in a second, not after tokenization.
+        recipe.model_config()
+        if recipe.data.block_size > recipe.model_config().max_seq_len:
+            check_model_fits_data(recipe, recipe.model_config())
+        tokenizer = prepare_tokenizer(recipe, info, progress=show and info.is_main)
+        config = model_config_for(recipe, tokenizer)
+        shards = prepare_data(recipe, tokenizer, info, progress=show and info.is_main)
+        train_loader, val_loader = build_loaders(recipe, shards, tokenizer, info)
+        torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
+        model = build_model(config)
+        trainer = Trainer(model, recipe.train, train_loader, val_loader, run_dir=recipe.run_dir,
+                          tokenizer=tokenizer, recipe=recipe, dist=info)
+        return trainer.fit()
+    finally:
+        D.teardown()
