@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "tokenizer": "zhixing.tokenizers.cli:tokenizer_group",
     "generate": "zhixing.generation.cli:generate_cmd",
     "chat": "zhixing.generation.cli:chat_cmd",
+    "pretrain": "zhixing.train.cli:pretrain_cmd",
+    "quickstart": "zhixing.train.cli:quickstart_cmd",
 }
 
 
