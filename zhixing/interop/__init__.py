@@ -130,18 +130,21 @@ def to_hf(model: Model, directory: str | os.PathLike) -> Path:
     """Write `model` as a Hugging Face directory (config.json + model.safetensors) that
     `transformers.AutoModel*.from_pretrained(directory)` loads with the same outputs.
 
-    The files are written to a temporary directory and moved in when complete: a failed export leaves
-    nothing behind. Raises ConfigError naming each setting HF's family cannot express.
+    A tokenizer attached as `model.tokenizer` (zhixing.load attaches one) is saved alongside, in the
+    tokenizer.json format transformers' AutoTokenizer reads. The files are written to a temporary
+    directory and moved in when complete: a failed export leaves nothing behind. Raises ConfigError
+    naming each setting HF's family cannot express.
     """
     from safetensors.torch import save_file
 
     hf, state = hf_state_dict(model)
     # clone: split views of a fused tensor share storage, which safetensors refuses to write
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+    tokenizer = getattr(model, "tokenizer", None)
     return write_atomically(Path(directory), {
         "config.json": json_writer(hf),
         "model.safetensors": lambda p: save_file(tensors, p, metadata={"format": "pt"}),
-    })
+    }, extra=tokenizer.save if tokenizer is not None else None)
 
 
 __all__ = ["from_hf", "to_hf", "hf_state_dict", "SUPPORTED_MODEL_TYPES", "family_for_hf", "family_for_config"]

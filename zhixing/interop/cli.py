@@ -52,24 +52,24 @@ def convert_cmd(from_hf_dir: str | None, to_hf_dir: str | None, out: Path, head:
             model = from_hf(src, head=head)
             model.save_pretrained(out)
             what = f"{src} -> zhixing {model.config.arch}/{model.config.head}"
+            tok = tokenizer_directory(src, named)
+            saved = _copy_tokenizer(tok, out) if tok is not None else []
         else:
             if head is not None:
                 raise click.UsageError("--head applies to --from-hf only")
             import zhixing
 
-            model = zhixing.load(to_hf_dir)
-            src, named = resolve(to_hf_dir)
+            model = zhixing.load(to_hf_dir)  # attaches the tokenizer, which to_hf saves along
             to_hf(model, out)
             import json
 
             arch = json.loads((out / "config.json").read_text())["architectures"][0]
-            what = f"{src} -> Hugging Face {arch}"
-        tok = tokenizer_directory(src, named)
-        copied = _copy_tokenizer(tok, out) if tok is not None else []
+            what = f"{to_hf_dir} -> Hugging Face {arch}"
+            saved = ["tokenizer.json"] if model.tokenizer is not None else []
     except (ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError) as e:
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise click.ClickException(str(e)) from None
     params = model.num_parameters()
     click.echo(f"converted {what}: {params:,} parameters -> {out}"
-               + (f" (tokenizer: {', '.join(copied)})" if copied else ""))
+               + (f" (tokenizer: {', '.join(saved)})" if saved else ""))

@@ -247,9 +247,12 @@ def convert_state(
 # -- writing ---------------------------------------------------------------------------------------
 
 
-def write_atomically(directory: Path, files: dict[str, Callable[[Path], None]]) -> Path:
-    """Write each file with its writer into a temporary directory next to the target, then move them
-    in; on any error nothing is left behind (a previous checkpoint in `directory` stays whole)."""
+def write_atomically(
+    directory: Path, files: dict[str, Callable[[Path], None]], extra: Callable[[Path], None] | None = None
+) -> Path:
+    """Write each file with its writer (and whatever `extra` writes into the folder it is given) into a
+    temporary directory next to the target, then move them in; on any error nothing is left behind
+    (a previous checkpoint in `directory` stays whole)."""
     directory = Path(directory)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
@@ -257,8 +260,10 @@ def write_atomically(directory: Path, files: dict[str, Callable[[Path], None]]) 
     try:
         for name, write in files.items():
             write(tmp / name)
-        for name in files:
-            os.replace(tmp / name, directory / name)
+        if extra is not None:
+            extra(tmp)
+        for path in sorted(tmp.iterdir()):
+            os.replace(path, directory / path.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created:
