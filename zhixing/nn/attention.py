@@ -129,7 +129,9 @@ class KVCache:
                 raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
             capacity = self.max_len or max(end, 2 * (buf_k.size(2) if buf_k is not None else 0), 16)
             shape = (k.size(0), k.size(1), capacity, k.size(3))
-            new_k, new_v = k.new_empty(shape), v.new_empty(shape)
+            # zeros, not empty: a static cache attends over unwritten slots (masked, weight 0), and
+            # 0 * garbage would still be NaN when the garbage is NaN or inf
+            new_k, new_v = k.new_zeros(shape), v.new_zeros(shape)
             if buf_k is not None:
                 new_k[:, :, :start] = buf_k[:, :, :start]
                 new_v[:, :, :start] = self.v[layer][:, :, :start]
