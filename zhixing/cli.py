@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "info": "zhixing.models.cli:info_cmd",
     "convert": "zhixing.interop.cli:convert_cmd",
     "tokenizer": "zhixing.tokenizers.cli:tokenizer_group",
+    "prepare": "zhixing.data.cli:prepare_cmd",
     "generate": "zhixing.generation.cli:generate_cmd",
     "chat": "zhixing.generation.cli:chat_cmd",
     "pretrain": "zhixing.train.cli:pretrain_cmd",
