@@ -21,6 +21,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,22 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on matrices only (linear weights, embeddings); norms' gains and
-    biases are not decayed — shrinking them toward 0 only fights the normalisation (as nanoGPT / GPT-3)."""
-    decay, no_decay = [], []
-    for p in model.parameters():  # tied parameters are yielded once
+    biases are not decayed — shrinking them toward 0 only fights the normalisation (as nanoGPT / GPT-3).
+
+    lr_scale(parameter name) -> factor gives parameters their own share of the scheduled rate (each group
+    keeps it as "lr_scale"; the loop sets lr = schedule × lr_scale), e.g. layer-wise LR decay for
+    fine-tuning (zhixing.tasks)."""
+    groups_by_key: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():  # tied parameters are yielded once
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            key = (p.dim() >= 2, float(lr_scale(name)) if lr_scale is not None else 1.0)
+            groups_by_key.setdefault(key, []).append(p)
+    order = sorted(groups_by_key, key=lambda k: (not k[0], -k[1]))  # decayed first, as before
+    groups = [{"params": groups_by_key[k], "weight_decay": cfg.weight_decay if k[0] else 0.0,
+               "lr_scale": k[1]} for k in order]
     fused = cfg.fused if cfg.fused is not None else device.type == "cuda"
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
 
@@ -81,11 +90,21 @@ class Trainer:
     train_data: an infinite iterable of dict batches with `state_dict()` / `load_state_dict()`
     (zhixing.data's CLMLoader / MLMLoader); val_data: anything with `eval_batches(n)`.
     After `fit()`, `history` holds every logged record (train and eval) of this process.
+
+    Hooks for fine-tuning (zhixing.tasks), all optional: `evaluator(model) -> metrics` replaces the
+    loss-based evaluation (task metrics such as accuracy or F1 on the whole dev set); `best_metric` /
+    `greater_is_better` name the metric that selects best/ and drives early stopping; `loss_fn(output,
+    batch) -> loss` replaces the model's own loss (e.g. class-weighted cross-entropy); `lr_scale(name)`
+    scales a parameter's learning rate (layer-wise decay), see `build_optimizer`.
     """
 
     def __init__(self, model: Model, config: TrainConfig, train_data: Any, val_data: Any = None, *,
                  run_dir: str | Path | None = None, tokenizer: Any = None, recipe: Recipe | None = None,
-                 dist: D.DistInfo | None = None):
+                 dist: D.DistInfo | None = None,
+                 evaluator: Callable[[nn.Module], dict[str, float]] | None = None,
+                 best_metric: str = "val_loss", greater_is_better: bool = False,
+                 loss_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+                 lr_scale: Callable[[str], float] | None = None):
         self.raw = model
         self.cfg = config
         self.train_data = train_data
@@ -108,6 +127,8 @@ class Trainer:
         self._stop_signal: int | None = None
         self._last_eval: dict[str, Any] = {}
         self._last_saved = -1
+        self.evaluator, self.loss_fn, self.lr_scale = evaluator, loss_fn, lr_scale
+        self.best_metric, self.greater_is_better = best_metric, greater_is_better
 
     # -- setup -------------------------------------------------------------------------------------------
 
@@ -174,7 +195,7 @@ class Trainer:
         if cfg.compile and strategy == "fsdp" and info.enabled:
             model = torch.compile(model)
         self.model = model
-        self.optimizer = build_optimizer(self.raw, cfg, self.device)
+        self.optimizer = build_optimizer(self.raw, cfg, self.device, self.lr_scale)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if loaded is not None:
             osd = self._optim_state
@@ -231,7 +252,8 @@ class Trainer:
                 out = self._forward(batch)
                 # A micro-batch without targets (possible with sparse labels) still joins the graph, so
                 # DDP sees every parameter used; its weight is zero.
-                loss = out.loss * (n / n_total) if n else out.logits.sum() * 0.0
+                own = self.loss_fn(out, batch) if self.loss_fn is not None and n else out.loss
+                loss = own * (n / n_total) if n else out.logits.sum() * 0.0
                 if s:
                     nsp = classification_loss(out.nsp_logits, batch["next_sentence_label"])
                     loss = loss + nsp * (s / nsp_total)
@@ -249,8 +271,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Token-weighted val loss and perplexity; MLM and NSP accuracy for BERT pretraining."""
+        """Token-weighted val loss and perplexity; MLM and NSP accuracy for BERT pretraining (or the
+        `evaluator`'s metrics when one was given)."""
         self.model.eval()
+        if self.evaluator is not None:
+            try:
+                return dict(self.evaluator(self.model))
+            finally:
+                self.model.train()
         # loss·n, n, correct masked predictions, nsp loss·pairs, pairs, correct nsp
         sums = torch.zeros(6, dtype=torch.float64, device=self.device)
         for batch in self.val_data.eval_batches(self.cfg.eval_batches):
@@ -380,7 +408,7 @@ class Trainer:
                 while self.step < cfg.max_steps:
                     lr = lr_at(self.step, cfg)
                     for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                     batches = [next(it) for _ in range(cfg.grad_accum_steps)]
                     step_tokens = sum(b["input_ids"].numel() for b in batches) * info.world_size
                     loss_sum += self._train_step(batches)
@@ -451,8 +479,13 @@ class Trainer:
         log.log(record)
         text = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         log.message(f"step {self.step}: {text}")
-        if metrics["val_loss"] < self.best_val - self.cfg.early_stopping_min_delta:
-            self.best_val, self.best_step, self.bad_evals = metrics["val_loss"], self.step, 0
+        if self.best_metric not in metrics:
+            raise TrainingError(f"best_metric {self.best_metric!r} is not among the evaluation's metrics "
+                                f"({', '.join(metrics)})")
+        # best_val is kept as a loss (lower is better): a metric to maximise is stored negated.
+        score = -metrics[self.best_metric] if self.greater_is_better else metrics[self.best_metric]
+        if score < self.best_val - self.cfg.early_stopping_min_delta:
+            self.best_val, self.best_step, self.bad_evals = score, self.step, 0
             if self.cfg.save_best:
                 self._save_best(metrics)
         else:
