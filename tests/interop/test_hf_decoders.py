@@ -53,12 +53,13 @@ def test_import_and_export_match_transformers(case, tmp_path):
 
 
 def test_llama_config_fields_map():
-    config = llama_config(head_dim=16, num_key_value_heads=1, rms_norm_eps=1e-5)
+    config = llama_config(head_dim=16, num_key_value_heads=1, rms_norm_eps=1e-5, eos_token_id=[2, 3])
     ours = from_hf(transformers.LlamaForCausalLM(config)).config
     assert (ours.dim, ours.num_heads, ours.num_kv_heads, ours.head_dim) == (32, 4, 1, 16)
     assert (ours.activation, ours.norm, ours.position) == ("swiglu", "rmsnorm", "rotary")
     assert ours.rope_theta == 500.0
     assert ours.norm_eps == 1e-5 and not ours.tie_embeddings and not ours.bias and ours.ffn_dim == 37
+    assert ours.eos_token_id == 2  # Llama 3 style lists of EOS ids keep the first
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
