@@ -207,7 +207,7 @@ class _Plan:
         return out
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: returned tensors stay usable in autograd (e.g. as labels)
 def generate(model, prompts: Prompts, config: GenerationConfig | None = None, tokenizer=None, *,
              attention_mask: torch.Tensor | None = None, **overrides: Any) -> GenerationOutput:
     """Generate continuations of one or more prompts.

@@ -90,7 +90,7 @@ class TextStreamer:
         return best
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def stream(model, prompt: Prompt, config: GenerationConfig | None = None, tokenizer=None,
            **overrides: Any) -> Iterator[str]:
     """Generate for one prompt and yield text pieces as they become final (greedy or sampling).
