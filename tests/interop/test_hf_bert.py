@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_close_real, batch, bert_config, roberta_config, transformers
+from hf_tiny import assert_close_real, batch, bert_config, roberta_config, transformers
 
 from zhixing.interop import from_hf, to_hf
 

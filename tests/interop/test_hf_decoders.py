@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_close_real, batch, gpt2_config, llama_config, transformers
+from hf_tiny import assert_close_real, batch, gpt2_config, llama_config, transformers
 
 from zhixing.interop import from_hf, to_hf
 

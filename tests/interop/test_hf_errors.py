@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import batch, bert_config, gpt2_config, llama_config, transformers
+from hf_tiny import batch, bert_config, gpt2_config, llama_config, transformers
 from safetensors.torch import load_file, save_file
 
 import zhixing.interop.core as core

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import batch, bert_config, gpt2_config, transformers
+from hf_tiny import batch, bert_config, gpt2_config, transformers
 
 import zhixing
 from zhixing.cli import main

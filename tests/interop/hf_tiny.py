@@ -1,4 +1,5 @@
-"""Tiny random Hugging Face models (2 layers, dim 32) and the batches the parity tests feed them."""
+"""Helpers for the interop tests (a uniquely named module, not conftest.py, so that importing it cannot
+clash with another directory's conftest): tiny random Hugging Face models (2 layers, dim 32) and batches."""
 
 from __future__ import annotations
 
