@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from zhixing.config import atomic_write_text
 
 
@@ -180,6 +182,30 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     path = run_dir / "summary.json"
     atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+# Dense bf16 peak of one GPU (no sparsity), for model FLOPs utilisation; DESIGN.md §6.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12,
+                   "4090": 165e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def flops_per_token(model: Any, seq_len: int) -> float:
+    """nanoGPT / PaLM: 6N (forward + backward through the weights) + 12·L·H·Q·T (attention scores and
+    the weighted sum), N without the position table, which is a lookup, not a matmul."""
+    cfg = model.config
+    n = model.num_parameters()
+    pos = getattr(model, "pos_embed", None)
+    if pos is not None:
+        n -= pos.weight.numel()
+    return 6 * n + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+
 
 
 class Throughput:

@@ -35,7 +35,14 @@ from zhixing.models.heads import IGNORE, classification_loss
 from zhixing.train import checkpoint as ckpt
 from zhixing.train import distributed as D
 from zhixing.train.config import Recipe, TrainConfig
-from zhixing.train.logging import RunLogger, Throughput, plot_curves, write_summary
+from zhixing.train.logging import (
+    RunLogger,
+    Throughput,
+    flops_per_token,
+    peak_flops,
+    plot_curves,
+    write_summary,
+)
 from zhixing.train.schedule import lr_at
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -403,6 +410,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         loss_steps = 0
         self._grad_norm = None
+        self._seq_len = 0
         try:
             with self._signals():
                 while self.step < cfg.max_steps:
@@ -411,6 +419,7 @@ class Trainer:
                         group["lr"] = lr * group.get("lr_scale", 1.0)
                     batches = [next(it) for _ in range(cfg.grad_accum_steps)]
                     step_tokens = sum(b["input_ids"].numel() for b in batches) * info.world_size
+                    self._seq_len = batches[0]["input_ids"].shape[1]
                     loss_sum += self._train_step(batches)
                     loss_steps += 1
                     self.step += 1
@@ -461,12 +470,16 @@ class Trainer:
             )
         record = {"kind": "train", "step": self.step, "loss": loss, "lr": lr, "tokens": self.tokens,
                   "tokens_per_s": tok_s, "elapsed_s": time.perf_counter() - self._t0}
+        peak = peak_flops(self.device)
+        if peak and self._seq_len:
+            per_gpu = tok_s / self.dist.world_size
+            record["mfu"] = per_gpu * flops_per_token(self.raw, self._seq_len) / peak
         if self._grad_norm is not None:
             gn = self._grad_norm.full_tensor() if hasattr(self._grad_norm, "full_tensor") else self._grad_norm
             record["grad_norm"] = float(gn)
         self.history.append(record)
         log.log(record)
-        log.progress(self.step, loss, lr, tok_s)
+        log.progress(self.step, loss, lr, tok_s, note=f"MFU {record['mfu']:.0%}" if "mfu" in record else "")
 
     def _run_eval(self, log: RunLogger) -> bool:
         """Evaluate, keep best/, and say whether early stopping has run out of patience."""

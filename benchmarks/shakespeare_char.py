@@ -1,0 +1,207 @@
+"""shakespeare_char on a CPU: zhixing's training loop against a plain transformers loop, and the full
+`gpt-shakespeare-char-cpu` run against nanoGPT's figure.
+
+    python benchmarks/shakespeare_char.py                 # throughput: zhixing vs transformers, alternating
+    python benchmarks/shakespeare_char.py --full          # + the full 2000-step run: val loss and wall time
+
+Data as nanoGPT's shakespeare_char: the characters of tinyshakespeare sorted into a 65-id vocabulary,
+the first 90% of the text for training and the last 10% for validation, batches of 12 random windows
+of 64 characters drawn from one seeded generator — the same batches for both implementations.
+
+Throughput compares the same GPT-2 architecture in both (4 layers, 4 heads, dim 128, context 64, biases,
+tanh-GELU: what GPT2LMHeadModel can express), the same AdamW settings, the same batches, in the same
+process, alternating rounds after a warm-up. Prints one JSON object per measurement and a final ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zhixing.models import build_model  # noqa: E402
+from zhixing.train import TrainConfig, Trainer, lr_at  # noqa: E402
+
+BLOCK, BATCH, LAYERS, HEADS, DIM = 64, 12, 4, 4, 128
+
+
+def load_text() -> tuple[np.ndarray, np.ndarray, int]:
+    root = Path(os.environ.get("ZHIXING_DATA", ROOT.parent / "shared" / "data"))
+    text = (root / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.int64)
+    n = int(0.9 * len(ids))
+    return ids[:n], ids[n:], len(chars)
+
+
+class CharBatches:
+    """nanoGPT's get_batch as a loader with the zhixing.data contract (state = batches drawn)."""
+
+    def __init__(self, data: np.ndarray, seed: int = 1337, batch: int = BATCH, block: int = BLOCK):
+        self.data, self.seed, self.batch, self.block = torch.from_numpy(data), seed, batch, block
+        self.pos = 0
+
+    def get(self, k: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        ix = torch.randint(len(self.data) - self.block, (self.batch,), generator=g)
+        x = torch.stack([self.data[i: i + self.block] for i in ix.tolist()])
+        return {"input_ids": x, "labels": x}
+
+    def __iter__(self):
+        while True:
+            self.pos += 1
+            yield self.get(self.pos - 1)
+
+    def state_dict(self) -> dict:
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pos = state["pos"]
+
+    def eval_batches(self, n: int) -> list[dict[str, torch.Tensor]]:
+        return [self.get(10_000_000 + k) for k in range(n)]
+
+
+def train_cfg(**kw) -> TrainConfig:
+    base = dict(device="cpu", max_steps=2000, batch_size=BATCH, lr=1e-3, min_lr=1e-4, warmup_steps=100,
+                beta2=0.99, weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_batches=20,
+                log_interval=10, progress=False, tensorboard=False, seed=1337)
+    return TrainConfig(**{**base, **kw})
+
+
+def zhixing_gpt(vocab: int, gpt2_arch: bool):
+    torch.manual_seed(1337)
+    extra = dict(activation="gelu_tanh", bias=True) if gpt2_arch else dict(activation="gelu", bias=False)
+    return build_model("gpt-mini", vocab_size=vocab, dim=DIM, num_layers=LAYERS, num_heads=HEADS,
+                       max_seq_len=BLOCK, dropout=0.0, **extra)
+
+
+def hf_gpt(vocab: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1337)
+    cfg = GPT2Config(vocab_size=vocab, n_positions=BLOCK, n_embd=DIM, n_layer=LAYERS, n_head=HEADS,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_new",
+                     bos_token_id=0, eos_token_id=0)
+    cfg._attn_implementation = "sdpa"  # PyTorch's fused attention, as ours
+    return GPT2LMHeadModel(cfg).train()
+
+
+def hf_round(model, opt, batches: CharBatches, start: int, steps: int, warm: int) -> float:
+    """A plain transformers loop (what a user writes by hand): tokens/s over steps after `warm`."""
+    cfg = train_cfg(warmup_steps=0, decay_steps=2000)
+    t0 = None
+    for k in range(steps):
+        if k == warm:
+            t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(start + k, cfg)
+        b = batches.get(start + k)
+        loss = model(input_ids=b["input_ids"], labels=b["labels"]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if (k + 1) % cfg.log_interval == 0:
+            loss.item()  # the same logging cadence as ours
+    return (steps - warm) * BATCH * BLOCK / (time.perf_counter() - t0)
+
+
+def zhixing_round(model, batches: CharBatches, start: int, steps: int, warm: int) -> float:
+    """zhixing's Trainer for `steps` steps (no evaluation, no run directory): tokens/s after `warm`."""
+    batches.pos = start
+    cfg = train_cfg(max_steps=start + steps, eval_interval=0, warmup_steps=0, decay_steps=2000)
+    trainer = Trainer(model, cfg, batches, None)
+    trainer.step = start  # continue the schedule where the previous round stopped
+    summary_t = {}
+    orig = trainer._log_train
+
+    def spy(log, loss_sum, n, lr, tok_s):
+        summary_t[trainer.step] = time.perf_counter()
+        orig(log, loss_sum, n, lr, tok_s)
+
+    trainer._log_train = spy
+    trainer.fit()
+    first = start + warm
+    return (start + steps - first) * BATCH * BLOCK / (summary_t[start + steps] - summary_t[first])
+
+
+def throughput(rounds: int, steps: int, warm: int) -> float:
+    train, _, vocab = load_text()
+    batches = CharBatches(train)
+    ours = zhixing_gpt(vocab, gpt2_arch=True)
+    theirs = hf_gpt(vocab)
+    assert abs(ours.num_parameters() - sum(p.numel() for p in theirs.parameters())) < 10_000
+    opt = torch.optim.AdamW(theirs.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    results = {"zhixing": [], "hf": []}
+    start = 0
+    for r in range(rounds):
+        for impl in (("zhixing", "hf") if r % 2 == 0 else ("hf", "zhixing")):
+            if impl == "zhixing":
+                tps = zhixing_round(ours, batches, start, steps, warm)
+            else:
+                tps = hf_round(theirs, opt, batches, start, steps, warm)
+            results[impl].append(tps)
+            print(json.dumps({"bench": "shakespeare_char_throughput", "impl": impl, "device": "cpu",
+                              "round": r, "tokens_per_s": round(tps, 1), "threads": torch.get_num_threads()}),
+                  flush=True)
+        start += steps
+    ours_med, hf_med = statistics.median(results["zhixing"]), statistics.median(results["hf"])
+    ratio = ours_med / hf_med
+    print(json.dumps({"bench": "shakespeare_char_throughput", "ratio_zhixing_over_hf": round(ratio, 3),
+                      "zhixing_tokens_per_s": round(ours_med, 1), "hf_tokens_per_s": round(hf_med, 1)}),
+          flush=True)
+    return ratio
+
+
+def full_run() -> dict:
+    """gpt-shakespeare-char-cpu as its recipe says (no biases, exact GELU), 2000 steps, writing a run dir."""
+    train, val, vocab = load_text()
+    model = zhixing_gpt(vocab, gpt2_arch=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        summary = Trainer(model, train_cfg(), CharBatches(train), CharBatches(val),
+                          run_dir=Path(tmp) / "run").fit()
+        wall = time.perf_counter() - t0
+    out = {"bench": "shakespeare_char_cpu_full", "impl": "zhixing", "device": "cpu", "steps": summary["step"],
+           "val_loss": round(summary["final_val_loss"], 4),
+           "best_val_loss": round(summary["best_val_loss"], 4),
+           "wall_s": round(wall, 1), "tokens_per_s": summary["tokens_per_s"],
+           "nanogpt_reference": {"val_loss": 1.886, "wall_s": 116},
+           "speedup_vs_nanogpt_wall": round(116 / wall, 3)}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=120, help="steps per round")
+    ap.add_argument("--warm", type=int, default=20, help="untimed steps at the start of each round")
+    ap.add_argument("--full", action="store_true", help="+ the 2000-step gpt-shakespeare-char-cpu run")
+    ap.add_argument("--only-full", action="store_true")
+    args = ap.parse_args()
+    print(json.dumps({"bench": "env", "torch": torch.__version__, "python": platform.python_version(),
+                      "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                      "loadavg": os.getloadavg()}), flush=True)
+    if not args.only_full:
+        throughput(args.rounds, args.steps, args.warm)
+    if args.full or args.only_full:
+        full_run()
+
+
+if __name__ == "__main__":
+    main()
