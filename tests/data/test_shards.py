@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from zhixing.data import CorpusError, ShardError, TokenShards, prepare_shards
-from zhixing.data.shards import _unit_hash
+from zhixing.data.encode import unit_hash as _unit_hash
 from zhixing.tokenizers import Tokenizer
 
 
