@@ -15,9 +15,26 @@ next-token logits (rows, vocab) in float32, `reorder(index)` follows beam search
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from zhixing.nn.attention import KVCache
+
+MAX_GRAPHS = 4  # captured decode steps kept per model (one per batch size x total length x dtype)
+
+
+@dataclass
+class _DecodeGraph:
+    """A captured decode step and the static tensors it reads and writes, reused across calls of the
+    same shape: a capture costs a few forward passes, worth paying once rather than per call."""
+
+    cache: KVCache
+    mask: torch.Tensor  # (rows, total)
+    ids: torch.Tensor  # (rows, 1): the input token of the step
+    write_pos: torch.Tensor  # (1,): the cache slot / mask column it writes
+    graph: torch.cuda.CUDAGraph | None = None
+    logits: torch.Tensor | None = None  # (rows, vocab): its output
 
 
 class DecoderOnlyRunner:
@@ -32,21 +49,37 @@ class DecoderOnlyRunner:
         self.ids = ids
         rows, self.prompt_len = ids.shape
         self.total = self.prompt_len + max_new_tokens
-        self.cache: KVCache = model.new_cache(self.total)
         self.length = self.prompt_len
         self.use_graph = cuda_graph and ids.is_cuda
         # static: decode over fixed-shape buffers (what a graph needs; on its own, a check of that path)
         self.static = self.use_graph if static is None else static or self.use_graph
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.write_pos: torch.Tensor | None = None
-        # the attention mask of all slots, written one column per step (no per-step tensor growth);
-        # unpadded eager decoding needs none at all
-        self.mask = None
-        if mask is not None or self.static:
-            self.mask = torch.zeros(rows, self.total, dtype=torch.long, device=ids.device)
-            self.mask[:, : self.prompt_len] = 1 if mask is None else mask
         self.padded = mask is not None
         self.positions = None
+        self.mask = None  # the attention mask of all slots, written one column per step; unpadded
+        self.g: _DecodeGraph | None = None  # eager decoding needs none
+        if self.use_graph:
+            graphs = model.__dict__.setdefault("_zhixing_decode_graphs", {})
+            key = (rows, self.total, ids.device, next(model.parameters()).dtype)
+            self.g = graphs.get(key)
+            if self.g is None:
+                if len(graphs) >= MAX_GRAPHS:
+                    graphs.pop(next(iter(graphs)))
+                self.g = graphs[key] = self._static_tensors(rows)
+            self.g.cache.length, self.g.cache.positions = 0, None  # the prefill writes dynamically
+        elif self.static:
+            self.g = self._static_tensors(rows)
+        self.cache: KVCache = self.g.cache if self.g is not None else model.new_cache(self.total)
+        if mask is not None or self.static:
+            self.mask = self.g.mask if self.g is not None else torch.zeros(
+                rows, self.total, dtype=torch.long, device=ids.device)
+            self.mask.zero_()
+            self.mask[:, : self.prompt_len] = 1 if mask is None else mask
+
+    def _static_tensors(self, rows: int) -> _DecodeGraph:
+        device = self.ids.device
+        return _DecodeGraph(self.model.new_cache(self.total), torch.zeros(rows, self.total, dtype=torch.long,
+                            device=device), torch.zeros(rows, 1, dtype=torch.long, device=device),
+                            torch.zeros(1, dtype=torch.long, device=device))
 
     def prefill(self) -> torch.Tensor:
         mask = self.mask[:, : self.prompt_len] if self.padded else None
@@ -83,21 +116,21 @@ class DecoderOnlyRunner:
 
     def _decode_static(self) -> torch.Tensor:
         """The decode step in static shapes, on the static input tensors (what the graph records)."""
-        self.mask.index_fill_(1, self.write_pos, 1)
-        pos = self.mask.sum(-1, keepdim=True) - 1  # (rows, 1): real tokens before this one
-        out = self.model(self.static_ids, attention_mask=self.mask, position_ids=pos, cache=self.cache,
-                         last_only=True)
+        g = self.g
+        g.mask.index_fill_(1, g.write_pos, 1)
+        pos = g.mask.sum(-1, keepdim=True) - 1  # (rows, 1): real tokens before this one
+        out = self.model(g.ids, attention_mask=g.mask, position_ids=pos, cache=g.cache, last_only=True)
         return out.logits[:, -1].float()
 
     def _static_step(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.write_pos is None:
-            self.static_ids = tokens[:, None].clone()
-            self.write_pos = torch.tensor([self.length], device=tokens.device)
-            self.cache.positions = self.write_pos
+        g = self.g
+        if g.cache.positions is None:  # first decode step of this call
+            g.write_pos.fill_(self.length)
+            g.cache.positions = g.write_pos
+        g.ids.copy_(tokens[:, None])
         if not self.use_graph:
-            self.static_ids.copy_(tokens[:, None])
             logits = self._decode_static()
-        elif self.graph is None:
+        elif g.graph is None:
             # Warm up on a side stream (lazy init, autotuning), then record. Each run writes the same
             # cache slot and mask column from the same inputs, so repeating the step is harmless.
             stream = torch.cuda.Stream()
@@ -106,16 +139,15 @@ class DecoderOnlyRunner:
                 for _ in range(2):
                     self._decode_static()
             torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_logits = self._decode_static()
-            self.graph.replay()
-            logits = self.static_logits
+            g.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g.graph):
+                g.logits = self._decode_static()
+            g.graph.replay()
+            logits = g.logits
         else:
-            self.static_ids.copy_(tokens[:, None])
-            self.graph.replay()
-            logits = self.static_logits
-        self.write_pos += 1
+            g.graph.replay()
+            logits = g.logits
+        g.write_pos += 1
         self.length += 1
         return logits
 
