@@ -51,3 +51,18 @@ def test_cli_module_imports_no_engine():
     code = "import sys, zhixing.tokenizers.cli; print('tokenizers' in sys.modules, 'rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_train_from_a_builtin_corpus(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "tok"
+    result = runner.invoke(main, ["tokenizer", "train", "--corpus", "python-docs", "--kind", "byte_bpe",
+                                  "--vocab-size", "600", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    from zhixing.tokenizers import Tokenizer
+
+    tok = Tokenizer.load(out)
+    assert tok.vocab_size == 600
+    assert tok.decode(tok.encode("def f(x): return x").ids) == "def f(x): return x"
+    bad = runner.invoke(main, ["tokenizer", "train", "--corpus", "no-such-corpus", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "built-ins: peoples-daily" in bad.output

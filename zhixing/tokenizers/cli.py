@@ -19,6 +19,9 @@ def tokenizer_group() -> None:
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--input", "-i", "inputs", multiple=True, metavar="FILE",
               help="UTF-8 text file to train on (repeatable; positional FILES work too).")
+@click.option("--corpus", "corpora", multiple=True, metavar="NAME",
+              help="A built-in corpus (peoples-daily, reviews-zh, python-docs, tinyshakespeare, wikitext-2); "
+                   "repeatable, combines with --input.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to save into.")
 @click.option("--kind", type=click.Choice(KINDS), default="wordpiece", show_default=True)
 @click.option("--vocab-size", type=click.IntRange(min=1), default=30000, show_default=True)
@@ -38,8 +41,8 @@ def tokenizer_group() -> None:
               show_default=True,
               help="Bytes that are not UTF-8: stop with file/byte offset (strict), or replace/skip them.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_cmd(files, inputs, out, kind, vocab_size, min_frequency, lowercase, strip_accents, limit_alphabet,
-              special_tokens, chinese_words, errors, quiet) -> None:  # fmt: skip
+def train_cmd(files, inputs, corpora, out, kind, vocab_size, min_frequency, lowercase, strip_accents,
+              limit_alphabet, special_tokens, chinese_words, errors, quiet) -> None:  # fmt: skip
     """Learn a vocabulary from text FILES and save it to --out.
 
     Example: zhixing tokenizer train --kind wordpiece --vocab-size 21128 --input corpus.txt --out tok/
@@ -52,13 +55,29 @@ def train_cmd(files, inputs, out, kind, vocab_size, min_frequency, lowercase, st
     from .tokenizer import Tokenizer
 
     paths = list(inputs) + list(files)
-    if not paths:
-        raise click.UsageError("no input files; fix: pass --input FILE (repeatable) or FILE arguments")
+    if not paths and not corpora:
+        raise click.UsageError("no input files; fix: pass --input FILE (repeatable), FILE arguments "
+                               "or --corpus NAME")
+    source = paths
+    if corpora:  # built-in corpora stream their documents; files are read by the engine directly
+        import itertools
+
+        from zhixing.data import read_documents
+
+        try:
+            streams = [read_documents(name) for name in corpora]
+            first = [next(s, None) for s in streams]  # fail now on a bad name, not inside training
+        except Exception as e:
+            raise click.ClickException(str(e)) from None
+        docs = itertools.chain.from_iterable(
+            itertools.chain([f] if f is not None else [], s) for f, s in zip(first, streams))
+        file_docs = (line for path in paths for line in open(path, encoding="utf-8", errors=errors))
+        source = itertools.chain(docs, file_docs)
     try:
         specials = _parse_specials(special_tokens)
         t0 = time.perf_counter()
         tok = Tokenizer.train(
-            paths, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase,
+            source, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase,
             special_tokens=specials, strip_accents=strip_accents, limit_alphabet=limit_alphabet,
             chinese_words=chinese_words, errors=errors, show_progress=not quiet,
         )  # fmt: skip
