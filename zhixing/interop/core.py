@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from zhixing.config import ConfigError, ModelConfig
-from zhixing.models.base import CheckpointError
+from zhixing.models.base import CheckpointError, mismatch_report
 
 # Files of a tokenizer in Hugging Face format; copied along when a directory is converted.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -225,15 +225,10 @@ def convert_state(
     shapes = [f"{k}: checkpoint {tuple(ckpt[k].shape)} vs expected {tuple(expected[k].shape)}"
               for k in sorted(set(ckpt) & set(expected)) if ckpt[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
-        lines = [f"{source} does not fit a {family_name} model with head {cfg.head!r} (Hugging Face names):"]
-        if missing:
-            lines.append(f"  missing ({len(missing)}): {', '.join(missing[:20])}")
-        if unexpected:
-            lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected[:20])}")
-        if shapes:
-            lines.append(f"  mis-shaped ({len(shapes)}): " + "; ".join(shapes[:20]))
-        lines.append("  check that config.json belongs to these weights (sizes, vocab_size, num_labels)")
-        raise CheckpointError("\n".join(lines))
+        raise CheckpointError(mismatch_report(
+            f"{source} does not fit a {family_name} model with head {cfg.head!r} (Hugging Face names):",
+            missing, unexpected, shapes,
+            hint="check that config.json belongs to these weights (sizes, vocab_size, num_labels)"))
     if dropped:
         warnings.warn(f"{source}: ignoring {len(dropped)} tensors of a head this model does not have: "
                       f"{', '.join(dropped[:10])}", stacklevel=3)

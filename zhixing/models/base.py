@@ -109,14 +109,8 @@ class Model(nn.Module):
         shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in sorted(set(state) & set(own)) if state[k].shape != own[k].shape]
         if missing or unexpected or shapes:
-            lines = [f"{source} does not fit {type(self).__name__}:"]
-            if missing:
-                lines.append(f"  missing ({len(missing)}): {', '.join(missing[:20])}")
-            if unexpected:
-                lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected[:20])}")
-            if shapes:
-                lines.append(f"  mis-shaped ({len(shapes)}): " + "; ".join(shapes[:20]))
-            raise CheckpointError("\n".join(lines))
+            raise CheckpointError(mismatch_report(f"{source} does not fit {type(self).__name__}:",
+                                                  missing, unexpected, shapes))
         self.load_state_dict(state, strict=False)
 
     @classmethod
@@ -136,6 +130,21 @@ class Model(nn.Module):
             )
         model.load_weights(load_file(weights), source=str(weights))
         return model
+
+
+def mismatch_report(header: str, missing: list[str], unexpected: list[str], shapes: list[str],
+                    hint: str | None = None) -> str:
+    """The message of a CheckpointError: every missing, unexpected and mis-shaped tensor (20 of each)."""
+    lines = [header]
+    if missing:
+        lines.append(f"  missing ({len(missing)}): {', '.join(missing[:20])}")
+    if unexpected:
+        lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected[:20])}")
+    if shapes:
+        lines.append(f"  mis-shaped ({len(shapes)}): " + "; ".join(shapes[:20]))
+    if hint:
+        lines.append(f"  {hint}")
+    return "\n".join(lines)
 
 
 def check_length(seq_len: int, max_seq_len: int) -> None:
