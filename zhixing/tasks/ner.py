@@ -1,0 +1,197 @@
+"""Named-entity recognition as token classification.
+
+    p(y_i | x) = softmax(W h_L[i] + b)   for the first sub-token i of each word;  L = mean -log p(y*_i | x)
+
+Words are tokenized into sub-tokens; only a word's first sub-token carries its label (the others get
+-100 and take no part in the loss or the prediction), as in BERT's CoNLL-2003 setup. Sentences longer
+than the model's window are split at word boundaries into several windows. Tags are converted to the
+configured scheme (IOB1 / IOB2 / BIOES) for training, and scored at the entity level (metrics.py).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from zhixing.tasks.data import DataError, TaggedSentence, TaskLoader, forward_all, read_tagged
+from zhixing.tasks.metrics import convert_tags, entity_scores, get_entities
+
+HEAD = "token_cls"
+METRIC = "f1"
+# Words of raw text for prediction: a CJK character each, runs of letters/digits, single other symbols.
+_WORDS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+|\S", re.UNICODE)
+
+
+def read(path: str, cfg: Any, labeled: bool = True) -> list[TaggedSentence]:
+    """Sentences of a CoNLL / MSRA file with tags rewritten in cfg.scheme."""
+    sents = read_tagged(path, token_column=cfg.token_column, tag_column=cfg.tag_column)
+    for s in sents:
+        s.tags = convert_tags(s.tags, cfg.scheme)
+    return sents
+
+
+def label_names(sents: Sequence[TaggedSentence]) -> list[str]:
+    """"O" first, then the tags sorted by entity type and position letter."""
+    tags = {t for s in sents for t in s.tags} - {"O"}
+    return ["O", *sorted(tags, key=lambda t: (t[2:], t[0]))]
+
+
+def check_labels(sents: Sequence[TaggedSentence], names: Sequence[str], source: str) -> None:
+    unseen = sorted({t for s in sents for t in s.tags} - set(names))
+    if unseen:
+        first = {u: next(s.where for s in sents if u in s.tags) for u in unseen}
+        listed = ", ".join(f"{u!r} (sentence at {first[u]})" for u in unseen[:20])
+        raise DataError(f"{source}: tags never seen in training: {listed}; training tags: "
+                        f"{', '.join(names)}. "
+                        "Fix the tags or train on data that has them")
+
+
+def words_of(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Split raw text into words with (start, end) character spans (for prediction on plain strings)."""
+    spans = [m.span() for m in _WORDS.finditer(text)]
+    return [text[s:e] for s, e in spans], spans
+
+
+def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: int
+             ) -> list[tuple[int, list[int], list[int | None]]]:
+    """(sentence index, input ids, word index of each token where it is a word's first sub-token).
+
+    The words are joined by spaces and tokenized once; each token is mapped back to the word whose
+    characters it starts in. Windows hold at most max_seq_len - 2 tokens and break between words."""
+    cls, sep = tokenizer.cls_id, tokenizer.sep_id
+    if cls is None or sep is None:
+        raise DataError("token classification needs a tokenizer with [CLS] and [SEP] tokens (BERT-style)")
+    texts, starts = [], []
+    for words in sentences:
+        pos, st = 0, []
+        for w in words:
+            st.append(pos)
+            pos += len(w) + 1
+        texts.append(" ".join(words))
+        starts.append(st)
+    encs = tokenizer.encode_batch(texts, add_special_tokens=False)
+    out = []
+    room = max_seq_len - 2
+    for n, (enc, st) in enumerate(zip(encs, starts)):
+        word_of = [bisect.bisect_right(st, a) - 1 for a, _ in enc.offsets]
+        ids, first = [], []
+        prev = -1
+        for tid, w in zip(enc.ids, word_of):
+            is_first = w != prev
+            prev = w
+            # a new window when this word's sub-tokens would not fit (a word longer than a window is cut)
+            if is_first and ids and len(ids) + _word_len(word_of, w) > room:
+                out.append((n, [cls, *ids, sep], [None, *first, None]))
+                ids, first = [], []
+            if len(ids) < room:
+                ids.append(tid)
+                first.append(w if is_first else None)
+        out.append((n, [cls, *ids, sep], [None, *first, None]))
+    return out
+
+
+def _word_len(word_of: list[int], w: int) -> int:
+    """Sub-tokens of word w (word_of is sorted, so a bisect finds its run)."""
+    return bisect.bisect_right(word_of, w) - bisect.bisect_left(word_of, w)
+
+
+def encode_train(sents: Sequence[TaggedSentence], tokenizer: Any, cfg: Any, names: Sequence[str]
+                 ) -> list[dict[str, Any]]:
+    """Training features (`encode`), warning about words that end up without a labelled sub-token."""
+    feats = encode(sents, tokenizer, cfg.max_seq_len, names)
+    warn_dropped(sents, feats)
+    return feats
+
+
+def encode(sents: Sequence[TaggedSentence], tokenizer: Any, max_seq_len: int,
+           names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Features: input_ids, labels (first sub-tokens only, else -100), and the (sentence, word) map."""
+    index = {n: i for i, n in enumerate(names or [])}
+    feats = []
+    for n, ids, first in _windows(tokenizer, [s.tokens for s in sents], max_seq_len):
+        f: dict[str, Any] = {"input_ids": ids, "sentence": n, "word_index": first}
+        if names is not None:
+            tags = sents[n].tags
+            f["labels"] = [-100 if w is None else index[tags[w]] for w in first]
+        feats.append(f)
+    return feats
+
+
+def tag_sentences(model: torch.nn.Module, tokenizer: Any, words: Sequence[Sequence[str]], max_seq_len: int,
+                  batch_size: int = 64, gold: Sequence[Sequence[str]] | None = None
+                  ) -> tuple[list[list[str]], list[list[float]], float | None]:
+    """Predicted tags and their probabilities per word; words with no sub-token (dropped by the
+    tokenizer's normaliser) get "O". With `gold` the mean loss is returned too."""
+    names = model.config.label_names or [str(i) for i in range(model.config.num_labels)]
+    sents = [TaggedSentence(list(w), list(g) if gold is not None else ["O"] * len(w))
+             for w, g in zip(words, gold if gold is not None else words)]
+    feats = encode(sents, tokenizer, max_seq_len, names if gold is not None else None)
+    tags = [["O"] * len(w) for w in words]
+    probs = [[1.0] * len(w) for w in words]
+    loss_sum, n_tok = 0.0, 0
+    meta = [(f["sentence"], f["word_index"]) for f in feats]
+    for b, (batch, out) in enumerate(forward_all(model, TaskLoader(feats, batch_size, tokenizer.pad_id,
+                                                                   shuffle=False))):
+        p, best = out.logits.softmax(-1).max(-1)  # (batch, seq)
+        for r in range(len(batch["input_ids"])):
+            sent, first = meta[b * batch_size + r]
+            for i, w in enumerate(first):
+                if w is not None:
+                    tags[sent][w] = names[int(best[r, i])]
+                    probs[sent][w] = float(p[r, i])
+        if out.loss is not None:
+            k = int((batch["labels"] != -100).sum())
+            loss_sum += float(out.loss) * k
+            n_tok += k
+    return tags, probs, (loss_sum / n_tok if n_tok else None)
+
+
+def evaluate(model: torch.nn.Module, tokenizer: Any, sents: Sequence[TaggedSentence], cfg: Any,
+             ) -> dict[str, float]:
+    """Entity precision / recall / F1 (micro, seqeval's way), per-type F1 and val_loss."""
+    pred, _, loss = tag_sentences(model, tokenizer, [s.tokens for s in sents], cfg.max_seq_len,
+                                  cfg.eval_batch_size, gold=[s.tags for s in sents])
+    return {**entity_scores([s.tags for s in sents], pred), "val_loss": loss}
+
+
+def entities(words: Sequence[str], spans: Sequence[tuple[int, int]], tags: Sequence[str],
+             probs: Sequence[float], text: str) -> list[dict[str, Any]]:
+    """[{"type", "text", "start", "end", "score"}] with character offsets into `text`."""
+    out = []
+    for type_, s, e in get_entities(list(tags)):
+        a, b = spans[s][0], spans[e][1]
+        out.append({"type": type_, "text": text[a:b], "start": a, "end": b,
+                    "score": sum(probs[s:e + 1]) / (e - s + 1)})
+    return out
+
+
+def predict(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], cfg: Any) -> list[list[dict]]:
+    """Entities of raw strings, with character spans."""
+    split = [words_of(t) for t in texts]
+    tags, probs, _ = tag_sentences(model, tokenizer, [w for w, _ in split], cfg.max_seq_len,
+                                   cfg.eval_batch_size)
+    return [entities(w, sp, tg, pr, t) for (w, sp), tg, pr, t in zip(split, tags, probs, texts)]
+
+
+def class_weights(sents: Sequence[TaggedSentence], names: Sequence[str]) -> list[float]:
+    """"balanced" tag weights n / (k · n_c) over word tags."""
+    counts = {n: 0 for n in names}
+    for s in sents:
+        for t in s.tags:
+            counts[t] += 1
+    total = sum(counts.values())
+    return [total / (len(names) * max(counts[n], 1)) for n in names]
+
+
+def warn_dropped(sents: Sequence[TaggedSentence], feats: Sequence[dict[str, Any]]) -> None:
+    labelled = sum(sum(w is not None for w in f["word_index"]) for f in feats)
+    words = sum(len(s.tokens) for s in sents)
+    if labelled < words:
+        warnings.warn(f"{words - labelled} of {words} words produced no sub-token (or were cut from a "
+                      "window) "
+                      "and take no part in training", stacklevel=2)
