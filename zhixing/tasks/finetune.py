@@ -168,6 +168,8 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     mod = task_module(cfg.task)
     train_ex = train_examples if train_examples is not None else mod.read(cfg.train, cfg)
     dev_ex = dev_examples if dev_examples is not None else mod.read(cfg.dev, cfg)
+    if hasattr(mod, "prepare"):  # examples passed in directly get the same treatment as read ones
+        train_ex, dev_ex = mod.prepare(list(train_ex), cfg), mod.prepare(list(dev_ex), cfg)
     if cfg.limit_train:
         train_ex = train_ex[:cfg.limit_train]
     if cfg.limit_dev:
@@ -223,6 +225,8 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
                           if v is not None}
     test_ex = test_examples if test_examples is not None else (mod.read(cfg.test, cfg) if cfg.test else None)
     if test_ex is not None:
+        if hasattr(mod, "prepare"):
+            test_ex = mod.prepare(list(test_ex), cfg)
         if labels is not None:
             mod.check_labels(test_ex, labels, cfg.test or "test examples")
         summary["test"] = {k: v for k, v in mod.evaluate(best, tokenizer, test_ex, cfg).items()

