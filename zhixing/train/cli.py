@@ -93,7 +93,7 @@ def _print_summary(summary: dict) -> None:
 
 
 @click.command("quickstart")
-@click.option("--minutes", type=float, default=4.0, show_default=True,
+@click.option("--minutes", type=float, default=5.0, show_default=True,
               help="Training time budget; the number of steps is fitted to this machine's speed.")
 @click.option("--name", default="quickstart", show_default=True, help="Run directory name under runs/.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, ... (made for a CPU).")

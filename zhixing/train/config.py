@@ -84,7 +84,7 @@ class TrainConfig(Config):
             raise ConfigError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
         if self.warmup_steps > self.max_steps:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} exceeds "
-                              f"train.max_steps={self.max_steps}")
+                              f"train.max_steps={self.max_steps}; lower train.warmup_steps")
 
     @property
     def checkpoint_interval(self) -> int:

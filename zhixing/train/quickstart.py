@@ -59,7 +59,7 @@ def seconds_per_step(model: Any, loader: Any, cfg: Any, device: str, steps: int 
     return float(np.median(times[1:]))
 
 
-def run_quickstart(minutes: float = 4.0, name: str = "quickstart", device: str = "cpu",
+def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str = "cpu",
                    progress: bool = True) -> dict[str, Any]:
     import torch
     from rich.console import Console

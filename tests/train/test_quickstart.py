@@ -1,0 +1,35 @@
+"""The quickstart: its pieces fast, the whole job (offline, People's Daily) as a slow test."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from zhixing.train.quickstart import unigram_entropy
+
+
+def test_unigram_entropy():
+    assert unigram_entropy(np.arange(8) % 4, vocab_size=10) == pytest.approx(math.log(4))
+    assert unigram_entropy(np.zeros(5, dtype=np.uint16), vocab_size=3) == 0.0
+    skewed = np.array([0] * 9 + [1])
+    assert unigram_entropy(skewed, 2) == pytest.approx(-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)))
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path, monkeypatch):
+    pytest.importorskip("snownlp")
+    from zhixing.train.quickstart import run_quickstart
+
+    monkeypatch.chdir(tmp_path)  # runs/ and the data cache land in tmp_path
+    summary = run_quickstart(minutes=0.3, name="qs", progress=False)
+    run = tmp_path / "runs" / "qs"
+    for name in ("plots/loss.png", "best/model.safetensors", "best/tokenizer.json", "summary.json"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved["unigram_entropy"] == pytest.approx(summary["unigram_entropy"]) > 0
+    assert saved["final_val_loss"] < saved["unigram_entropy"]  # it learned to use context
+    assert set(saved["continuations"]) and all(isinstance(t, str) for t in saved["continuations"].values())
+    assert saved["next_steps"]
