@@ -131,6 +131,7 @@ def test_empty_prompt_starts_from_bos(gpt):
     a = generate(gpt, [[]], max_new_tokens=4, eos_token_ids=[])
     b = generate(gpt, [[1]], max_new_tokens=4, eos_token_ids=[])
     assert torch.equal(a.sequences, b.sequences)
+    assert torch.equal(generate(gpt, [], max_new_tokens=4, eos_token_ids=[]).sequences, b.sequences)
     no_bos = build_model("gpt-tiny", vocab_size=VOCAB, dim=32, max_seq_len=32, bos_token_id=None)
     with pytest.raises(ValueError, match="empty.*BOS"):
         generate(no_bos, [[]], max_new_tokens=2)

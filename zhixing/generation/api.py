@@ -69,10 +69,8 @@ def encode_prompts(model, prompts: Prompts, tokenizer, attention_mask: torch.Ten
             raise ValueError("attention_mask has right padding; decoder-only generation needs left padding "
                              "(pad at the start of each row)")
         return [[t for t, m in zip(row, mrow) if m] for row, mrow in zip(ids.tolist(), mask.tolist())]
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    elif len(prompts) and isinstance(prompts[0], int):
-        prompts = [prompts]
+    if isinstance(prompts, str) or len(prompts) == 0 or isinstance(prompts[0], int):
+        prompts = [prompts]  # one prompt ([] is one empty prompt: it starts from BOS)
     out = []
     for p in prompts:
         if isinstance(p, str):
