@@ -160,6 +160,7 @@ def test_beam_scores_are_length_normalised_log_probabilities(gpt):
     """With no eos, every hypothesis has max_new_tokens tokens: score = sum log p / len**lp."""
     out = generate(gpt, [[5, 6, 7]], num_beams=2, max_new_tokens=4, length_penalty=2.0, eos_token_ids=[])
     seq = out.sequences[0]
-    logp = gpt(seq[None]).logits[0].float().log_softmax(-1)
+    with torch.no_grad():
+        logp = gpt(seq[None]).logits[0].float().log_softmax(-1)
     total = sum(float(logp[i - 1, seq[i]]) for i in range(3, 7))
     assert math.isclose(float(out.scores[0]), total / 4**2.0, rel_tol=1e-4)
