@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from zhixing.tasks.data import DataError, TaskLoader, TextExample, forward_all, read_table
+from zhixing.tasks.data import DataError, TextExample, forward_all, read_table
 from zhixing.tasks.metrics import classification_metrics
 
 HEAD = "seq_cls"
@@ -57,13 +57,12 @@ def probabilities(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Tex
     names = model.config.label_names or [str(i) for i in range(model.config.num_labels)]
     labeled = all(e.label is not None for e in examples)
     feats = encode(examples, tokenizer, max_seq_len, names if labeled else None)
-    loader = TaskLoader(feats, batch_size, tokenizer.pad_id, shuffle=False)
-    probs, loss_sum = [], 0.0
-    for batch, out in forward_all(model, loader):
-        probs.append(out.logits.softmax(-1))
+    probs, loss_sum = torch.zeros(len(feats), len(names)), 0.0
+    for idx, _, out in forward_all(model, feats, batch_size, tokenizer.pad_id):
+        probs[idx] = out.logits.softmax(-1)
         if out.loss is not None:
-            loss_sum += float(out.loss) * len(batch["input_ids"])
-    return torch.cat(probs), (loss_sum / len(examples) if labeled else None)
+            loss_sum += float(out.loss) * len(idx)
+    return probs, (loss_sum / len(examples) if labeled else None)
 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[TextExample], cfg: Any,

@@ -340,11 +340,21 @@ class TaskLoader:
 
 
 @torch.no_grad()
-def forward_all(model: torch.nn.Module, loader: TaskLoader) -> Iterator[tuple[dict[str, torch.Tensor], Any]]:
-    """(CPU batch, model output with CPU float logits) for every batch of `loader`, in order; labels go
-    in so the output carries the loss. The model's device is taken from its parameters."""
+def forward_all(model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int,
+                ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
+    """(feature indices, CPU batch, output with CPU float logits) for all features; labels go in so the
+    output carries the loss. Batches are formed from length-sorted features: evaluation needs no
+    particular order, and similar lengths waste few padded positions (callers place rows by index)."""
     device = next(model.parameters()).device
-    for batch in loader.batches():
-        out = model(**{k: v.to(device) for k, v in batch.items()})
-        out.logits = out.logits.float().cpu()
-        yield batch, out
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    was_training = model.training
+    model.eval()  # no dropout, whatever mode the caller left the model in
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            batch = collate([features[i] for i in idx], pad_id)
+            out = model(**{k: v.to(device) for k, v in batch.items()})
+            out.logits = out.logits.float().cpu()
+            yield idx, batch, out
+    finally:
+        model.train(was_training)

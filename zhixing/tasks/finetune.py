@@ -208,6 +208,7 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
             raise ConfigError(f"class_weights has {len(weights)} values for {len(labels)} labels ({labels})")
         loss_fn = weighted_loss(weights)
     run_dir = Path(train_cfg.out_dir) / name
+    # val_data is the train loader only to switch evaluation on: the evaluator scores the whole dev set.
     trainer = Trainer(model, train_cfg, loader, loader, run_dir=run_dir, tokenizer=tokenizer,
                       evaluator=evaluator, best_metric=metric, greater_is_better="loss" not in metric,
                       loss_fn=loss_fn,
@@ -216,19 +217,19 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / TASK_FILE, json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False) + "\n")
     summary = trainer.fit()
-    best = load_run(run_dir)[0]
     best_json = run_dir / "best" / "best.json"  # the dev metrics of best/, measured when it was saved
     if best_json.is_file():
         summary["dev"] = json.loads(best_json.read_text(encoding="utf-8"))
     else:
-        summary["dev"] = {k: v for k, v in mod.evaluate(best, tokenizer, dev_ex, cfg).items()
-                          if v is not None}
+        summary["dev"] = {k: v for k, v in mod.evaluate(model, tokenizer, dev_ex, cfg).items()
+                          if v is not None}  # no best/ (train.save_best=false): the final model
     test_ex = test_examples if test_examples is not None else (mod.read(cfg.test, cfg) if cfg.test else None)
     if test_ex is not None:
         if hasattr(mod, "prepare"):
             test_ex = mod.prepare(list(test_ex), cfg)
         if labels is not None:
             mod.check_labels(test_ex, labels, cfg.test or "test examples")
+        best = load_run(run_dir)[0].to(trainer.device)
         summary["test"] = {k: v for k, v in mod.evaluate(best, tokenizer, test_ex, cfg).items()
                            if v is not None}
     summary.update(task=cfg.task, metric=metric, run_dir=str(run_dir), train_examples=len(train_ex),

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from zhixing.tasks.data import DataError, TaggedSentence, TaskLoader, forward_all, read_tagged
+from zhixing.tasks.data import DataError, TaggedSentence, forward_all, read_tagged
 from zhixing.tasks.metrics import convert_tags, entity_scores, get_entities
 
 HEAD = "token_cls"
@@ -138,12 +138,10 @@ def tag_sentences(model: torch.nn.Module, tokenizer: Any, words: Sequence[Sequen
     tags = [["O"] * len(w) for w in words]
     probs = [[1.0] * len(w) for w in words]
     loss_sum, n_tok = 0.0, 0
-    meta = [(f["sentence"], f["word_index"]) for f in feats]
-    for b, (batch, out) in enumerate(forward_all(model, TaskLoader(feats, batch_size, tokenizer.pad_id,
-                                                                   shuffle=False))):
+    for idx, batch, out in forward_all(model, feats, batch_size, tokenizer.pad_id):
         p, best = out.logits.softmax(-1).max(-1)  # (batch, seq)
-        for r in range(len(batch["input_ids"])):
-            sent, first = meta[b * batch_size + r]
+        for r, i in enumerate(idx):
+            sent, first = feats[i]["sentence"], feats[i]["word_index"]
             for i, w in enumerate(first):
                 if w is not None:
                     tags[sent][w] = names[int(best[r, i])]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from zhixing.tasks.data import DataError, QAExample, TaskLoader, forward_all, read_squad
+from zhixing.tasks.data import DataError, QAExample, forward_all, read_squad
 from zhixing.tasks.metrics import qa_scores
 
 HEAD = "qa"
@@ -132,13 +132,13 @@ def run(model: torch.nn.Module, tokenizer: Any, examples: Sequence[QAExample], c
         ) -> tuple[list[list[dict[str, Any]]], float | None]:
     """(n-best answers per example, mean span loss over windows)."""
     feats = encode(examples, tokenizer, cfg)
-    starts, ends = [], []
+    starts: list[Any] = [None] * len(feats)
+    ends: list[Any] = [None] * len(feats)
     loss_sum = 0.0
-    for batch, out in forward_all(model, TaskLoader(feats, cfg.eval_batch_size, tokenizer.pad_id,
-                                                    shuffle=False)):
-        starts.extend(out.logits[..., 0].unbind(0))
-        ends.extend(out.logits[..., 1].unbind(0))
-        loss_sum += float(out.loss) * len(batch["input_ids"])
+    for idx, _, out in forward_all(model, feats, cfg.eval_batch_size, tokenizer.pad_id):
+        for r, i in enumerate(idx):
+            starts[i], ends[i] = out.logits[r, :, 0], out.logits[r, :, 1]
+        loss_sum += float(out.loss) * len(idx)
     return decode(examples, feats, starts, ends, tokenizer, cfg), loss_sum / max(len(feats), 1)
 
 
