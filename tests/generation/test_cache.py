@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PAD, VOCAB, frequent_token, padded, random_prompts
+from gen_tiny import PAD, VOCAB, frequent_token, padded, random_prompts
 
 from zhixing.generation import generate
 from zhixing.generation.engine import DecoderOnlyRunner

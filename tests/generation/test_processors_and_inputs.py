@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import PAD, VOCAB
+from gen_tiny import PAD, VOCAB
 
 from zhixing.config import ConfigError
 from zhixing.generation import GenerationConfig, generate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PAD, frequent_token, hf_pair, padded, random_prompts
+from gen_tiny import PAD, frequent_token, hf_pair, padded, random_prompts
 
 from zhixing.generation import generate
 
