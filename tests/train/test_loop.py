@@ -50,7 +50,8 @@ def losses(trainer) -> list[float]:
 
 def test_trains_and_writes_the_run_directory(tmp_path):
     run = tmp_path / "run"
-    trainer, summary = train(gpt(), run, max_steps=40, eval_interval=20, keep_last=1, plots=True)
+    trainer, summary = train(gpt(), run, max_steps=40, eval_interval=20, keep_last=1, plots=True,
+                             tensorboard=True)
     ls = losses(trainer)
     assert len(ls) == 40 and ls[-1] < ls[0] - 0.5, ls  # it learns the toy stream
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "best/model.safetensors", "best/config.json",
@@ -58,6 +59,10 @@ def test_trains_and_writes_the_run_directory(tmp_path):
                  "plots/loss.png", "plots/lr.png"):
         assert (run / name).is_file(), name
     assert not (run / "checkpoints/step-20").exists()  # keep_last=1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb")).Reload()
+    assert len(events.Scalars("train/loss")) == 40, events.Tags()["scalars"]
     assert summary["status"] == "completed" and summary["step"] == 40
     assert summary["final_val_loss"] == pytest.approx(summary["best_val_loss"]) or summary["best_step"] == 20
     assert summary["final_val_ppl"] == pytest.approx(2.718281828 ** summary["final_val_loss"], rel=1e-4)
