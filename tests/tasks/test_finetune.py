@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import WORDS, ner_sentences, sentiment_rows
+from task_synth import WORDS, ner_sentences, sentiment_rows
 
 import zhixing
 from zhixing.cli import main
