@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -31,17 +30,12 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
     (None when there is none). `config_overrides` are ModelConfig fields, e.g. attn_impl="eager".
     The model is returned in eval mode.
     """
-    from zhixing.config import ConfigError
+    from zhixing.config import ConfigError, read_json_object
     from zhixing.interop.hub import resolve, tokenizer_directory
 
     directory, named = resolve(path)
     config_file = directory / "config.json"
-    try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{config_file}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{config_file}: expected a JSON object")
+    data = read_json_object(config_file)
     if "arch" in data:
         from zhixing.models.base import Model
 

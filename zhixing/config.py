@@ -132,6 +132,20 @@ class Config:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, missing_hint: str = "") -> dict[str, Any]:
+    """A JSON file that must hold an object; errors name the file (and line) and what was expected."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing{'; ' + missing_hint if missing_hint else ''}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a file so that readers see the old content or the new one, never half of it."""
     path = Path(path)
@@ -228,12 +242,7 @@ class ModelConfig(Config):
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no config.json here; is this a model directory?") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        data = read_json_object(path, "no config.json here; is this a model directory?")
         return cls.from_dict(data, source=str(path), ignore=("zhixing_version",))
 
 

@@ -5,13 +5,12 @@ Names follow transformers' `GenerationConfig` where the meaning is the same, so 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from zhixing.config import Config, ConfigError
+from zhixing.config import Config, read_json_object
 
 FILENAME = "generation_config.json"
 
@@ -99,12 +98,7 @@ class GenerationConfig(Config):
         path = Path(path)
         if path.is_dir():
             path = path / FILENAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
+        data = read_json_object(path)
         if "transformers_version" in data:  # a Hugging Face model directory's file
             data = from_hf_dict(data)
         return cls.from_dict(data, source=str(path)).validate()

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from zhixing.config import ConfigError, ModelConfig
+from zhixing.config import ConfigError, ModelConfig, read_json_object
 from zhixing.models.base import CheckpointError, mismatch_report
 
 # Files of a tokenizer in Hugging Face format; copied along when a directory is converted.
@@ -99,13 +99,7 @@ class Family:
 
 
 def read_config(directory: Path) -> dict[str, Any]:
-    path = directory / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing; a model directory holds config.json + weights") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    return read_json_object(directory / "config.json", "a model directory holds config.json + weights")
 
 
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
