@@ -140,8 +140,10 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
     if val is not None:
         gain = entropy - val
         console.print(f"val loss {val:.3f} nats/token (perplexity {summary['final_val_ppl']:.1f}) vs unigram "
-                      f"entropy {entropy:.3f} (perplexity {math.exp(entropy):.0f}): the model is "
-                      f"{gain:.2f} nats/token better than counting tokens — it has learned to use context.")
+                      f"entropy {entropy:.3f} (perplexity {math.exp(entropy):.0f}): " +
+                      (f"the model is {gain:.2f} nats/token better than counting tokens — it has learned to "
+                       "use context." if gain > 0 else
+                       f"still {-gain:.2f} nats/token above counting tokens — train longer (--minutes)."))
     console.print(f"{summary['step']} steps, {summary['tokens']:,} tokens in {timings['train_s']:.0f} s "
                   f"({summary['tokens_per_s']:,.0f} tokens/s); total {timings['total_s']:.0f} s")
     console.print(f"run directory runs/{name}/: plots/loss.png, metrics.jsonl, best/, summary.json")
