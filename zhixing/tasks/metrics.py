@@ -157,14 +157,17 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
-def squad_f1(prediction: str, truth: str) -> float:
-    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    common = Counter(pred) & Counter(gold)
-    same = sum(common.values())
+def overlap_f1(same: int, n_pred: int, n_gold: int) -> float:
+    """F1 of a prediction sharing `same` units with the answer: 2PR/(P+R), P=same/n_pred, R=same/n_gold."""
     if same == 0:
         return 0.0
-    p, r = same / len(pred), same / len(gold)
+    p, r = same / n_pred, same / n_gold
     return 2 * p * r / (p + r)
+
+
+def squad_f1(prediction: str, truth: str) -> float:
+    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    return overlap_f1(sum((Counter(pred) & Counter(gold)).values()), len(pred), len(gold))
 
 
 def squad_em(prediction: str, truth: str) -> float:
@@ -217,11 +220,7 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 
 def cmrc_f1(prediction: str, truth: str) -> float:
     gold, pred = mixed_segmentation(truth, rm_punc=True), mixed_segmentation(prediction, rm_punc=True)
-    n = lcs_length(gold, pred)
-    if n == 0:
-        return 0.0
-    p, r = n / len(pred), n / len(gold)
-    return 2 * p * r / (p + r)
+    return overlap_f1(lcs_length(gold, pred), len(pred), len(gold))
 
 
 def cmrc_em(prediction: str, truth: str) -> float:
