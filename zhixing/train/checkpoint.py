@@ -56,30 +56,14 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
-def is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
-
-
 def resolve_run_dir(path: str | os.PathLike) -> Path:
-    """The model directory inside a run: `best/`, else the newest `checkpoints/step-N/`.
+    """The model directory inside a run: `best/`, else the newest `checkpoints/step-N/`; a model
+    directory itself is returned unchanged. The same lookup `zhixing.load` uses (interop.hub), so a run
+    resolves to one directory whichever way it is opened. Every returned run checkpoint also holds the
+    run's tokenizer files."""
+    from zhixing.interop.hub import model_directory
 
-    A model directory itself (config.json + model.safetensors) is returned unchanged, so callers such as
-    `zhixing.load` may pass either. Every returned directory also holds the run's tokenizer files.
-    """
-    path = Path(path)
-    if is_model_dir(path):
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such run directory (runs live in runs/<name>/)")
-    if is_model_dir(path / "best"):
-        return path / "best"
-    for _, ckpt in reversed(step_checkpoints(path)):
-        if is_model_dir(ckpt):
-            return ckpt
-    raise FileNotFoundError(
-        f"{path}: no model in this run yet (no best/ and no checkpoints/step-N/ with config.json + "
-        "model.safetensors); train it first, or pass a model directory"
-    )
+    return model_directory(Path(path))
 
 
 # -- RNG states as JSON ----------------------------------------------------------------------------------
