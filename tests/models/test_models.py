@@ -75,6 +75,22 @@ def test_bert_pretraining_head_sums_mlm_and_nsp():
     torch.testing.assert_close(both.loss, mlm.loss + nsp_loss)
 
 
+def test_mlm_head_on_labelled_positions_only_matches_the_full_head():
+    torch.manual_seed(0)
+    model = build_model("bert-tiny", **TINY, head="pretraining").eval()
+    ids = torch.randint(0, 99, (3, 11))
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[1, 9], labels[2, 0] = 7, 8, 9, 10
+    full = model(ids, labels=labels)
+    sparse = model(ids, labels=labels, labelled_logits_only=True)
+    keep = labels != -100
+    assert sparse.logits.shape == (4, 99)
+    torch.testing.assert_close(sparse.logits, full.logits[keep])
+    torch.testing.assert_close(sparse.loss, full.loss)
+    sparse.loss.backward()
+    assert model.tok_embed.weight.grad is not None
+
+
 def test_gpt_loss_is_shifted_next_token_cross_entropy():
     model = build_model("gpt-tiny", **TINY)
     ids = torch.randint(0, 99, (2, 9))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from zhixing.nn import Attention, KVCache, attention_reference, build_mask, scaled_dot_product
+from zhixing.nn import Attention, KVCache, Packing, attention_reference, build_mask, scaled_dot_product
 
 
 def qkv(b=2, h=4, kvh=4, q=5, k=5, d=8):
@@ -94,3 +94,41 @@ def test_attention_returns_weights_when_asked():
     out_ref, w = attn(x, need_weights=True)
     assert none is None and w.shape == (1, 2, 3, 3)
     torch.testing.assert_close(out_fast, out_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_packing_round_trip_and_threshold():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    p = Packing.of(mask)
+    x = torch.randn(2, 4, 3)
+    packed = p.pack(x)
+    assert packed.shape == (4, 3)
+    torch.testing.assert_close(p.unpack(packed)[mask.bool()], x[mask.bool()])
+    assert (p.unpack(packed)[~mask.bool()] == 0).all()
+    assert Packing.of(torch.ones(2, 4)) is None  # nothing to save
+    assert Packing.of(None) is None
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_packed_layer_equals_padded_layer_at_real_tokens(impl):
+    """A post-norm block on the real tokens only gives the padded block's outputs and gradients."""
+    from zhixing.config import ModelConfig
+    from zhixing.nn import Block
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="bert", dim=16, num_heads=4, num_layers=1, ffn_dim=32, pre_norm=False,
+                      vocab_size=10, max_seq_len=8, attn_impl=impl)
+    block = Block(cfg).eval()
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]])
+    keep = mask.bool()
+    x = torch.randn(3, 6, 16, requires_grad=True)
+    m, _ = build_mask(mask, 6, 6, causal=False)
+    full, w_full, _ = block(x, m, need_weights=impl == "eager")
+    p = Packing.of(mask)
+    packed, w_packed, _ = block(p.pack(x), m, packing=p, need_weights=impl == "eager")
+    torch.testing.assert_close(p.unpack(packed)[keep], full[keep], atol=1e-6, rtol=1e-5)
+    if impl == "eager":  # the weights of real queries over keys are the same
+        torch.testing.assert_close(w_packed[:, :, :2, :2], w_full[:, :, :2, :2], atol=1e-6, rtol=1e-5)
+    g_full = torch.autograd.grad(full[keep].square().sum(), x)[0]
+    g_packed = torch.autograd.grad(packed.square().sum(), x)[0]
+    torch.testing.assert_close(g_packed[keep], g_full[keep], atol=1e-5, rtol=1e-5)
+    assert (g_packed[~keep] == 0).all()

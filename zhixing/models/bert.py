@@ -17,7 +17,7 @@ from torch import nn
 from zhixing.config import ModelConfig
 from zhixing.models.base import Model, ModelOutput, check_length
 from zhixing.models.heads import IGNORE, ClassifierHead, MLMHead, classification_loss, lm_loss, span_loss
-from zhixing.nn.attention import build_mask
+from zhixing.nn.attention import Packing, build_mask
 from zhixing.nn.layers import Block, make_norm
 
 POOLED_HEADS = ("none", "pretraining", "seq_cls")
@@ -66,31 +66,46 @@ class Bert(Model):
         token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None, next_sentence_label: torch.Tensor | None = None,
         output_attentions: bool = False, output_hidden_states: bool = False,
+        labelled_logits_only: bool = False,
     ) -> ModelOutput:
         """input_ids, attention_mask (1 = real), token_type_ids: (batch, seq).
 
         labels by head: mlm/pretraining (batch, seq) with -100 for unmasked tokens; seq_cls (batch,);
         token_cls (batch, seq); qa (batch, 2) start/end. next_sentence_label (batch,) for pretraining.
+        labelled_logits_only (MLM heads, with labels): run the head only where labels != -100, so
+        `logits` is (n_labelled, vocab) in row-major order of those positions, i.e. aligned with
+        `labels[labels != -100]`. Same loss, ~1/0.15 less head work in pretraining.
         """
         check_length(input_ids.size(1), self.config.max_seq_len)
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
+        # Padding removed for the token-wise work (see nn.attention.Packing); states at padding are 0.
         attentions, hidden = [], [x]
+        packing = Packing.of(attention_mask)
+        if packing is not None:
+            x = packing.pack(x)
         for layer in self.layers:
-            x, w, _ = layer(x, mask, need_weights=output_attentions)
+            x, w, _ = layer(x, mask, need_weights=output_attentions, packing=packing)
             attentions.append(w)
-            hidden.append(x)
+            if output_hidden_states:
+                hidden.append(hidden_state(x, packing))
         if self.final_norm is not None:
             x = self.final_norm(x)
+        x = hidden_state(x, packing)
         out = ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
                           hidden_states=hidden if output_hidden_states else None)
         if self.pooler is not None:
             out.pooled = torch.tanh(self.pooler(x[:, 0]))
         head = self.config.head
         if self.mlm is not None:
-            out.logits = self.mlm(x)
-            if labels is not None:
-                out.loss = lm_loss(out.logits, labels, shift=False)
+            if labels is not None and labelled_logits_only:
+                keep = labels != IGNORE
+                out.logits = self.mlm(x[keep])
+                out.loss = lm_loss(out.logits, labels[keep], shift=False)
+            else:
+                out.logits = self.mlm(x)
+                if labels is not None:
+                    out.loss = lm_loss(out.logits, labels, shift=False)
         if self.nsp is not None:
             out.nsp_logits = self.nsp(out.pooled)
             if next_sentence_label is not None:
@@ -102,6 +117,10 @@ class Bert(Model):
                 loss_fn = span_loss if head == "qa" else classification_loss
                 out.loss = loss_fn(out.logits, labels)
         return out
+
+
+def hidden_state(x: torch.Tensor, packing: Packing | None) -> torch.Tensor:
+    return x if packing is None else packing.unpack(x)
 
 
 __all__ = ["Bert", "IGNORE"]

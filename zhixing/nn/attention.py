@@ -88,6 +88,41 @@ def build_mask(
     return mask, False
 
 
+class Packing:
+    """Padding removed: the real tokens of a (batch, seq) batch as one (n_real, ...) tensor.
+
+    Everything in a Transformer layer except attention works token by token, so the projections,
+    the feed-forward network and the norms run on the n_real tokens only; attention alone goes back
+    to (batch, seq) to meet the mask. With short sentences padded to the longest of the batch (two
+    thirds of SST-2's batch positions are padding) this removes most of the work, and the real
+    tokens' outputs are those of the padded computation.
+    """
+
+    def __init__(self, index: torch.Tensor, batch: int, seq: int):
+        self.index, self.batch, self.seq = index, batch, seq
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor | None, min_saving: float = 0.1) -> Packing | None:
+        """A packing of the mask's real tokens, or None when it would save < `min_saving` of the tokens
+        (or under torch.compile, where the data-dependent size would break the graph)."""
+        if attention_mask is None or torch.compiler.is_compiling():
+            return None
+        real = attention_mask.reshape(-1).bool()
+        index = real.nonzero().squeeze(1)
+        if index.numel() > (1 - min_saving) * real.numel():
+            return None
+        return cls(index, *attention_mask.shape)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, ...) -> (n_real, ...)."""
+        return x.reshape(self.batch * self.seq, *x.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(n_real, ...) -> (batch, seq, ...), zeros at the padding."""
+        full = x.new_zeros(self.batch * self.seq, *x.shape[1:]).index_copy(0, self.index, x)
+        return full.view(self.batch, self.seq, *x.shape[1:])
+
+
 class KVCache:
     """Keys and values of past positions, per layer, so decoding computes each token once.
 
@@ -183,9 +218,23 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None, layer: int = 0,
-        memory: torch.Tensor | None = None, need_weights: bool = False,
+        memory: torch.Tensor | None = None, need_weights: bool = False, packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (batch, seq, dim) -> (batch, seq, dim), and the weights (batch, heads, seq, k_len) if asked."""
+        """x: (batch, seq, dim) -> (batch, seq, dim), and the weights (batch, heads, seq, k_len) if asked.
+
+        With `packing` (self-attention only), x is (n_real, dim) and so is the output.
+        """
+        if packing is not None:
+            if self.cross or cache is not None:
+                raise ValueError("packed (padding-free) input is for self-attention without a cache")
+            qkv = packing.unpack(self.qkv(x))
+            b, t = packing.batch, packing.seq
+            h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
+            q, k, v = qkv.view(b, t, h + 2 * kvh, d).transpose(1, 2).split([h, kvh, kvh], dim=1)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            out, weights = self._attend(q, k, v, mask, causal, need_weights)
+            return self.o(packing.pack(out.transpose(1, 2).reshape(b, t, h * d))), weights
         b, t, _ = x.shape
         h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
         if self.cross:
@@ -204,11 +253,12 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.update(layer, k, v)
-        p = self.dropout if self.training else 0.0
-        weights = None
-        if need_weights or self.impl == "eager":
-            out, weights = attention_reference(q, k, v, mask, causal, p)
-        else:
-            out = scaled_dot_product(q, k, v, mask, causal, p)
+        out, weights = self._attend(q, k, v, mask, causal, need_weights)
         out = out.transpose(1, 2).reshape(b, t, h * d)  # concatenate the heads
         return self.o(out), weights
+
+    def _attend(self, q, k, v, mask, causal: bool, need_weights: bool):
+        p = self.dropout if self.training else 0.0
+        if need_weights or self.impl == "eager":
+            return attention_reference(q, k, v, mask, causal, p)
+        return scaled_dot_product(q, k, v, mask, causal, p), None

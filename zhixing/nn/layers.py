@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zhixing.config import ModelConfig
-from zhixing.nn.attention import Attention, KVCache
+from zhixing.nn.attention import Attention, KVCache, Packing
 
 
 class RMSNorm(nn.Module):
@@ -84,20 +84,23 @@ class Block(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None, layer: int = 0,
         memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
-        need_weights: bool = False,
+        need_weights: bool = False, packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """x: (batch, seq, dim) -> (x, self-attention weights, cross-attention weights)."""
+        """x: (batch, seq, dim) -> (x, self-attention weights, cross-attention weights).
+
+        With `packing`, x is the (n_real, dim) real tokens (see `Packing`); no cross-attention then.
+        """
         kw = dict(cache=cache, layer=layer, need_weights=need_weights)
         cross_w = None
         if self.pre_norm:
-            a, w = self.attn(self.attn_norm(x), mask, causal=causal, rope=rope, **kw)
+            a, w = self.attn(self.attn_norm(x), mask, causal=causal, rope=rope, packing=packing, **kw)
             x = x + self.drop(a)
             if self.cross_attn is not None:
                 c, cross_w = self.cross_attn(self.cross_norm(x), memory_mask, memory=memory, **kw)
                 x = x + self.drop(c)
             x = x + self.drop(self.ffn(self.ffn_norm(x)))
         else:
-            a, w = self.attn(x, mask, causal=causal, rope=rope, **kw)
+            a, w = self.attn(x, mask, causal=causal, rope=rope, packing=packing, **kw)
             x = self.attn_norm(x + self.drop(a))
             if self.cross_attn is not None:
                 c, cross_w = self.cross_attn(x, memory_mask, memory=memory, **kw)

@@ -123,6 +123,9 @@ class Trainer:
         self.device = self.dist.device
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.causal = model.config.arch == "gpt"
+        # BERT's MLM head runs only on the masked positions (logits (n_masked, vocab)): the same loss
+        # and accuracy for ~1/0.15 less head work.
+        self.sparse_mlm = model.config.arch == "bert" and model.config.head in ("mlm", "pretraining")
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.tokens = 0
@@ -230,6 +233,8 @@ class Trainer:
     def _forward(self, batch: dict[str, torch.Tensor]):
         """The model's forward on a batch; NSP labels are kept out so its loss can be weighted apart."""
         kwargs = {k: v for k, v in batch.items() if k != "next_sentence_label"}
+        if self.sparse_mlm and "labels" in kwargs:
+            kwargs["labelled_logits_only"] = True
         with self._autocast():
             return self.model(**kwargs)
 
@@ -298,7 +303,9 @@ class Trainer:
                 if not self.causal:
                     labels = batch["labels"]
                     keep = labels != IGNORE
-                    sums[2] += (out.logits.argmax(-1)[keep] == labels[keep]).sum()
+                    pred = out.logits.argmax(-1)
+                    pred = pred if pred.dim() == 1 else pred[keep]  # sparse MLM: already the kept rows
+                    sums[2] += (pred == labels[keep]).sum()
             if "next_sentence_label" in batch:
                 nsl = batch["next_sentence_label"]
                 sums[3] += classification_loss(out.nsp_logits, nsl).double() * nsl.numel()
