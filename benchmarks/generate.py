@@ -108,6 +108,26 @@ def bandwidth_floor(model, device: str) -> dict[str, float]:
     return out
 
 
+def cpu_floor(model, reps: int = 20) -> dict[str, float]:
+    """The least a batch-1 fp32 decode step can cost here: the matrix-vector products with every weight
+    matrix of the model (each read once; the tied embedding once, as the output layer), timed alone.
+    Whatever else an implementation does comes on top; the ratio of a peer's ms/token to this floor is
+    the most any implementation with the same weights and arithmetic could beat it by."""
+    mats = [p for p in {id(p): p for p in model.parameters()}.values() if p.dim() == 2]
+    xs = [torch.randn(1, w.size(1)) for w in mats]
+    weight_bytes = sum(w.numel() * w.element_size() for w in mats)
+
+    def step():
+        for w, x in zip(mats, xs):
+            torch.nn.functional.linear(x, w)
+
+    with torch.no_grad():
+        for _ in range(3):
+            step()
+        dt = sorted(timed(step, "cpu") for _ in range(reps))[reps // 2]
+    return {"weight_bytes": weight_bytes, "floor_ms_gemv": dt * 1e3, "gemv_bw": weight_bytes / dt}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -150,9 +170,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
             ratios.append((batch, mode, res["hf"]["ms_per_token"] / res["zhixing"]["ms_per_token"],
                            res["hf"]["ttft_ms"] / res["zhixing"]["ttft_ms"]))
-    if gpu:
-        floor = bandwidth_floor(ours, args.device)
-        print(json.dumps(dict(common, impl="bandwidth-floor", **floor)), flush=True)
+    floor = bandwidth_floor(ours, args.device) if gpu else cpu_floor(ours)
+    print(json.dumps(dict(common, impl="bandwidth-floor", **floor)), flush=True)
     for batch, mode, decode, ttft in ratios:
         print(f"ratio batch={batch} {mode}: zhixing decode {decode:.2f}x faster than transformers, "
               f"time to first token {ttft:.2f}x")

@@ -1,0 +1,109 @@
+"""Chinese fine-tuning with a People's Daily BERT: ChnSentiCorp, MSRA NER, CMRC 2018.
+
+    .venv/bin/python benchmarks/finetune_chinese.py --model runs/bert-peoples-daily-tiny/best
+
+The pretrained model comes from `zhixing pretrain --config configs/bert-peoples-daily-tiny.yaml`
+(or any BERT directory with its tokenizer). Splits, all deterministic (`holdout_split`: a hash of each
+item, independent of file order):
+
+- ChnSentiCorp (`ChnSentiCorp_htl_all.csv`, 7,766 hotel reviews; not the 9.6k/1.2k/1.2k ERNIE split,
+  which is not available here): 10% test, 10% of the rest dev, the remainder train.
+- MSRA NER: train on the first --msra-train sentences of a seeded shuffle of `msra_train_bio.txt`,
+  select on 1,000 other training sentences, score the full `msra_test_bio.txt` (3,442 sentences).
+- CMRC 2018 (its train split is not available here): train on `trial` + half of the `dev` articles,
+  score the other half once, with the final model (split by article, so no context is on both sides;
+  no model selection); CMRC's EM / F1.
+
+One JSON line per task: the test metrics of the dev-selected model, steps and wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+import warnings
+
+import torch
+from finetune_common import DATA, emit, environment
+
+warnings.filterwarnings("ignore")
+
+
+def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
+    from zhixing.tasks.finetune import FinetuneConfig, finetune
+
+    t = time.perf_counter()
+    cfg = FinetuneConfig(task=task, model=args.model, warmup_ratio=0.1, **cfg_fields)
+    s = finetune(cfg, name=name, train_examples=train, dev_examples=dev, test_examples=test, train_overrides=[
+        f"out_dir={args.out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",
+        f"num_threads={args.threads}", "progress=false", "plots=false", "device=cpu"])
+    scored = test if test is not None else dev  # None: no model selection, the final model on dev
+    return {"task": name, "train": len(train), "dev": len(dev), "test_size": len(scored),
+            "test": s["test"] if test is not None else s["dev"],
+            "dev_best": s["dev"], "steps": s["step"], "wall_s": round(time.perf_counter() - t, 1),
+            "run_dir": s["run_dir"]}
+
+
+def chnsenticorp(args) -> dict:
+    from zhixing.tasks.data import holdout_split, read_table
+
+    rows = read_table(DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv", text_column="review")
+    rest, test = holdout_split(rows, 0.1, seed=args.seed, key=lambda e: e.text)
+    train, dev = holdout_split(rest, 0.1, seed=args.seed + 1, key=lambda e: e.text)
+    return run("classify", "chnsenticorp", train, dev, test, args, max_seq_len=args.max_seq_len,
+               epochs=args.epochs, text_column="review")
+
+
+def msra(args) -> dict:
+    from zhixing.tasks.data import read_tagged
+
+    sents = read_tagged(DATA / "msra-ner/msra_train_bio.txt")
+    random.Random(args.seed).shuffle(sents)
+    train, dev = sents[:args.msra_train], sents[args.msra_train:args.msra_train + 1000]
+    test = read_tagged(DATA / "msra-ner/msra_test_bio.txt")
+    return run("ner", "msra-ner", train, dev, test, args, max_seq_len=args.max_seq_len, epochs=args.epochs,
+               scheme="iob2")
+
+
+def cmrc(args) -> dict:
+    from zhixing.tasks.data import holdout_split, read_squad
+
+    trial = read_squad(DATA / "cmrc2018/cmrc2018_trial.json")
+    dev = read_squad(DATA / "cmrc2018/cmrc2018_dev.json")
+    half_train, held = holdout_split(dev, 0.5, seed=args.seed, key=lambda e: e.context)
+    train = trial + half_train
+    # No model selection: one evaluation of the final model on the held-out half.
+    return run("qa", "cmrc2018", train, held, None, args, max_seq_len=args.max_seq_len,
+               epochs=args.qa_epochs, eval_every=args.qa_epochs, doc_stride=args.doc_stride, max_query_len=32,
+               qa_metric="cmrc")
+
+
+TASKS = {"chnsenticorp": chnsenticorp, "msra": msra, "cmrc": cmrc}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="runs/bert-peoples-daily-tiny/best")
+    p.add_argument("--tasks", default="chnsenticorp,msra,cmrc")
+    p.add_argument("--epochs", type=float, default=3)
+    p.add_argument("--qa-epochs", type=float, default=3)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--doc-stride", type=int, default=64)
+    p.add_argument("--msra-train", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+    args.out = args.out or tempfile.mkdtemp(prefix="zx-zh-")
+    torch.set_num_threads(args.threads)
+    env = environment(args.threads)
+    for name in args.tasks.split(","):
+        emit({"bench": "finetune_chinese", **vars(args), **env, **TASKS[name](args)})
+
+
+if __name__ == "__main__":
+    main()
