@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 
@@ -207,3 +208,25 @@ def test_bert_pretraining_metrics_and_bf16(tmp_path):
         assert key in summary and summary[key] >= 0
     assert 0 <= summary["final_mlm_accuracy"] <= 1 and 0 <= summary["final_nsp_accuracy"] <= 1
     assert summary["dtype"] == "bfloat16"
+
+
+def test_mlm_accuracy_from_the_sparse_head_equals_the_full_logits():
+    """The loop runs BERT's MLM head on masked positions only; its accuracy and loss are those of the
+    full (batch, seq, vocab) logits."""
+    torch.manual_seed(0)
+    model = bert()
+    val = ToyLoader(objective="mlm", nsp=True)
+    cfg = TrainConfig(**{**FAST, "eval_batches": 3, "max_steps": 2, "warmup_steps": 1, "eval_interval": 2})
+    summary = Trainer(model, cfg, ToyLoader(objective="mlm", nsp=True), val).fit()
+    model.eval()
+    correct = n = loss = 0.0
+    with torch.no_grad():
+        for batch in val.eval_batches(3):
+            out = model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
+                        labels=batch["labels"])
+            keep = batch["labels"] != -100
+            correct += (out.logits.argmax(-1)[keep] == batch["labels"][keep]).sum().item()
+            n += keep.sum().item()
+            loss += out.loss.item() * keep.sum().item()
+    assert summary["final_mlm_accuracy"] == pytest.approx(correct / n)
+    assert summary["final_val_ppl"] == pytest.approx(math.exp(loss / n), rel=1e-5)
