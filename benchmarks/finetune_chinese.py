@@ -6,8 +6,8 @@ The pretrained model comes from `zhixing pretrain --config configs/bert-peoples-
 (or any BERT directory with its tokenizer). Splits, all deterministic (`holdout_split`: a hash of each
 item, independent of file order):
 
-- ChnSentiCorp (`ChnSentiCorp_htl_all.csv`, 7,766 hotel reviews; not the 9.6k/1.2k/1.2k ERNIE split,
-  which is not available here): 10% test, 10% of the rest dev, the remainder train.
+- ChnSentiCorp (`ChnSentiCorp_htl_all.csv`, 7,766 hotel reviews, one of them empty and dropped; not the
+  9.6k/1.2k/1.2k ERNIE split, which is not available here): 10% test, 10% of the rest dev, the rest train.
 - MSRA NER: train on the first --msra-train sentences of a seeded shuffle of `msra_train_bio.txt`,
   select on 1,000 other training sentences, score the full `msra_test_bio.txt` (3,442 sentences).
 - CMRC 2018 (its train split is not available here): train on `trial` + half of the `dev` articles,
@@ -20,6 +20,7 @@ One JSON line per task: the test metrics of the dev-selected model, steps and wa
 from __future__ import annotations
 
 import argparse
+import csv
 import random
 import tempfile
 import time
@@ -35,7 +36,8 @@ def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
     from zhixing.tasks.finetune import FinetuneConfig, finetune
 
     t = time.perf_counter()
-    cfg = FinetuneConfig(task=task, model=args.model, warmup_ratio=0.1, **cfg_fields)
+    cfg = FinetuneConfig(task=task, model=args.model, warmup_ratio=0.1, limit_train=args.limit,
+                         limit_dev=args.limit, **cfg_fields)
     s = finetune(cfg, name=name, train_examples=train, dev_examples=dev, test_examples=test, train_overrides=[
         f"out_dir={args.out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",
         f"num_threads={args.threads}", "progress=false", "plots=false", "device=cpu"])
@@ -47,11 +49,15 @@ def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
 
 
 def chnsenticorp(args) -> dict:
-    from zhixing.tasks.data import holdout_split, read_table
+    from zhixing.tasks.data import TextExample, holdout_split
 
-    rows = read_table(DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv", text_column="review")
+    path = DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv"
+    with open(path, encoding="utf-8", newline="") as f:  # one row (line 6376) has an empty review: dropped
+        rows = [TextExample(r["review"], None, r["label"], f"{path}:{i + 2}")
+                for i, r in enumerate(csv.DictReader(f)) if r["review"].strip()]
     rest, test = holdout_split(rows, 0.1, seed=args.seed, key=lambda e: e.text)
     train, dev = holdout_split(rest, 0.1, seed=args.seed + 1, key=lambda e: e.text)
+    random.Random(args.seed).shuffle(train)  # the file is sorted by label; --limit takes a mixed prefix
     return run("classify", "chnsenticorp", train, dev, test, args, max_seq_len=args.max_seq_len,
                epochs=args.epochs, text_column="review")
 
@@ -97,6 +103,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
+    p.add_argument("--limit", type=int, default=0, help="first N train/dev examples only (a smoke run)")
     args = p.parse_args()
     args.out = args.out or tempfile.mkdtemp(prefix="zx-zh-")
     torch.set_num_threads(args.threads)
