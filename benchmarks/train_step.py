@@ -2,10 +2,14 @@
 
 Both models hold identical weights (ours is converted from the transformers one with
 zhixing.interop.from_hf) and see identical batches; the two alternate, round after round, after a
-warm-up, and the median tokens/s of each is reported. One JSON object per measurement, then a ratio
-line per (model, compile) pair.
+warm-up, and the median tokens/s of each is reported. zhixing's step is the one its Trainer takes,
+which asks only for the loss: BERT's MLM head scores the labelled positions only, GPT's output layer and
+cross-entropy run fused without materialising the logits (--full-logits: every position's logits, as
+transformers computes them).
+One JSON object per measurement, then a ratio line per (model, compile) pair.
 
     python benchmarks/train_step.py                       # CPU: GPT-2-style 6L/512, BERT-style 6L/512
+    python benchmarks/train_step.py --floor               # + the fp32 floor: GEMMs + attention alone
     python benchmarks/train_step.py --device cuda --preset gpt2 --dtype bf16 --batch 16 --seq 1024 --compile
 
 MFU (GPU only) uses nanoGPT's estimate: flops/token = 6N + 12·L·H·Q·T (N without position
@@ -63,8 +67,9 @@ def flops_per_token(model, layers: int, heads: int, head_dim: int, seq: int) -> 
 
 
 class Runner:
-    def __init__(self, name, model, data, args):
+    def __init__(self, name, model, data, args, extra=None):
         self.name, self.model, self.data, self.args = name, model, data, args
+        self.extra = extra or {}  # keyword arguments for this implementation's forward only
         fused = args.device == "cuda"
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=not fused)
         self.forward = torch.compile(model, mode=args.compile_mode) if args.compile else model
@@ -74,7 +79,7 @@ class Runner:
         batch = self.data[self.i % len(self.data)]
         self.i += 1
         with torch.autocast(self.args.device, dtype=torch.bfloat16, enabled=self.args.dtype == "bf16"):
-            loss = self.forward(**batch).loss
+            loss = self.forward(**batch, **self.extra).loss
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -87,6 +92,47 @@ class Runner:
             self.step()
         sync()
         return time.perf_counter() - t0
+
+
+def step_floor(model, kind: str, batch: int, seq: int, heads: int, reps: int = 3) -> dict[str, float]:
+    """The least an fp32 training step of this architecture can cost here, whoever implements it: the
+    matrix products of every linear layer (forward X·Wᵀ, backward dY·W and dYᵀ·X, at batch·seq rows)
+    plus the attention kernel both sides call (SDPA forward + backward), timed alone. For BERT it counts
+    the full-vocabulary MLM decoder, i.e. transformers' work. Norms, activations, the loss, the
+    optimizer and framework overhead all come on top, so peer_step_ms / floor_ms bounds what any
+    implementation doing the same arithmetic could gain over the peer."""
+    import torch.nn.functional as F
+
+    rows = batch * seq
+    shapes = [(m.out_features, m.in_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    mats = [(torch.randn(rows, i), torch.randn(o, i), torch.randn(rows, o)) for o, i in shapes]
+    dim = model.config.dim
+    q, k, v = (torch.randn(batch, heads, seq, dim // heads, requires_grad=True) for _ in range(3))
+    layers = model.config.num_layers
+
+    def gemms():
+        for x, w, dy in mats:
+            x @ w.t(), dy @ w, dy.t() @ x
+
+    def attention():
+        for _ in range(layers):
+            F.scaled_dot_product_attention(q, k, v, is_causal=kind == "gpt").sum().backward()
+
+    def median(fn):
+        fn()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    with torch.no_grad():
+        g = median(gemms)
+    a = median(attention)
+    flops = sum(6 * rows * o * i for o, i in shapes)
+    return {"gemm_ms": g * 1e3, "attention_ms": a * 1e3, "floor_ms": (g + a) * 1e3,
+            "gemm_gflops": flops / g / 1e9}
 
 
 def sync():
@@ -102,12 +148,17 @@ def run(kind: str, args) -> None:
     ours = from_hf(ref).to(args.device)
     ours.train(), ref.train()
     data = batches(kind, 4, batch, seq, args.vocab, args.device)
+    # As zhixing's Trainer runs them (same loss): BERT's MLM head scores the labelled positions only;
+    # GPT returns the loss without the logits (fp32: the output layer and cross-entropy fused).
+    ours_extra = {} if args.full_logits else {"labelled_logits_only": True} if kind == "bert" else \
+        {"loss_only": True}
     # Same weights, same batch -> same loss before any step (a guard that the race is fair).
     with torch.no_grad():
-        a, b = ours(**data[0]).loss.item(), ref(**data[0]).loss.item()
+        a, b = ours(**data[0], **ours_extra).loss.item(), ref(**data[0]).loss.item()
     assert abs(a - b) < 1e-3 * max(1.0, abs(b)), f"loss mismatch before timing: zhixing {a} vs hf {b}"
     pairs = (("zhixing", ours), ("hf", ref))
-    runners = [Runner(name, m, data, args) for name, m in pairs if name in args.impls.split(",")]
+    runners = [Runner(name, m, data, args, ours_extra if name == "zhixing" else None)
+               for name, m in pairs if name in args.impls.split(",")]
     times = {r.name: [] for r in runners}
     with kernels(args.sdpa):  # after the fp32 parity check: flash/cuDNN kernels take bf16 only
         for r in runners:
@@ -125,7 +176,8 @@ def run(kind: str, args) -> None:
         rec = {"bench": "train_step", "model": f"{kind}-{layers}L-{dim}", "impl": r.name,
                "device": device_name(args),
                "dtype": args.dtype, "compile": args.compile and (args.compile_mode or "default"),
-               "sdpa": args.sdpa, "batch": batch, "seq": seq, "vocab": args.vocab,
+               "sdpa": args.sdpa, "trainer_path": bool(ours_extra) and r.name == "zhixing",
+               "batch": batch, "seq": seq, "vocab": args.vocab,
                "tokens_per_s": round(tps, 1), "step_ms": round(1000 * med / args.steps, 2),
                "rounds": [round(tokens / t, 1) for t in times[r.name]], "torch": torch.__version__}
         if args.device == "cuda":
@@ -135,6 +187,13 @@ def run(kind: str, args) -> None:
     if len(result) == 2:
         print(json.dumps({"bench": "train_step", "model": f"{kind}-{layers}L-{dim}", "compile": args.compile,
                           "ratio_zhixing_over_hf": round(result["zhixing"] / result["hf"], 3)}), flush=True)
+    if args.device == "cpu" and args.floor:
+        floor = step_floor(ours, kind, batch, seq, heads)
+        rec = {"bench": "train_step", "model": f"{kind}-{layers}L-{dim}", "impl": "floor",
+               **{k: round(v, 1) for k, v in floor.items()}}
+        for name, tps in result.items():
+            rec[f"{name}_step_over_floor"] = round(tokens / args.steps / tps * 1e3 / floor["floor_ms"], 3)
+        print(json.dumps(rec), flush=True)
 
 
 def kernels(choice: str):
@@ -175,6 +234,11 @@ def main() -> None:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--sdpa", choices=["default", "cudnn", "flash"], default="default",
                    help="attention kernel preference (applies to both implementations)")
+    p.add_argument("--full-logits", action="store_true",
+                   help="zhixing returns every position's logits, as transformers does (default: the "
+                        "Trainer's path: BERT's MLM head on labelled positions only, GPT: loss, no logits)")
+    p.add_argument("--floor", action="store_true",
+                   help="CPU: also time the step's matrix products and attention alone (the fp32 floor)")
     p.add_argument("--impls", default="zhixing,hf", help="which implementations to time")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     args = p.parse_args()

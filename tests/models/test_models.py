@@ -5,6 +5,7 @@ import torch
 
 from zhixing.config import PRESETS, ConfigError, ModelConfig
 from zhixing.models import GPT, Bert, CheckpointError, Model, Transformer, build_model
+from zhixing.models.heads import linear_cross_entropy
 
 
 def count(name: str) -> int:
@@ -98,6 +99,48 @@ def test_gpt_loss_is_shifted_next_token_cross_entropy():
     expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 99), ids[:, 1:].reshape(-1))
     torch.testing.assert_close(out.loss, expected)
     assert model.head.proj.weight is model.tok_embed.weight  # tied
+
+
+@pytest.mark.parametrize("blocks", [1 << 21, 50])  # one block; blocks of 2 rows (vocab 23)
+def test_linear_cross_entropy_equals_logits_then_cross_entropy(blocks):
+    torch.manual_seed(0)
+    h = torch.randn(13, 8, requires_grad=True)
+    w = torch.randn(23, 8, requires_grad=True)
+    y = torch.randint(0, 23, (13,))
+    y[[2, 5, 6]] = -100
+    plain = torch.nn.functional.cross_entropy(h @ w.t(), y, ignore_index=-100)
+    (plain * 3).backward()  # an upstream gradient other than 1
+    expected = (plain.detach(), h.grad.clone(), w.grad.clone())
+    h.grad = w.grad = None
+    fused = linear_cross_entropy(h, w, y, block_elements=blocks)
+    (fused * 3).backward()
+    for got, want in zip((fused.detach(), h.grad, w.grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # without gradients: logits made a chunk of rows at a time
+        torch.testing.assert_close(linear_cross_entropy(h, w, y, block_elements=blocks, chunk_elements=100),
+                                   expected[0])
+    with pytest.raises(ValueError, match="float32"):
+        linear_cross_entropy(h.double(), w.double(), y)
+
+
+def test_gpt_loss_only_equals_the_full_path_with_tied_weights():
+    """loss_only fuses the output layer and the loss; loss and every gradient equal the plain path's."""
+    ids = torch.randint(0, 99, (3, 10))
+    labels = ids.clone()
+    labels[0, :4] = -100
+    grads = []
+    for loss_only in (False, True):
+        torch.manual_seed(0)
+        model = build_model("gpt-tiny", **TINY)
+        out = model(ids, labels=labels, loss_only=loss_only)
+        assert (out.logits is None) == loss_only
+        out.loss.backward()
+        grads.append((out.loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for name, g in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], g, rtol=1e-5, atol=1e-6, msg=name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # not fusable: the plain path, logits kept
+        assert model(ids, labels=labels, loss_only=True).logits is not None
 
 
 def test_gpt_is_causal():

@@ -15,7 +15,7 @@ from torch import nn
 
 from zhixing.config import ModelConfig
 from zhixing.models.base import Model, ModelOutput, check_length
-from zhixing.models.heads import LMHead, lm_loss
+from zhixing.models.heads import LMHead, linear_cross_entropy, lm_loss, shift_labels
 from zhixing.nn.attention import KVCache, build_mask
 from zhixing.nn.layers import Block, make_norm
 from zhixing.nn.position import RotaryEmbedding, sinusoidal_table
@@ -51,7 +51,7 @@ class GPT(Model):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
         cache: KVCache | None = None, output_attentions: bool = False, output_hidden_states: bool = False,
-        last_only: bool = False,
+        last_only: bool = False, loss_only: bool = False,
     ) -> ModelOutput:
         """input_ids (batch, seq) -> logits (batch, seq, vocab).
 
@@ -60,6 +60,9 @@ class GPT(Model):
         labels: (batch, seq), usually the inputs themselves; shifted inside, -100 ignored.
         cache: a KVCache; the new keys/values are appended and `cache.length` advanced.
         last_only: compute logits for the last position only (decoding).
+        loss_only (with labels): the loss without the (batch, seq, vocab) logits, which stay None; in
+        fp32 outside autocast the output layer and the cross-entropy then run fused
+        (heads.linear_cross_entropy), saving the passes over the largest tensors of a training step.
         """
         b, t = input_ids.shape
         past = cache.length if cache is not None else 0
@@ -92,8 +95,20 @@ class GPT(Model):
             x = self.final_norm(x)
         out = ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
                           hidden_states=hidden if output_hidden_states else None)
-        if self.head is not None:
-            out.logits = self.head(x[:, -1:] if last_only else x)
-            if labels is not None:
-                out.loss = lm_loss(out.logits, labels, shift=True)
+        if self.head is None:
+            return out
+        if labels is not None and loss_only and not last_only and self._fusable(x):
+            out.loss = linear_cross_entropy(x.reshape(-1, x.size(-1)), self.head.proj.weight,
+                                            shift_labels(labels).reshape(-1))
+            return out
+        out.logits = self.head(x[:, -1:] if last_only else x)
+        if labels is not None:
+            out.loss = lm_loss(out.logits, labels, shift=True)
         return out
+
+    def _fusable(self, x: torch.Tensor) -> bool:
+        """Whether the fused output layer + cross-entropy applies: fp32 states and weights, no autocast,
+        not being traced by torch.compile (which fuses the plain path itself)."""
+        w = self.head.proj.weight
+        return (x.dtype == w.dtype == torch.float32 and self.head.proj.bias is None
+                and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling())

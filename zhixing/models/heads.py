@@ -57,17 +57,84 @@ class ClassifierHead(nn.Module):
         return self.proj(self.drop(h))
 
 
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Causal LM: position t is scored against the token at t + 1; the last position gets no target.
+    The labels are shifted, not the logits: slicing (batch, seq, vocab) logits would copy the largest
+    tensor of the step."""
+    return torch.cat([labels[:, 1:], labels.new_full((labels.size(0), 1), IGNORE)], dim=1)
+
+
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> torch.Tensor:
     """Mean cross-entropy over labelled tokens: -1/N Σ log p(x_t | context).
 
     shift=True (causal LM): logits at t predict labels at t+1, so labels may simply be the inputs.
-    The labels are shifted, not the logits: slicing (batch, seq, vocab) logits would copy the largest
-    tensor of the step.
     """
     if shift:
-        labels = torch.cat([labels[:, 1:], labels.new_full((labels.size(0), 1), IGNORE)], dim=1)
+        labels = shift_labels(labels)
     flat = logits.reshape(-1, logits.size(-1)).float()
     return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """mean_i -log softmax(h_i Wᵀ)[y_i] over rows with y_i != IGNORE, with its gradient.
+
+    With p = softmax(z), z = h Wᵀ:  ∂L/∂z_i = (p_i - onehot(y_i)) / N,  ∂L/∂h = (∂L/∂z) W,
+    ∂L/∂W = (∂L/∂z)ᵀ h. The forward computes z with one matrix product, then walks it a cache-sized
+    block of rows at a time, turning each block in place into ∂L/∂z while it is in cache; backward is
+    the two matrix products. Of the (rows, vocab) tensors a plain cross-entropy makes — logits,
+    log-probabilities, their gradient, a zero-filled one-hot gradient — one buffer remains.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, block: int,
+                chunk: int) -> torch.Tensor:
+        rows, vocab = h.size(0), weight.size(0)
+        valid = labels != IGNORE
+        n = valid.sum()
+        safe = labels.clamp(min=0)[:, None]  # ignored rows point anywhere; their terms are zeroed
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad = torch.empty(rows, vocab, dtype=h.dtype, device=h.device) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        # Without a gradient the logits are made `chunk` rows at a time (bounded memory); with one, in
+        # a single product (each extra product re-reads all of W) into the gradient's buffer.
+        step = rows if need_grad else chunk
+        for c in range(0, rows, step):
+            logits = grad[c:c + step] if need_grad else torch.empty(min(step, rows - c), vocab, dtype=h.dtype,
+                                                                    device=h.device)
+            torch.mm(h[c:c + step], weight.t(), out=logits)
+            for s in range(0, logits.size(0), block):
+                z, keep, y = logits[s:s + block], valid[c + s:c + s + block, None], safe[c + s:c + s + block]
+                target = z.gather(1, y)
+                top = z.amax(dim=1, keepdim=True)
+                sumexp = z.sub_(top).exp_().sum(dim=1, keepdim=True)
+                total += ((top + sumexp.log() - target) * keep).sum()  # log-sum-exp minus the target logit
+                if need_grad:
+                    z.div_(sumexp).scatter_add_(1, y, -keep.to(z.dtype))  # softmax minus one-hot
+                    z.mul_(keep / n)
+        ctx.save_for_backward(h, weight, grad)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        h, weight, grad = ctx.saved_tensors
+        dh = grad @ weight * grad_loss if ctx.needs_input_grad[0] else None
+        dw = grad.t() @ (h * grad_loss) if ctx.needs_input_grad[1] else None
+        return dh, dw, None, None, None
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         block_elements: int = 1 << 21, chunk_elements: int = 1 << 25) -> torch.Tensor:
+    """Cross-entropy of the logits h Wᵀ (no bias) against labels, equal to
+    `F.cross_entropy(h @ W.T, labels, ignore_index=-100)` but without the extra (rows, vocab) tensors
+    and passes of a plain one (see _LinearCrossEntropy): what a large-vocabulary output layer spends
+    outside its matrix products. h: (rows, dim) float32, weight: (vocab, dim) float32, labels: (rows,).
+    Blocks of about `block_elements` logits (8 MB) are processed while in cache; without gradients the
+    logits are made in chunks of about `chunk_elements` (128 MB)."""
+    if h.dtype != torch.float32 or weight.dtype != torch.float32:
+        raise ValueError(f"linear_cross_entropy takes float32 inputs, got {h.dtype} and {weight.dtype}")
+    vocab = weight.size(0)
+    return _LinearCrossEntropy.apply(h, weight, labels, max(1, block_elements // vocab),
+                                     max(1, chunk_elements // vocab))
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

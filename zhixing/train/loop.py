@@ -230,11 +230,15 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _forward(self, batch: dict[str, torch.Tensor]):
-        """The model's forward on a batch; NSP labels are kept out so its loss can be weighted apart."""
+    def _forward(self, batch: dict[str, torch.Tensor], loss_only: bool = True):
+        """The model's forward on a batch; NSP labels are kept out so its loss can be weighted apart.
+        Where only the loss is used, the model is told so: BERT's MLM head then scores the labelled
+        positions only, GPT skips the full logits (loss_only=False keeps them)."""
         kwargs = {k: v for k, v in batch.items() if k != "next_sentence_label"}
         if self.sparse_mlm and "labels" in kwargs:
             kwargs["labelled_logits_only"] = True
+        if self.causal and loss_only and self.loss_fn is None and "labels" in kwargs:
+            kwargs["loss_only"] = True
         with self._autocast():
             return self.model(**kwargs)
 
@@ -261,7 +265,7 @@ class Trainer:
             defer = self.dist.enabled and i < last and hasattr(self.model, "no_sync")
             sync = self.model.no_sync() if defer else contextlib.nullcontext()
             with sync:
-                out = self._forward(batch)
+                out = self._forward(batch, loss_only=n > 0)
                 # A micro-batch without targets (possible with sparse labels) still joins the graph, so
                 # DDP sees every parameter used; its weight is zero.
                 own = self.loss_fn(out, batch) if self.loss_fn is not None and n else out.loss
