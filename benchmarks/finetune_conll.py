@@ -115,8 +115,9 @@ def main() -> None:
     for impl in args.order.split(","):
         r = (run_zhixing if impl == "zhixing" else run_hf)(train, test, args)
         results[impl] = r
-        emit({"bench": "finetune_conll", "device": "cpu", "train_sentences": len(train),
-              "test_sentences": len(test), **vars(args), **env, **r})
+        # the counts used, after the arguments (--test-sentences 0 means all)
+        emit({"bench": "finetune_conll", "device": "cpu", **vars(args), "train_sentences": len(train),
+              "test_sentences": len(test), **env, **r})
     if len(results) == 2:
         z, h = results["zhixing"], results["hf"]
         emit({"bench": "finetune_conll", "ratio": "hf_wall / zhixing_wall",
