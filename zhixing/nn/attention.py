@@ -224,20 +224,11 @@ class Attention(nn.Module):
 
         With `packing` (self-attention only), x is (n_real, dim) and so is the output.
         """
-        if packing is not None:
-            if self.cross or cache is not None:
-                raise ValueError("packed (padding-free) input is for self-attention without a cache")
-            qkv = packing.unpack(self.qkv(x))
-            b, t = packing.batch, packing.seq
-            h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-            q, k, v = qkv.view(b, t, h + 2 * kvh, d).transpose(1, 2).split([h, kvh, kvh], dim=1)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-            out, weights = self._attend(q, k, v, mask, causal, need_weights)
-            return self.o(packing.pack(out.transpose(1, 2).reshape(b, t, h * d))), weights
-        b, t, _ = x.shape
+        if packing is not None and (self.cross or cache is not None):
+            raise ValueError("packed (padding-free) input is for self-attention without a cache")
         h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
         if self.cross:
+            b, t, _ = x.shape
             q = self.q(x).view(b, t, h, d).transpose(1, 2)
             if cache is not None and cache.cross[layer] is not None:
                 k, v = cache.cross[layer]
@@ -248,13 +239,19 @@ class Attention(nn.Module):
                 if cache is not None:
                     cache.cross[layer] = (k, v)
         else:
-            q, k, v = self.qkv(x).view(b, t, h + 2 * kvh, d).transpose(1, 2).split([h, kvh, kvh], dim=1)
+            qkv = self.qkv(x)
+            if packing is not None:
+                qkv = packing.unpack(qkv)  # back to (batch, seq, ...) to meet the mask
+            b, t = qkv.shape[:2]
+            q, k, v = qkv.view(b, t, h + 2 * kvh, d).transpose(1, 2).split([h, kvh, kvh], dim=1)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.update(layer, k, v)
         out, weights = self._attend(q, k, v, mask, causal, need_weights)
         out = out.transpose(1, 2).reshape(b, t, h * d)  # concatenate the heads
+        if packing is not None:
+            out = packing.pack(out)
         return self.o(out), weights
 
     def _attend(self, q, k, v, mask, causal: bool, need_weights: bool):

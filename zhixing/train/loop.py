@@ -234,8 +234,8 @@ class Trainer:
 
     def _forward(self, batch: dict[str, torch.Tensor], loss_only: bool = True):
         """The model's forward on a batch; NSP labels are kept out so its loss can be weighted apart.
-        Where only the loss is used, the model is told so: BERT's MLM head then scores the labelled
-        positions only, GPT skips the full logits (loss_only=False keeps them)."""
+        The model is told what is used: BERT's MLM head always scores the labelled positions only (the
+        loss and the accuracy need no more); GPT skips the full logits unless loss_only=False."""
         kwargs = {k: v for k, v in batch.items() if k != "next_sentence_label"}
         if self.sparse_mlm and "labels" in kwargs:
             kwargs["labelled_logits_only"] = True
