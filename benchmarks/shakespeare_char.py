@@ -3,6 +3,9 @@
 
     python benchmarks/shakespeare_char.py                 # throughput: zhixing vs transformers, alternating
     python benchmarks/shakespeare_char.py --full          # + the full 2000-step run: val loss and wall time
+    python benchmarks/shakespeare_char.py --only-full --nanogpt-style --full-runs 2
+                                                          # full runs, each next to nanoGPT's CPU run
+                                                          # (benchmarks/nanogpt_style.py), alternating
 
 Data as nanoGPT's shakespeare_char: the characters of tinyshakespeare sorted into a 65-id vocabulary,
 the first 90% of the text for training and the last 10% for validation, batches of 12 random windows
@@ -32,6 +35,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from zhixing.models import build_model  # noqa: E402
 from zhixing.train import TrainConfig, Trainer, lr_at  # noqa: E402
@@ -173,9 +177,8 @@ def throughput(rounds: int, steps: int, warm: int, hf_fused: bool = False) -> fl
     return ratio
 
 
-def full_run() -> dict:
+def full_run(train: np.ndarray, val: np.ndarray, vocab: int) -> dict:
     """gpt-shakespeare-char-cpu as its recipe says (no biases, exact GELU), 2000 steps, writing a run dir."""
-    train, val, vocab = load_text()
     model = zhixing_gpt(vocab, gpt2_arch=False)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -192,6 +195,34 @@ def full_run() -> dict:
     return out
 
 
+def nanogpt_style_run(train: np.ndarray, val: np.ndarray, vocab: int) -> dict:
+    """The same-job control: nanoGPT's CPU run as benchmarks/nanogpt_style.py rewrites it."""
+    import nanogpt_style
+
+    r = nanogpt_style.run(train, val, vocab, block=BLOCK, batch=BATCH, layers=LAYERS, heads=HEADS, dim=DIM)
+    out = {"bench": "shakespeare_char_cpu_full", "impl": "nanogpt_style", "device": "cpu",
+           "steps": r["steps"], "val_loss": round(r["val_loss"], 4),
+           "best_val_loss": round(r["best_val_loss"], 4), "wall_s": round(r["wall_s"], 1)}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def full_runs(n: int, control: bool) -> None:
+    """n full runs of ours; with `control`, each next to a nanoGPT-style run, the order alternating."""
+    data = load_text()
+    ours, theirs = [], []
+    for k in range(n):
+        order = ("zhixing", "nanogpt") if k % 2 == 0 else ("nanogpt", "zhixing")
+        for impl in order if control else ("zhixing",):
+            (ours if impl == "zhixing" else theirs).append(
+                full_run(*data) if impl == "zhixing" else nanogpt_style_run(*data))
+    if control:
+        ratios = [t["wall_s"] / o["wall_s"] for o, t in zip(ours, theirs)]
+        print(json.dumps({"bench": "shakespeare_char_cpu_full", "wall_ratio_nanogpt_style_over_zhixing":
+                          [round(r, 3) for r in ratios], "median": round(statistics.median(ratios), 3)}),
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=4)
@@ -199,6 +230,9 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=20, help="untimed steps at the start of each round")
     ap.add_argument("--full", action="store_true", help="+ the 2000-step gpt-shakespeare-char-cpu run")
     ap.add_argument("--only-full", action="store_true")
+    ap.add_argument("--full-runs", type=int, default=1, help="how many full runs")
+    ap.add_argument("--nanogpt-style", action="store_true",
+                    help="time benchmarks/nanogpt_style.py's run next to each full run")
     ap.add_argument("--hf-fused", action="store_true", help="the transformers loop uses fused AdamW too")
     args = ap.parse_args()
     print(json.dumps({"bench": "env", "torch": torch.__version__, "python": platform.python_version(),
@@ -207,7 +241,7 @@ def main() -> None:
     if not args.only_full:
         throughput(args.rounds, args.steps, args.warm, args.hf_fused)
     if args.full or args.only_full:
-        full_run()
+        full_runs(args.full_runs, args.nanogpt_style)
 
 
 if __name__ == "__main__":
