@@ -7,6 +7,8 @@ lazily, so `zhixing --help` stays instant and a broken optional part cannot brea
 from __future__ import annotations
 
 import importlib
+import os
+import warnings
 
 import click
 
@@ -39,10 +41,23 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
 
+_default_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """zhixing's own warnings are messages for the user (they name the file and the fix): one line,
+    without the source line of the warn() call; other libraries' keep Python's format."""
+    if category is UserWarning and f"{os.sep}zhixing{os.sep}" in filename:
+        return f"warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="zhixing")
 def main() -> None:
     """知行 zhixing — Transformer language models from theory to practice."""
+    previous, warnings.formatwarning = warnings.formatwarning, _format_warning
+    click.get_current_context().call_on_close(lambda: setattr(warnings, "formatwarning", previous))
 
 
 if __name__ == "__main__":

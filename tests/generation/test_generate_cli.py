@@ -47,6 +47,17 @@ def test_generate_rejects_bad_values(model_dir):
     assert result.exit_code != 0 and "temperature" in result.output and ">= 0" in result.output
 
 
+def test_generate_errors_are_one_clean_line(model_dir, tmp_path, byte_tokenizer):
+    encoder = tmp_path / "bert"  # a model with a tokenizer that cannot continue text
+    build_model("bert-tiny", vocab_size=byte_tokenizer.vocab_size).save_pretrained(encoder)
+    byte_tokenizer.save(encoder)
+    result = CliRunner().invoke(main, ["generate", str(encoder), "hi", "--device", "cpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "\nError: " in result.output or result.output.startswith("Error: "), result.output
+    result = CliRunner().invoke(main, ["generate", str(model_dir), "hi", "--device", "gpu"])
+    assert result.exit_code == 1 and "--device='gpu' is not a device" in result.output
+
+
 def test_chat_ctrl_c_stops_the_reply_not_the_program(model_dir):
     """A long reply is interrupted with SIGINT; the loop survives, answers again, and exits on /exit."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

