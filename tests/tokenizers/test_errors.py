@@ -46,6 +46,17 @@ def test_vocab_size_smaller_than_alphabet():
         train(iter(TEXT), kind="char", vocab_size=3)
 
 
+def test_a_corpus_too_small_for_vocab_size_warns(recwarn):
+    with pytest.warns(UserWarning, match=r"tokens, fewer than vocab_size=5,000: WordPiece splits"):
+        tok = train(iter(TEXT), kind="wordpiece", vocab_size=5000)
+    assert tok.vocab_size < 5000
+    with pytest.warns(UserWarning, match=r"fewer than vocab_size=5,000: no further merge occurs at least"):
+        train(iter(TEXT), kind="bpe", vocab_size=5000)
+    recwarn.clear()
+    train(iter(TEXT), kind="char", vocab_size=5000)  # a cap by design: no warning
+    assert not [w for w in recwarn if "vocab_size" in str(w.message)]
+
+
 def test_unknown_kind_and_bad_arguments():
     with pytest.raises(TokenizerError, match=r"unknown tokenizer kind 'spm'.*wordpiece, bpe, byte_bpe, char"):
         train(iter(TEXT), kind="spm")

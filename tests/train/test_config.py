@@ -159,3 +159,18 @@ def test_cli_shows_zhixing_warnings_as_one_line():
         == "warning: d: 2 tensors are freshly initialised\n"
     theirs = cli._format_warning(UserWarning("y"), UserWarning, "/site-packages/other/mod.py", 7)
     assert "mod.py:7" in theirs  # other libraries keep Python's format
+
+
+def test_recipes_are_found_after_a_wheel_install(tmp_path, monkeypatch):
+    """Outside a checkout the recipes are where pyproject's data-files put them: <prefix>/share/zhixing."""
+    import sysconfig
+    import tomllib
+
+    import zhixing.train.config as config_module
+
+    pyproject = tomllib.loads((Path(config_module.__file__).parents[2] / "pyproject.toml").read_text())
+    assert pyproject["tool"]["setuptools"]["data-files"] == {"share/zhixing/configs": ["configs/*.yaml"]}
+    site = tmp_path / "site-packages" / "zhixing" / "train"
+    monkeypatch.setattr(config_module, "__file__", str(site / "config.py"))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(tmp_path / "prefix"))
+    assert recipes_dir() == tmp_path / "prefix" / "share" / "zhixing" / "configs"

@@ -9,8 +9,10 @@ import signal
 
 import pytest
 import torch
+from click.testing import CliRunner
 from toyloader import ToyLoader
 
+from zhixing.cli import main
 from zhixing.models import Model, build_model
 from zhixing.train import (
     CheckpointError,
@@ -75,6 +77,10 @@ def test_trains_and_writes_the_run_directory(tmp_path):
     model = trainer.raw.eval()
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    result = CliRunner().invoke(main, ["info", str(run)])  # the run's state next to its model
+    assert result.exit_code == 0, result.output
+    assert "completed at step 40 of 40" in result.output
+    assert f"{summary['best_val_loss']:.4f} at step {summary['best_step']}" in result.output
 
 
 @pytest.mark.parametrize("kind", ["gpt", "bert"])

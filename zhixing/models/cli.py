@@ -70,4 +70,30 @@ def info_cmd(path: Path) -> None:
         table.add_row(key, str(value))
     tok = getattr(model, "tokenizer", None)
     table.add_row("tokenizer", "none found" if tok is None else f"{tok.kind}, {tok.vocab_size} tokens")
+    for key, value in _run_summary(path).items():
+        table.add_row(key, value)
     console().print(table)
+
+
+def _run_summary(path: Path) -> dict[str, str]:
+    """A run directory's state from its summary.json (written when a run ends): {} for a model directory."""
+    import json
+
+    file = path / "summary.json"
+    if not file.is_file():
+        return {}
+    try:
+        s = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {"run": f"{file} unreadable ({e})"}
+    if not isinstance(s, dict):
+        return {}
+    rows = {"run": f"{s.get('status', '?')} at step {s.get('step', '?')} of {s.get('max_steps', '?')}"}
+    for key, label in (("final_val_loss", "val loss (last)"), ("best_val_loss", "val loss (best)"),
+                       ("final_train_loss", "train loss (last)")):
+        if isinstance(s.get(key), (int, float)):
+            rows[label] = f"{s[key]:.4f}" + (f" at step {s['best_step']}" if key == "best_val_loss"
+                                              and "best_step" in s else "")
+    if isinstance(s.get("wall_time_s"), (int, float)):
+        rows["wall time"] = f"{s['wall_time_s']:.0f} s, {s.get('tokens_per_s', 0):,.0f} tokens/s"
+    return rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -206,6 +207,14 @@ class Tokenizer:
                 f"in the corpus + {len(specials)} special tokens) must all be in the vocabulary; fix: use "
                 f"vocab_size >= {base}, or limit_alphabet=N to keep only the N most frequent characters"
             )
+        got = backend.get_vocab_size()
+        if got < vocab_size and kind != "char":  # for "char", vocab_size is a cap by design
+            why = ("WordPiece splits CJK text into single characters first, so Chinese contributes its "
+                   "character set and no merges; " if kind == "wordpiece" else "")
+            warnings.warn(
+                f"the corpus yields {got:,} tokens, fewer than vocab_size={vocab_size:,}: {why}no further "
+                f"merge occurs at least min_frequency={min_frequency} times. The tokenizer works; a larger "
+                "corpus or a lower min_frequency gives more tokens", stacklevel=2)
         set_post_processor(backend, kind, roles)
         return cls(backend, kind, roles, extras, chinese_words=chinese_words)
 

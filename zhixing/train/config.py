@@ -12,6 +12,7 @@ Unknown keys anywhere are errors naming the section, the key and the nearest val
 from __future__ import annotations
 
 import os
+import sysconfig
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,10 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
 
 
 def recipes_dir() -> Path:
-    """The shipped `configs/` directory (next to the package in a checkout)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The shipped recipes: `configs/` next to the package in a checkout (or an editable install); after
+    a wheel install, the copy that pyproject's data-files put under <prefix>/share/zhixing/configs."""
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    if checkout.is_dir():
+        return checkout
+    return Path(sysconfig.get_path("data")) / "share" / "zhixing" / "configs"
 
