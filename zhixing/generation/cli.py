@@ -44,14 +44,15 @@ def load_for_generation(path: str, device: str | None, dtype: str | None):
     """(model, tokenizer, generation config) from a run, zhixing or Hugging Face model directory."""
     import torch
 
-    import zhixing
+    from zhixing.config import ConfigError
+    from zhixing.models.cli import load_or_exit
     from zhixing.train.distributed import pick_device
 
     try:
         where = pick_device(device or "auto", field="--device")
-        model = zhixing.load(path)
-    except (FileNotFoundError, ValueError, OSError) as e:
+    except ConfigError as e:
         raise click.ClickException(str(e)) from None
+    model = load_or_exit(path)
     device = str(where)
     dtype = dtype or ("bfloat16" if where.type == "cuda" else "float32")
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()

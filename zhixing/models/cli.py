@@ -50,18 +50,24 @@ def models_cmd(as_json: bool) -> None:
         console().print(table)
 
 
+def load_or_exit(path: str | Path):
+    """zhixing.load for a command: a path that is not a model (or a damaged one) is a one-line error
+    naming it, not a traceback."""
+    import zhixing
+
+    try:
+        return zhixing.load(path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
 @click.command("info")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 def info_cmd(path: Path) -> None:
     """Describe a model directory (zhixing or Hugging Face) or a run directory."""
     from rich.table import Table
 
-    import zhixing
-
-    try:
-        model = zhixing.load(path)
-    except (FileNotFoundError, ValueError, OSError) as e:  # not a model: say so, without a traceback
-        raise click.ClickException(str(e)) from None
+    model = load_or_exit(path)
     cfg = model.config
     table = Table(title=str(path), show_header=False)
     table.add_row("class", type(model).__name__)
@@ -77,8 +83,6 @@ def info_cmd(path: Path) -> None:
 
 def _run_summary(path: Path) -> dict[str, str]:
     """A run directory's state from its summary.json (written when a run ends): {} for a model directory."""
-    import json
-
     file = path / "summary.json"
     if not file.is_file():
         return {}
