@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from zhixing.config import ConfigError
+
 
 @dataclass
 class DistInfo:
@@ -40,8 +42,6 @@ class DistInfo:
 def pick_device(name: str, local_rank: int = 0, field: str = "train.device") -> torch.device:
     """"auto" -> cuda:<local_rank> when CUDA is available, else cpu. An explicit name is checked; a bad
     or unavailable one is a ConfigError naming `field` (the config key or CLI flag it came from)."""
-    from zhixing.config import ConfigError
-
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
