@@ -210,14 +210,14 @@ def nanogpt_style_run(train: np.ndarray, val: np.ndarray, vocab: int) -> dict:
 def full_runs(n: int, control: bool) -> None:
     """n full runs of ours; with `control`, each next to a nanoGPT-style run, the order alternating."""
     data = load_text()
-    ours, theirs = [], []
+    runners = {"zhixing": full_run, "nanogpt": nanogpt_style_run}
+    results: dict[str, list[dict]] = {"zhixing": [], "nanogpt": []}
     for k in range(n):
         order = ("zhixing", "nanogpt") if k % 2 == 0 else ("nanogpt", "zhixing")
         for impl in order if control else ("zhixing",):
-            (ours if impl == "zhixing" else theirs).append(
-                full_run(*data) if impl == "zhixing" else nanogpt_style_run(*data))
+            results[impl].append(runners[impl](*data))
     if control:
-        ratios = [t["wall_s"] / o["wall_s"] for o, t in zip(ours, theirs)]
+        ratios = [t["wall_s"] / o["wall_s"] for o, t in zip(results["zhixing"], results["nanogpt"])]
         print(json.dumps({"bench": "shakespeare_char_cpu_full", "wall_ratio_nanogpt_style_over_zhixing":
                           [round(r, 3) for r in ratios], "median": round(statistics.median(ratios), 3)}),
               flush=True)

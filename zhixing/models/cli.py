@@ -96,8 +96,9 @@ def _run_summary(path: Path) -> dict[str, str]:
     for key, label in (("final_val_loss", "val loss (last)"), ("best_val_loss", "val loss (best)"),
                        ("final_train_loss", "train loss (last)")):
         if isinstance(s.get(key), (int, float)):
-            rows[label] = f"{s[key]:.4f}" + (f" at step {s['best_step']}" if key == "best_val_loss"
-                                              and "best_step" in s else "")
+            rows[label] = f"{s[key]:.4f}"
+    if "val loss (best)" in rows and "best_step" in s:
+        rows["val loss (best)"] += f" at step {s['best_step']}"
     if isinstance(s.get("wall_time_s"), (int, float)):
         rows["wall time"] = f"{s['wall_time_s']:.0f} s, {s.get('tokens_per_s', 0):,.0f} tokens/s"
     return rows
