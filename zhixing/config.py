@@ -9,16 +9,14 @@ import dataclasses
 import difflib
 import json
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A configuration value or key is wrong; the message names it and the fix."""
+from zhixing.errors import ConfigError
+from zhixing.io import atomic_write_text, read_json_object
 
 
 def nearest(name: str, choices: typing.Iterable[str]) -> str:
@@ -130,33 +128,6 @@ class Config:
 
     def save_json(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-
-
-def read_json_object(path: str | os.PathLike, missing_hint: str = "") -> dict[str, Any]:
-    """A JSON file that must hold an object; errors name the file (and line) and what was expected."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing{'; ' + missing_hint if missing_hint else ''}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file so that readers see the old content or the new one, never half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 Arch = typing.Literal["bert", "gpt", "transformer"]

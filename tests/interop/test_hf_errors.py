@@ -12,7 +12,6 @@ import torch
 from hf_tiny import assert_close_real, batch, bert_config, gpt2_config, llama_config, transformers
 from safetensors.torch import load_file, save_file
 
-import zhixing.interop.core as core
 from zhixing.config import ConfigError
 from zhixing.interop import from_hf, to_hf
 from zhixing.models import CheckpointError, build_model
@@ -93,12 +92,11 @@ def test_failed_export_leaves_the_previous_files_whole(tmp_path, monkeypatch):
     to_hf(model, tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    def broken(path):
-        (path).write_text("half")
+    def broken(tensors, path, metadata=None):
+        path.write_text("half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(core, "json_writer", lambda data: broken)
-    monkeypatch.setattr("zhixing.interop.json_writer", lambda data: broken)
+    monkeypatch.setattr("zhixing.models.base.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         to_hf(build_model("gpt-tiny", vocab_size=99), tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

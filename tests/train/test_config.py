@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from zhixing.cli import main
 from zhixing.config import ConfigError
+from zhixing.recipes.pretrain import check_model_fits_data
 from zhixing.train import Recipe, TrainConfig, lr_at
 from zhixing.train.config import recipes_dir
-from zhixing.train.recipe import check_model_fits_data
 
 SHIPPED = sorted(recipes_dir().glob("*.yaml"))
 EXPECTED = {"gpt-shakespeare-char", "gpt-shakespeare-char-cpu", "gpt-peoples-daily-tiny",
@@ -130,7 +130,7 @@ def test_cli_pretrain_reports_typos_without_traceback():
     ("meta", "train.device=meta: zhixing runs on cpu, cuda or mps"),
 ])
 def test_bad_device_is_a_config_error(device, says):
-    from zhixing.train.distributed import pick_device
+    from zhixing.device import pick_device
 
     with pytest.raises(ConfigError, match=re.escape(says)):
         pick_device(device)

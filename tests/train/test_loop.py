@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from toyloader import ToyLoader
 
 from zhixing.cli import main
+from zhixing.io import RunDir
 from zhixing.models import Model, build_model
 from zhixing.train import (
     CheckpointError,
@@ -20,7 +21,6 @@ from zhixing.train import (
     Trainer,
     TrainingError,
     build_optimizer,
-    resolve_run_dir,
 )
 from zhixing.train import checkpoint as ckpt_mod
 
@@ -71,8 +71,8 @@ def test_trains_and_writes_the_run_directory(tmp_path):
     assert summary["final_val_ppl"] == pytest.approx(2.718281828 ** summary["final_val_loss"], rel=1e-4)
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [20, 40]
-    assert resolve_run_dir(run) == run / "best"
-    loaded = Model.from_pretrained(resolve_run_dir(run))
+    assert RunDir(run).model_dir() == run / "best"
+    loaded = Model.from_pretrained(RunDir(run).model_dir())
     batch = ToyLoader().eval_batches(1)[0]
     model = trainer.raw.eval()
     with torch.no_grad():
@@ -149,7 +149,8 @@ def test_resume_from_corrupted_checkpoint_names_the_file(tmp_path):
     good = weights.read_bytes()
     weights.write_bytes(good[:100])
     before = _snapshot(run)
-    with pytest.raises(CheckpointError, match=r"step-4/model.safetensors: corrupted.*newest other is step-2"):
+    with pytest.raises(CheckpointError,
+                       match=r"step-4/model.safetensors: not a readable.*corrupted.*newest other is step-2"):
         train(gpt(), run, max_steps=8, resume=True)
     assert _snapshot(run) == before
     weights.write_bytes(good)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from zhixing.train.quickstart import unigram_entropy
+from zhixing.recipes.quickstart import unigram_entropy
 
 
 def test_unigram_entropy():

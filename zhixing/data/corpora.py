@@ -27,13 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zhixing.config import nearest
+from zhixing.errors import CorpusError
 
 SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
 DATA_ENV = "ZHIXING_DATA"
-
-
-class CorpusError(ValueError):
-    """A corpus is missing, empty or malformed; the message names the file/line/field and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from zhixing.errors import ShardError
+
 SPLITS = ("train", "val")
-
-
-class ShardError(ValueError):
-    """Shards are missing, corrupted, or do not belong to the tokenizer in use."""
 
 
 def unit_hash(text: str) -> float:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from zhixing.config import atomic_write_text
+from zhixing.io import atomic_write_text
 
 from .corpora import BUILTIN_CORPORA, CorpusError, read_documents, source_files
 from .encode import SPLITS, ShardError, encode_corpus, load_tokenizer, separator_id_of

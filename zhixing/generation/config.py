@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from zhixing.config import Config, read_json_object
+from zhixing.config import Config
+from zhixing.io import read_json_object
 
 FILENAME = "generation_config.json"
 

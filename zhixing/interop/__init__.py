@@ -16,13 +16,13 @@ from zhixing.interop.core import (
     Family,
     check_rules,
     convert_state,
-    json_writer,
     normalise,
     read_config,
     read_weights,
     state_to_hf,
-    write_atomically,
 )
+from zhixing.io import staged_files
+from zhixing.models.base import write_model_files
 
 if TYPE_CHECKING:
     import torch
@@ -135,16 +135,10 @@ def to_hf(model: Model, directory: str | os.PathLike) -> Path:
     directory and moved in when complete: a failed export leaves nothing behind. Raises ConfigError
     naming each setting HF's family cannot express.
     """
-    from safetensors.torch import save_file
-
     hf, state = hf_state_dict(model)
-    # clone: split views of a fused tensor share storage, which safetensors refuses to write
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
-    tokenizer = getattr(model, "tokenizer", None)
-    return write_atomically(Path(directory), {
-        "config.json": json_writer(hf),
-        "model.safetensors": lambda p: save_file(tensors, p, metadata={"format": "pt"}),
-    }, extra=tokenizer.save if tokenizer is not None else None)
+    with staged_files(directory) as tmp:
+        write_model_files(tmp, state, hf, getattr(model, "tokenizer", None), metadata={"format": "pt"})
+    return Path(directory)
 
 
 __all__ = ["from_hf", "to_hf", "hf_state_dict", "SUPPORTED_MODEL_TYPES", "family_for_hf", "family_for_config"]

@@ -11,10 +11,8 @@ cannot drift apart.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,36 +230,6 @@ def convert_state(
 
 
 # -- writing ---------------------------------------------------------------------------------------
-
-
-def write_atomically(
-    directory: Path, files: dict[str, Callable[[Path], None]], extra: Callable[[Path], None] | None = None
-) -> Path:
-    """Write each file with its writer (and whatever `extra` writes into the folder it is given) into a
-    temporary directory next to the target, then move them in; on any error nothing is left behind
-    (a previous checkpoint in `directory` stays whole)."""
-    directory = Path(directory)
-    created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".writing-"))
-    try:
-        for name, write in files.items():
-            write(tmp / name)
-        if extra is not None:
-            extra(tmp)
-        for path in sorted(tmp.iterdir()):
-            os.replace(path, directory / path.name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
-    return directory
-
-
-def json_writer(data: dict[str, Any]) -> Callable[[Path], None]:
-    return lambda p: p.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def copy_writer(src: Path) -> Callable[[Path], None]:

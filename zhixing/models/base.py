@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from zhixing.config import ModelConfig
+from zhixing.errors import CheckpointError
+from zhixing.io import staged_files
 
 
 @dataclass
@@ -39,17 +40,14 @@ class ModelOutput:
         return self.logits[..., 1]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model; the message lists every offending tensor."""
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_safetensors(path: str | os.PathLike, advice: str = "save or download it again"
+                     ) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file; a truncated or garbled file is a CheckpointError naming it."""
     try:
         return load_file(path)
     except Exception as e:  # safetensors raises its own error type, which names no file
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is damaged or was only "
-                              "partly written — save or download it again") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is corrupted or was only "
+                              f"partly written — {advice}") from None
 
 
 class Model(nn.Module):
@@ -84,19 +82,9 @@ class Model(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write `config.json` and `model.safetensors`. Files are written to a temporary directory and
         moved in only when complete, so a failed save never leaves a half-written checkpoint."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".saving-"))
-        try:
-            tensors = {k: v.detach().contiguous().cpu() for k, v in self.unique_state_dict().items()}
-            save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt", "library": "zhixing"})
-            config = json.dumps(self.config.to_dict(), indent=2, ensure_ascii=False)
-            (tmp / "config.json").write_text(config + "\n", encoding="utf-8")
-            for name in ("model.safetensors", "config.json"):
-                os.replace(tmp / name, directory / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return directory
+        with staged_files(directory) as tmp:
+            write_model_files(tmp, self.unique_state_dict(), self.config.to_dict())
+        return Path(directory)
 
     def unique_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict without the second name of tied tensors (safetensors stores each once)."""
@@ -139,6 +127,20 @@ class Model(nn.Module):
             )
         model.load_weights(read_safetensors(weights), source=str(weights))
         return model
+
+
+def write_model_files(directory: Path, state: dict[str, torch.Tensor], config: dict[str, Any],
+                      tokenizer: Any = None, metadata: dict[str, str] | None = None) -> None:
+    """config.json + model.safetensors (+ the tokenizer's files) into an existing `directory`. Not atomic
+    on its own: callers write into a staged directory (zhixing.io.staged_files / staged_dir)."""
+    # clone: split views of one fused tensor share storage, which safetensors refuses to write
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+    save_file(tensors, directory / "model.safetensors",
+              metadata=metadata or {"format": "pt", "library": "zhixing"})
+    (directory / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
+    if tokenizer is not None:
+        tokenizer.save(directory)
 
 
 def mismatch_report(header: str, missing: list[str], unexpected: list[str], shapes: list[str],

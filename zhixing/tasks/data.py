@@ -26,12 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from zhixing.errors import DataError
+
 TEXT_COLUMNS = ("sentence", "text", "review", "sentence1", "question", "content")
 PAIR_COLUMNS = ("sentence2", "text_b", "pair", "hypothesis")
-
-
-class DataError(ValueError):
-    """Input data is malformed; the message names the file (and line) and the fix."""
 
 
 @dataclass

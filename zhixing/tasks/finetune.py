@@ -20,7 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from zhixing.config import Config, ConfigError, atomic_write_text
+from zhixing.config import Config, ConfigError
+from zhixing.io import RunDir, atomic_write_text
 
 TASK_FILE = "task.json"
 
@@ -89,7 +90,7 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     warning says which."""
     import zhixing
     from zhixing.config import ModelConfig
-    from zhixing.interop.hub import resolve
+    from zhixing.hub import resolve
     from zhixing.models import build_model
     from zhixing.models.base import read_safetensors
 
@@ -233,9 +234,7 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
                            if v is not None}
     summary.update(task=cfg.task, metric=metric, run_dir=str(run_dir), train_examples=len(train_ex),
                    train_features=len(feats), dev_examples=len(dev_ex))
-    from zhixing.train.logging import write_summary
-
-    write_summary(run_dir, summary)
+    RunDir(run_dir).write_summary(summary)
     return summary
 
 

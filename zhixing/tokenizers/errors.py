@@ -1,7 +1,5 @@
-"""The one error type of zhixing.tokenizers: every message names the problem and the fix."""
+"""The error type of zhixing.tokenizers (defined in zhixing.errors, re-exported here)."""
 
-from __future__ import annotations
+from zhixing.errors import TokenizerError
 
-
-class TokenizerError(ValueError):
-    """Bad input to a tokenizer: a file, an argument or a directory. The message says how to fix it."""
+__all__ = ["TokenizerError"]

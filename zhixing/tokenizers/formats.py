@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as Backend
+
+from zhixing.io import atomic_write_text
 
 from .errors import TokenizerError
 from .pipelines import (
@@ -267,19 +268,6 @@ def add_specials(backend: Backend, roles: dict[str, str], extras: list[str]) -> 
 # writing
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_dir(
     d: Path, backend: Backend, kind: str, roles: dict[str, str], extras: list[str], hf_keys: dict, ours: dict
 ) -> None:
@@ -287,7 +275,7 @@ def save_dir(
         raise TokenizerError(f"cannot save to {d}: it is a file; fix: choose a directory path")
     d.mkdir(parents=True, exist_ok=True)
     spec = backend.to_str(pretty=True)
-    write_atomic(d / "tokenizer.json", spec)
+    atomic_write_text(d / "tokenizer.json", spec)
     config = {"tokenizer_class": "PreTrainedTokenizerFast"}
     config.update({f"{r}_token": roles[r] for r in ROLES if r in roles})
     if extras:
@@ -295,14 +283,14 @@ def save_dir(
     config.update(hf_keys)
     config["zhixing"] = {"format_version": FORMAT_VERSION, "kind": kind, "special_tokens": dict(roles)}
     config["zhixing"].update(ours)
-    write_atomic(d / CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_text(d / CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2) + "\n")
     model = json.loads(spec)["model"]
     vocab = backend.get_vocab(with_added_tokens=True)
     contiguous = sorted(vocab.values()) == list(range(len(vocab)))
     if kind == "wordpiece" and contiguous and not any("\n" in t or "\r" in t for t in vocab):
         by_id = sorted(vocab, key=vocab.get)
-        write_atomic(d / "vocab.txt", "".join(t + "\n" for t in by_id))
+        atomic_write_text(d / "vocab.txt", "".join(t + "\n" for t in by_id))
     if kind == "byte_bpe" and contiguous:
         merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-        write_atomic(d / "vocab.json", json.dumps(vocab, ensure_ascii=False) + "\n")
-        write_atomic(d / "merges.txt", "#version: 0.2\n" + "".join(m + "\n" for m in merges))
+        atomic_write_text(d / "vocab.json", json.dumps(vocab, ensure_ascii=False) + "\n")
+        atomic_write_text(d / "merges.txt", "#version: 0.2\n" + "".join(m + "\n" for m in merges))

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from zhixing.config import ConfigError
+from zhixing.device import pick_device
 
 
 @dataclass
@@ -37,32 +37,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def pick_device(name: str, local_rank: int = 0, field: str = "train.device") -> torch.device:
-    """"auto" -> cuda:<local_rank> when CUDA is available, else cpu. An explicit name is checked; a bad
-    or unavailable one is a ConfigError naming `field` (the config key or CLI flag it came from)."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"{field}={name!r} is not a device; expected auto, cpu, cuda, cuda:N or mps"
-                          ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{field}={name} but CUDA is not available here; use {field}=cpu")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-        elif device.index >= torch.cuda.device_count():
-            raise ConfigError(f"{field}={name} but this machine has {torch.cuda.device_count()} CUDA "
-                              f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"{field}={name} but MPS is not available here; use {field}=cpu")
-    elif device.type != "cpu":
-        raise ConfigError(f"{field}={name}: zhixing runs on cpu, cuda or mps")
-    return device
 
 
 def setup(device_name: str = "auto") -> DistInfo:

@@ -8,14 +8,13 @@ so the file always describes one consistent run.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zhixing.config import atomic_write_text
+from zhixing.io import atomic_write, atomic_write_text
 
 
 def _fmt_tokens(x: float) -> str:
@@ -138,11 +137,9 @@ def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> list[Path]:
     written = []
 
     def save(fig, name: str) -> None:
-        path = out_dir / name
-        tmp = out_dir / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        path = atomic_write(out_dir / name, lambda tmp: fig.savefig(tmp, format="png", dpi=120,
+                                                                    bbox_inches="tight"))
         plt.close(fig)
-        os.replace(tmp, path)
         written.append(path)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -176,12 +173,6 @@ def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> list[Path]:
         ax.legend()
         save(fig, "accuracy.png")
     return written
-
-
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
-    path = run_dir / "summary.json"
-    atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    return path
 
 
 # Dense bf16 peak of one GPU (no sparsity), for model FLOPs utilisation; DESIGN.md §6.

@@ -30,6 +30,8 @@ import yaml
 from torch import nn
 
 from zhixing.config import ConfigError, atomic_write_text
+from zhixing.errors import CheckpointError, TrainingError
+from zhixing.io import RunDir
 from zhixing.models.base import Model
 from zhixing.models.heads import IGNORE, classification_loss
 from zhixing.train import checkpoint as ckpt
@@ -41,15 +43,10 @@ from zhixing.train.logging import (
     flops_per_token,
     peak_flops,
     plot_curves,
-    write_summary,
 )
 from zhixing.train.schedule import lr_at
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (diverged loss, bad run directory); the message says what to change."""
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -151,7 +148,7 @@ class Trainer:
             if cfg.resume:
                 raise ConfigError("train.resume=true needs a run directory to resume from")
             return None
-        existing = ckpt.latest_checkpoint(run)
+        existing = RunDir(run).latest_checkpoint()
         if cfg.resume:
             if existing is None:
                 if self.dist.is_main:
@@ -189,7 +186,7 @@ class Trainer:
         if loaded is not None:
             model_state, self._optim_state, state = loaded
             if state.get("world_size", 1) != info.world_size:
-                raise ckpt.CheckpointError(
+                raise CheckpointError(
                     f"the checkpoint was written by {state.get('world_size', 1)} process(es) and this run "
                     f"has {info.world_size}; the per-rank data order would change, the resume would not be "
                     f"exact. Resume with --nproc_per_node={state.get('world_size', 1)}"
@@ -352,8 +349,8 @@ class Trainer:
                      "world_size": self.dist.world_size, "ranks": ranks}
             optim = {"optimizer": optim_state, "scaler": self.scaler.state_dict() if self.scaler.is_enabled()
                      else None}
-            path = ckpt.save_checkpoint(self.run_dir, self.step, model_state, self.raw.config, optim, state,
-                                        self.tokenizer, self.cfg.keep_last)
+            path = ckpt.save_checkpoint(RunDir(self.run_dir), self.step, model_state, self.raw.config, optim,
+                                        state, self.tokenizer, self.cfg.keep_last)
         D.barrier(self.dist)
         self._last_saved = self.step
         return path
@@ -361,7 +358,7 @@ class Trainer:
     def _save_best(self, metrics: dict[str, float]) -> None:
         model_state, _ = self._model_state(with_optimizer=False)
         if self.dist.is_main and self.run_dir is not None:
-            ckpt.save_best(self.run_dir, model_state, self.raw.config, self.tokenizer,
+            ckpt.save_best(RunDir(self.run_dir), model_state, self.raw.config, self.tokenizer,
                            {"step": self.step, **metrics})
         D.barrier(self.dist)
 
@@ -404,7 +401,7 @@ class Trainer:
         main = info.is_main and self.run_dir is not None
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.clean_partial(self.run_dir)
+            RunDir(self.run_dir).clean_partial()
             self._write_config()
         log = RunLogger(self.run_dir, enabled=main, progress=cfg.progress, tensorboard=cfg.tensorboard,
                         total_steps=cfg.max_steps, start_step=self.step)
@@ -470,7 +467,7 @@ class Trainer:
         if main:
             if cfg.plots:
                 plot_curves(self.run_dir, self.history)
-            write_summary(self.run_dir, summary)
+            RunDir(self.run_dir).write_summary(summary)
         return summary
 
     def _log_train(self, log: RunLogger, loss_sum: torch.Tensor, steps: int, lr: float, tok_s: float) -> None:
@@ -536,7 +533,7 @@ class Trainer:
             summary.update(best_val_loss=self.best_val, best_step=self.best_step)
         if self.run_dir is not None and self.dist.is_main:
             try:
-                summary["model_dir"] = str(ckpt.resolve_run_dir(self.run_dir))
+                summary["model_dir"] = str(RunDir(self.run_dir).model_dir())
             except FileNotFoundError:
                 pass
         return summary

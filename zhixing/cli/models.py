@@ -50,24 +50,15 @@ def models_cmd(as_json: bool) -> None:
         console().print(table)
 
 
-def load_or_exit(path: str | Path):
-    """zhixing.load for a command: a path that is not a model (or a damaged one) is a one-line error
-    naming it, not a traceback."""
-    import zhixing
-
-    try:
-        return zhixing.load(path)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-
-
 @click.command("info")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 def info_cmd(path: Path) -> None:
     """Describe a model directory (zhixing or Hugging Face) or a run directory."""
     from rich.table import Table
 
-    model = load_or_exit(path)
+    from zhixing.hub import load
+
+    model = load(path)
     cfg = model.config
     table = Table(title=str(path), show_header=False)
     table.add_row("class", type(model).__name__)

@@ -41,8 +41,8 @@ def convert_cmd(from_hf_dir: str | None, to_hf_dir: str | None, out: Path, head:
     if (from_hf_dir is None) == (to_hf_dir is None):
         raise click.UsageError("give exactly one of --from-hf DIR or --to-hf DIR")
     from zhixing.config import ConfigError
+    from zhixing.hub import resolve, tokenizer_directory
     from zhixing.interop import from_hf, to_hf
-    from zhixing.interop.hub import resolve, tokenizer_directory
     from zhixing.models.base import CheckpointError
 
     created = not out.exists()

@@ -1,6 +1,7 @@
-"""Where a model lives: a model directory, a run directory, or a Hugging Face Hub id.
+"""Where a model lives and how it is loaded: a model directory, a run directory, or a Hugging Face Hub id.
 
-Used by `zhixing.load` / `zhixing.load_tokenizer` and the `convert` command. A Hub id is fetched with
+`load` / `load_tokenizer` (exported as `zhixing.load` / `zhixing.load_tokenizer`) are what every layer
+above the models uses to open one; `resolve` finds the directory. A Hub id is fetched with
 `huggingface_hub` when it is installed and the network is reachable; offline (HF_HUB_OFFLINE=1, no
 network) the call fails at once with a message saying so, and never waits on a download.
 """
@@ -10,32 +11,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zhixing.errors import ConfigError
+from zhixing.io import model_directory, read_json_object
+
+if TYPE_CHECKING:
+    from zhixing.models.base import Model
+    from zhixing.tokenizers import Tokenizer
 
 # "gpt2", "bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-
-
-def _step(path: Path) -> int:
-    m = re.fullmatch(r"step-(\d+)", path.name)
-    return int(m.group(1)) if m else -1
-
-
-def model_directory(directory: Path) -> Path:
-    """The directory holding config.json: `directory` itself, or for a run directory (runs/<name>/) its
-    `best/`, else its last `checkpoints/step-N/`."""
-    if (directory / "config.json").is_file():
-        return directory
-    if (directory / "best" / "config.json").is_file():
-        return directory / "best"
-    steps = sorted((p for p in (directory / "checkpoints").glob("step-*") if (p / "config.json").is_file()),
-                   key=_step)
-    if steps:
-        return steps[-1]
-    raise FileNotFoundError(
-        f"{directory}: no config.json here, nor in best/ or checkpoints/step-N/; a model directory holds "
-        "config.json + model.safetensors (written by save_pretrained, to_hf or transformers)")
 
 
 def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -101,3 +89,64 @@ def tokenizer_directory(model_dir: Path, named: Path) -> Path | None:
         if d.is_dir() and Tokenizer.can_load(d):
             return d
     return None
+
+
+def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
+    """Load a model: a zhixing directory, a run directory, a Hugging Face directory or a Hub id.
+
+    - zhixing (`config.json` with an `arch` key, written by `save_pretrained`): loaded as is;
+      a run directory `runs/<name>/` gives its `best/` model, else its last `checkpoints/step-N/`.
+    - Hugging Face (`config.json` with `model_type` bert / roberta / gpt2 / llama): converted with
+      `zhixing.interop.from_hf`; weights from model.safetensors, or pytorch_model.bin read with
+      `weights_only=True`.
+    - A Hub id such as "gpt2" (when no such directory exists): fetched with huggingface_hub if it is
+      installed; offline this fails at once with a message saying so.
+
+    The tokenizer found next to the weights (or in the run directory) is attached as `model.tokenizer`
+    (None when there is none). `config_overrides` are ModelConfig fields, e.g. attn_impl="eager".
+    The model is returned in eval mode.
+    """
+    directory, named = resolve(path)
+    config_file = directory / "config.json"
+    data = read_json_object(config_file)
+    if "arch" in data:
+        from zhixing.models.base import Model
+
+        model = Model.from_pretrained(directory, **config_overrides)
+    elif "model_type" in data:
+        from zhixing.interop import from_hf
+
+        model = from_hf(directory, **config_overrides)
+    else:
+        from zhixing.interop import SUPPORTED_MODEL_TYPES
+
+        raise ConfigError(f"{config_file}: neither a zhixing config (no 'arch' key) nor a Hugging Face one "
+                          "(no 'model_type'); supported Hugging Face model types: "
+                          f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    tok_dir = tokenizer_directory(directory, named)
+    if tok_dir is not None:
+        from zhixing.tokenizers import Tokenizer
+
+        model.tokenizer = Tokenizer.load(tok_dir)
+    else:
+        model.tokenizer = None
+    return model.eval()
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """The tokenizer of a model, run or tokenizer directory (or Hub id), as `zhixing.load` finds it."""
+    from zhixing.tokenizers import Tokenizer
+
+    p = os.fspath(path)
+    if os.path.isdir(p) and Tokenizer.can_load(p):  # a bare tokenizer directory (no config.json)
+        return Tokenizer.load(p)
+    directory, named = resolve(p)
+    tok_dir = tokenizer_directory(directory, named)
+    if tok_dir is None:
+        raise FileNotFoundError(f"{named}: no tokenizer found (looked for tokenizer.json, vocab.txt, or "
+                                f"vocab.json + merges.txt in {directory}" +
+                                (f" and {named}" if named != directory else "") + ")")
+    return Tokenizer.load(tok_dir)
+
+
+__all__ = ["load", "load_tokenizer", "resolve", "download", "tokenizer_directory", "model_directory"]

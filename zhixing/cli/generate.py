@@ -44,15 +44,11 @@ def load_for_generation(path: str, device: str | None, dtype: str | None):
     """(model, tokenizer, generation config) from a run, zhixing or Hugging Face model directory."""
     import torch
 
-    from zhixing.config import ConfigError
-    from zhixing.models.cli import load_or_exit
-    from zhixing.train.distributed import pick_device
+    from zhixing.device import pick_device
+    from zhixing.hub import load
 
-    try:
-        where = pick_device(device or "auto", field="--device")
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
-    model = load_or_exit(path)
+    where = pick_device(device or "auto", field="--device")
+    model = load(path)
     device = str(where)
     dtype = dtype or ("bfloat16" if where.type == "cuda" else "float32")
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from zhixing.io import RunDir
 from zhixing.train import distributed as D
 from zhixing.train.config import Recipe, recipes_dir
-from zhixing.train.logging import write_summary
 
 RECIPE = "gpt-peoples-daily-tiny"
 PROMPTS = ["中国人民", "新华社北京１月１日电", "今年我国经济", "在新的一年里"]
@@ -66,9 +66,8 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
 
     from zhixing.data import TokenShards
     from zhixing.models import build_model
-    from zhixing.train.checkpoint import resolve_run_dir
+    from zhixing.recipes.pretrain import build_loaders, model_config_for, prepare_data, prepare_tokenizer
     from zhixing.train.loop import Trainer
-    from zhixing.train.recipe import build_loaders, model_config_for, prepare_data, prepare_tokenizer
 
     console = Console()
     t0 = time.perf_counter()
@@ -122,7 +121,7 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
 
     console.print("[bold]5/5[/] continuations of the best model (top-k 20 sampling, temperature 0.8):")
     t = time.perf_counter()
-    continuations = continue_prompts(resolve_run_dir(recipe.run_dir), tokenizer)
+    continuations = continue_prompts(RunDir(recipe.run_dir).model_dir(), tokenizer)
     for prompt, text in continuations.items():
         console.print(f"  [bold]{prompt}[/]{text}")
     timings["generate_s"] = time.perf_counter() - t
@@ -135,7 +134,7 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
         timings={k: round(v, 1) for k, v in timings.items()}, continuations=continuations,
         next_steps=[s.format(name=name) for s in NEXT_STEPS],
     )
-    write_summary(recipe.run_dir, summary)
+    RunDir(recipe.run_dir).write_summary(summary)
     console.rule("[bold]result")
     if val is not None:
         gain = entropy - val

@@ -16,18 +16,6 @@ Examples:
   torchrun --nproc_per_node=2 -m zhixing.cli pretrain --config configs/gpt2-124m.yaml
 """
 
-# Errors whose message already names the file/field and the fix: shown without a traceback.
-_EXPECTED = ("ConfigError", "CheckpointError", "TrainingError", "CorpusError", "ShardError", "TokenizerError")
-
-
-def _run(fn):
-    """Call `fn`, turning the library's expected errors into a one-line CLI error."""
-    try:
-        return fn()
-    except Exception as e:
-        if type(e).__name__ in _EXPECTED or isinstance(e, (FileNotFoundError, ValueError)):
-            raise click.ClickException(str(e)) from None
-        raise
 
 
 def _exit_for(summary: dict) -> None:
@@ -59,14 +47,14 @@ def pretrain_cmd(config: str, print_config: bool, overrides: tuple[str, ...]) ->
     """
     import yaml
 
+    from zhixing.recipes.pretrain import run_recipe
     from zhixing.train.config import Recipe
-    from zhixing.train.recipe import run_recipe
 
-    recipe = _run(lambda: Recipe.load(_recipe_path(config), overrides))
+    recipe = Recipe.load(_recipe_path(config), overrides)
     if print_config:
         click.echo(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), nl=False)
         return
-    summary = _run(lambda: run_recipe(recipe))
+    summary = run_recipe(recipe)
     if summary.get("world_size", 1) > 1 and not _is_rank0():
         return
     _print_summary(summary)
@@ -107,9 +95,9 @@ def quickstart_cmd(minutes: float, name: str, device: str, progress: bool, finet
     perplexity next to the corpus's unigram entropy, prints continuations of Chinese prompts, and leaves
     runs/<name>/ with loss curves and a summary of what to try next.
     """
-    from zhixing.train.quickstart import run_quickstart
+    from zhixing.recipes.quickstart import run_quickstart
 
-    summary = _run(lambda: run_quickstart(minutes=minutes, name=name, device=device, progress=progress))
+    summary = run_quickstart(minutes=minutes, name=name, device=device, progress=progress)
     if finetune and summary.get("status") == "completed":
         _sentiment_stage(f"{name}-sentiment", device, progress)
     _exit_for(summary)
@@ -123,13 +111,13 @@ def _sentiment_stage(name: str, device: str, progress: bool) -> None:
 
     from rich.console import Console
 
-    from zhixing.tasks.classify import quick_sentiment
+    from zhixing.recipes.sentiment import quick_sentiment
 
     console = Console()
     console.rule("[bold]stage 2: training a Chinese sentiment classifier")
     with warnings.catch_warnings():  # the fresh classifier head is the point here, not news
         warnings.filterwarnings("ignore", message=".*freshly initialised")
-        result = _run(lambda: quick_sentiment(name=name, device=device, progress=progress))
+        result = quick_sentiment(name=name, device=device, progress=progress)
     dev = result["dev"]
     console.print(f"held-out accuracy {dev['accuracy']:.3f}, macro-F1 {dev['macro_f1']:.3f} "
                   f"(bert-tiny from scratch on 4,000 reviews; run directory {result['run_dir']})")

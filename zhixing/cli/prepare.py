@@ -64,16 +64,10 @@ def prepare_cmd(corpus, tokenizer, out, val_fraction, split, workers, field, col
 
     from rich.console import Console
 
-    from zhixing.tokenizers import TokenizerError
-
-    from .corpora import CorpusError
-    from .shards import ShardError, describe, prepare_shards
+    from zhixing.data.shards import describe, prepare_shards
 
     t0 = time.perf_counter()
-    try:
-        path = prepare_shards(corpus, tokenizer, out, val_fraction=val_fraction, split=split, workers=workers,
-                              field=field, column=column, blank_lines=blank_lines, separator=not no_separator,
-                              progress=not quiet, force=force)  # fmt: skip
-    except (CorpusError, ShardError, TokenizerError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    path = prepare_shards(corpus, tokenizer, out, val_fraction=val_fraction, split=split, workers=workers,
+                          field=field, column=column, blank_lines=blank_lines, separator=not no_separator,
+                          progress=not quiet, force=force)  # fmt: skip
     Console(stderr=True).print(f"{describe(path)} [dim]({time.perf_counter() - t0:.1f} s)[/dim]")

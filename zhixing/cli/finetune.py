@@ -22,10 +22,6 @@ train.* (the loop: lr, batch_size, warmup_steps, early_stopping_patience, seed, 
 """
 
 
-def _run(fn):
-    from zhixing.train.cli import _run as run
-
-    return run(fn)
 
 
 def split_overrides(items: tuple[str, ...]) -> tuple[dict[str, str], list[str], str | None]:
@@ -76,8 +72,8 @@ def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_fil
     settings, train, name = split_overrides(overrides)
     fields = {**settings, "task": task, "model": model, "train": train_file, "dev": dev_file,
               "test": test_file}
-    cfg = _run(lambda: FinetuneConfig.from_dict(fields, source="finetune"))
-    summary = _run(lambda: finetune(cfg, name=name or f"finetune-{task}", train_overrides=train))
+    cfg = FinetuneConfig.from_dict(fields, source="finetune")
+    summary = finetune(cfg, name=name or f"finetune-{task}", train_overrides=train)
     for split in ("dev", "test"):
         if split in summary:
             text = ", ".join(f"{k} {v:.4f}" for k, v in summary[split].items() if isinstance(v, float))
@@ -117,7 +113,7 @@ def evaluate_cmd(run: str, data: str, task: str | None) -> None:
             mod.check_labels(examples, model.config.label_names, data)
         return mod.evaluate(model, model.tokenizer, examples, cfg)
 
-    metrics = _run(go)
+    metrics = go()
     click.echo(json.dumps({k: v for k, v in metrics.items() if v is not None}, ensure_ascii=False))
 
 
@@ -152,7 +148,7 @@ def predict_cmd(run: str, source: str, task: str | None) -> None:
         items = inputs(cfg.task)
         return items, pipe(items)
 
-    items, results = _run(go)
+    items, results = go()
     for item, res in zip(items, results):
         if isinstance(res, dict):
             res = {k: v for k, v in res.items() if k != "n_best"}

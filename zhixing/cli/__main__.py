@@ -1,0 +1,5 @@
+"""`python -m zhixing.cli ...` (and `torchrun -m zhixing.cli ...`): the `zhixing` command."""
+
+from zhixing.cli import main
+
+main()
