@@ -33,10 +33,10 @@ warnings.filterwarnings("ignore")
 
 
 def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
-    from zhixing.tasks.finetune import FinetuneConfig, finetune
+    from zhixing.tasks.finetune import finetune, finetune_config
 
     t = time.perf_counter()
-    cfg = FinetuneConfig(task=task, model=args.model, warmup_ratio=0.1, limit_train=args.limit,
+    cfg = finetune_config(task, model=args.model, warmup_ratio=0.1, limit_train=args.limit,
                          limit_dev=args.limit, **cfg_fields)
     s = finetune(cfg, name=name, train_examples=train, dev_examples=dev, test_examples=test, train_overrides=[
         f"out_dir={args.out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",

@@ -32,10 +32,10 @@ def load(args):
 
 
 def run_zhixing(train, test, args) -> dict:
-    from zhixing.tasks.finetune import FinetuneConfig, finetune
+    from zhixing.tasks.finetune import finetune, finetune_config
 
     t = time.perf_counter()
-    cfg = FinetuneConfig(task="ner", model=minilm_dir(), max_seq_len=args.max_seq_len, epochs=args.epochs,
+    cfg = finetune_config("ner", model=minilm_dir(), max_seq_len=args.max_seq_len, epochs=args.epochs,
                          eval_every=args.epochs, warmup_ratio=0.1, scheme="iob2")
     out = tempfile.mkdtemp(prefix="zx-conll-")
     s = finetune(cfg, name="conll", train_examples=train, dev_examples=test, train_overrides=[

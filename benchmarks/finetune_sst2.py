@@ -30,12 +30,12 @@ def subset(n: int, seed: int):
 
 def run_zhixing(rows, args) -> dict:
     from zhixing.tasks.data import TextExample, read_table
-    from zhixing.tasks.finetune import FinetuneConfig, finetune
+    from zhixing.tasks.finetune import finetune, finetune_config
 
     t = time.perf_counter()
     train = [TextExample(s.strip(), None, lab, f"train:{i}") for i, (s, lab) in enumerate(rows)]
     dev = read_table(DATA / "sst2/dev.tsv")
-    cfg = FinetuneConfig(task="classify", model=minilm_dir(), max_seq_len=args.max_seq_len,
+    cfg = finetune_config("classify", model=minilm_dir(), max_seq_len=args.max_seq_len,
                          epochs=args.epochs, eval_every=args.epochs, warmup_ratio=0.1)
     out = tempfile.mkdtemp(prefix="zx-sst2-")
     s = finetune(cfg, name="sst2", train_examples=train, dev_examples=dev, train_overrides=[

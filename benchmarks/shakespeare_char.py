@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from zhixing.models import build_model  # noqa: E402
+from zhixing.objectives import CausalLM  # noqa: E402
 from zhixing.train import TrainConfig, Trainer, lr_at  # noqa: E402
 
 BLOCK, BATCH, LAYERS, HEADS, DIM = 64, 12, 4, 4, 128
@@ -130,7 +131,7 @@ def zhixing_round(model, batches: CharBatches, start: int, steps: int, warm: int
     """zhixing's Trainer for `steps` steps (no evaluation, no run directory): tokens/s after `warm`."""
     batches.pos = start
     cfg = train_cfg(max_steps=start + steps, eval_interval=0, warmup_steps=0, decay_steps=2000)
-    trainer = Trainer(model, cfg, batches, None)
+    trainer = Trainer(model, CausalLM(), cfg, batches, None)
     trainer.step = start  # continue the schedule where the previous round stopped
     summary_t = {}
     orig = trainer._log_train
@@ -182,8 +183,8 @@ def full_run(train: np.ndarray, val: np.ndarray, vocab: int) -> dict:
     model = zhixing_gpt(vocab, gpt2_arch=False)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        summary = Trainer(model, train_cfg(), CharBatches(train), CharBatches(val),
-                          run_dir=Path(tmp) / "run").fit()
+        summary = Trainer(model, CausalLM(), train_cfg(), CharBatches(train), CharBatches(val),
+                          run=Path(tmp) / "run").fit()
         wall = time.perf_counter() - t0
     out = {"bench": "shakespeare_char_cpu_full", "impl": "zhixing", "device": "cpu", "steps": summary["step"],
            "val_loss": round(summary["final_val_loss"], 4),

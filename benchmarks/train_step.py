@@ -30,6 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zhixing.interop import from_hf  # noqa: E402
+from zhixing.objectives import CausalLM, MaskedLM  # noqa: E402
+from zhixing.train.loop import ObjectiveModule  # noqa: E402
 
 
 def hf_model(kind: str, layers: int, dim: int, heads: int, seq: int, vocab: int):
@@ -67,19 +69,31 @@ def flops_per_token(model, layers: int, heads: int, head_dim: int, seq: int) -> 
 
 
 class Runner:
-    def __init__(self, name, model, data, args, extra=None):
+    """One implementation's training step. With an `objective` (zhixing's Trainer path) the step is the
+    Trainer's: the objective's summed losses through ObjectiveModule, divided by the target counts taken
+    on the CPU batch; otherwise the model's own forward with labels (transformers' work)."""
+
+    def __init__(self, name, model, data, args, objective=None):
         self.name, self.model, self.data, self.args = name, model, data, args
-        self.extra = extra or {}  # keyword arguments for this implementation's forward only
         fused = args.device == "cuda"
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=not fused)
-        self.forward = torch.compile(model, mode=args.compile_mode) if args.compile else model
+        module = ObjectiveModule(model, objective) if objective is not None else model
+        self.forward = torch.compile(module, mode=args.compile_mode) if args.compile else module
+        self.counts = [objective.targets({k: v.cpu() for k, v in b.items()}) for b in data] \
+            if objective is not None else None
         self.i = 0
 
+    def loss(self, k: int):
+        batch = self.data[k]
+        if self.counts is None:
+            return self.forward(**batch).loss
+        return sum(s / n for s, n in zip(self.forward(batch), self.counts[k]))
+
     def step(self):
-        batch = self.data[self.i % len(self.data)]
+        k = self.i % len(self.data)
         self.i += 1
         with torch.autocast(self.args.device, dtype=torch.bfloat16, enabled=self.args.dtype == "bf16"):
-            loss = self.forward(**batch, **self.extra).loss
+            loss = self.loss(k)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -149,16 +163,15 @@ def run(kind: str, args) -> None:
     ours.train(), ref.train()
     data = batches(kind, 4, batch, seq, args.vocab, args.device)
     # As zhixing's Trainer runs them (same loss): BERT's MLM head scores the labelled positions only;
-    # GPT returns the loss without the logits (fp32: the output layer and cross-entropy fused).
-    ours_extra = {} if args.full_logits else {"labelled_logits_only": True} if kind == "bert" else \
-        {"loss_only": True}
+    # GPT's output layer and cross-entropy run fused (fp32). --full-logits: the model's own forward.
+    objective = None if args.full_logits else CausalLM() if kind == "gpt" else MaskedLM()
+    pairs = (("zhixing", ours), ("hf", ref))
+    runners = [Runner(name, m, data, args, objective if name == "zhixing" else None)
+               for name, m in pairs if name in args.impls.split(",")]
     # Same weights, same batch -> same loss before any step (a guard that the race is fair).
     with torch.no_grad():
-        a, b = ours(**data[0], **ours_extra).loss.item(), ref(**data[0]).loss.item()
+        a, b = Runner("check", ours, data, args, objective).loss(0).item(), ref(**data[0]).loss.item()
     assert abs(a - b) < 1e-3 * max(1.0, abs(b)), f"loss mismatch before timing: zhixing {a} vs hf {b}"
-    pairs = (("zhixing", ours), ("hf", ref))
-    runners = [Runner(name, m, data, args, ours_extra if name == "zhixing" else None)
-               for name, m in pairs if name in args.impls.split(",")]
     times = {r.name: [] for r in runners}
     with kernels(args.sdpa):  # after the fp32 parity check: flash/cuDNN kernels take bf16 only
         for r in runners:
@@ -176,7 +189,7 @@ def run(kind: str, args) -> None:
         rec = {"bench": "train_step", "model": f"{kind}-{layers}L-{dim}", "impl": r.name,
                "device": device_name(args),
                "dtype": args.dtype, "compile": args.compile and (args.compile_mode or "default"),
-               "sdpa": args.sdpa, "trainer_path": bool(ours_extra) and r.name == "zhixing",
+               "sdpa": args.sdpa, "trainer_path": objective is not None and r.name == "zhixing",
                "batch": batch, "seq": seq, "vocab": args.vocab,
                "tokens_per_s": round(tps, 1), "step_ms": round(1000 * med / args.steps, 2),
                "rounds": [round(tokens / t, 1) for t in times[r.name]], "torch": torch.__version__}

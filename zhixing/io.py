@@ -152,8 +152,15 @@ class RunDir:
     METRICS = "metrics.jsonl"
     SUMMARY = "summary.json"
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, tokenizer: Any = None,
+                 config: dict[str, Any] | None = None, records: dict[str, Any] | None = None):
+        """`tokenizer` (anything with `save(directory)`) is saved next to every model the run writes;
+        `config` (the recipe or settings, written as config.yaml) and `records` (file name -> JSON-able,
+        e.g. task.json) are written by the training loop when the run starts."""
         self.path = Path(path)
+        self.tokenizer = tokenizer
+        self.config = config
+        self.records = dict(records or {})
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

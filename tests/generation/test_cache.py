@@ -40,7 +40,7 @@ def test_cached_decoding_equals_recomputation(model, static, lengths):
         seq = torch.cat([seq, nxt[:, None]], dim=1)
         full_mask = torch.cat([full_mask, torch.ones_like(nxt[:, None])], dim=1)
         logits = runner.step(nxt)
-    assert runner.cache.k[0].size(2) == ids.size(1) + 8  # allocated once, at its final size
+    assert runner.cache.layers[0].k.size(2) == ids.size(1) + 8  # allocated once, at its final size
 
 
 def test_batched_greedy_equals_one_by_one(model):

@@ -76,22 +76,6 @@ def test_bert_pretraining_head_sums_mlm_and_nsp():
     torch.testing.assert_close(both.loss, mlm.loss + nsp_loss)
 
 
-def test_mlm_head_on_labelled_positions_only_matches_the_full_head():
-    torch.manual_seed(0)
-    model = build_model("bert-tiny", **TINY, head="pretraining").eval()
-    ids = torch.randint(0, 99, (3, 11))
-    labels = torch.full_like(ids, -100)
-    labels[0, 2], labels[1, 5], labels[1, 9], labels[2, 0] = 7, 8, 9, 10
-    full = model(ids, labels=labels)
-    sparse = model(ids, labels=labels, labelled_logits_only=True)
-    keep = labels != -100
-    assert sparse.logits.shape == (4, 99)
-    torch.testing.assert_close(sparse.logits, full.logits[keep])
-    torch.testing.assert_close(sparse.loss, full.loss)
-    sparse.loss.backward()
-    assert model.tok_embed.weight.grad is not None
-
-
 def test_gpt_loss_is_shifted_next_token_cross_entropy():
     model = build_model("gpt-tiny", **TINY)
     ids = torch.randint(0, 99, (2, 9))
@@ -121,26 +105,6 @@ def test_linear_cross_entropy_equals_logits_then_cross_entropy(blocks):
                                    expected[0])
     with pytest.raises(ValueError, match="float32"):
         linear_cross_entropy(h.double(), w.double(), y)
-
-
-def test_gpt_loss_only_equals_the_full_path_with_tied_weights():
-    """loss_only fuses the output layer and the loss; loss and every gradient equal the plain path's."""
-    ids = torch.randint(0, 99, (3, 10))
-    labels = ids.clone()
-    labels[0, :4] = -100
-    grads = []
-    for loss_only in (False, True):
-        torch.manual_seed(0)
-        model = build_model("gpt-tiny", **TINY)
-        out = model(ids, labels=labels, loss_only=loss_only)
-        assert (out.logits is None) == loss_only
-        out.loss.backward()
-        grads.append((out.loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
-    torch.testing.assert_close(grads[1][0], grads[0][0])
-    for name, g in grads[0][1].items():
-        torch.testing.assert_close(grads[1][1][name], g, rtol=1e-5, atol=1e-6, msg=name)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # not fusable: the plain path, logits kept
-        assert model(ids, labels=labels, loss_only=True).logits is not None
 
 
 def test_gpt_is_causal():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from zhixing.nn import Attention, KVCache, Packing, attention_reference, build_mask, scaled_dot_product
+from zhixing.nn import Attention, Cache, KVCache, Packing, attention_reference, build_mask, scaled_dot_product
 
 
 def qkv(b=2, h=4, kvh=4, q=5, k=5, d=8):
@@ -63,28 +63,27 @@ def test_kv_cache_decoding_equals_full_attention(max_len):
     attn = Attention(dim=32, num_heads=4, num_kv_heads=2).eval()
     x = torch.randn(2, 9, 32)
     full, _ = attn(x, causal=True)
-    cache = KVCache(num_layers=1, max_len=max_len)
+    cache = Cache(num_layers=1, max_len=max_len)
     steps = []
     for chunk in (x[:, :4], x[:, 4:5], x[:, 5:6], x[:, 6:]):  # a prompt, then tokens one by one, then 3
-        mask, causal = build_mask(None, chunk.size(1), cache.length + chunk.size(1), causal=True)
-        out, _ = attn(chunk, mask, causal=causal, cache=cache)
+        mask, causal = build_mask(None, chunk.size(1), cache.key_length(chunk.size(1)), causal=True)
+        out, _ = attn(chunk, mask, causal=causal, cache=cache.layers[0], at=cache.write_at)
         cache.advance(chunk.size(1))
         steps.append(out)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.length == 9
     if max_len:
-        assert cache.k[0].size(2) == max_len  # preallocated once, never grown
+        assert cache.layers[0].k.size(2) == max_len  # preallocated once, never grown
 
 
 def test_kv_cache_overflow_and_reorder():
-    cache = KVCache(num_layers=1, max_len=3)
+    cache = KVCache(max_len=3)  # one layer's slot
     k = torch.randn(2, 1, 3, 4)
-    cache.update(0, k, k)
-    cache.advance(3)
+    cache.update(k, k, at=0)
     with pytest.raises(ValueError, match="holds 3 positions"):
-        cache.update(0, k[:, :, :1], k[:, :, :1])
+        cache.update(k[:, :, :1], k[:, :, :1], at=3)
     cache.reorder(torch.tensor([1, 1]))
-    torch.testing.assert_close(cache.k[0][0], k[1])
+    torch.testing.assert_close(cache.k[0], k[1])
 
 
 def test_attention_returns_weights_when_asked():

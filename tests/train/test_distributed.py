@@ -13,6 +13,7 @@ import torch
 from toyloader import ToyLoader
 
 from zhixing.models import build_model
+from zhixing.objectives import CausalLM
 from zhixing.train import TrainConfig, Trainer
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
@@ -23,8 +24,8 @@ def single_process(tmp_path: Path) -> dict:
     model = build_model("gpt-tiny", vocab_size=48, dim=32, num_heads=2, max_seq_len=32, dropout=0.0)
     cfg = TrainConfig(device="cpu", progress=False, tensorboard=False, plots=False, log_interval=1,
                       eval_batches=2, warmup_steps=2, lr=3e-3, max_steps=6, eval_interval=3, batch_size=4)
-    trainer = Trainer(model, cfg, ToyLoader(batch_size=4, ignore_frac=0.5), ToyLoader(batch_size=4),
-                      run_dir=tmp_path / "single")
+    trainer = Trainer(model, CausalLM(), cfg, ToyLoader(batch_size=4, ignore_frac=0.5),
+                      ToyLoader(batch_size=4), run=tmp_path / "single")
     summary = trainer.fit()
     return {"history": trainer.history, "summary": summary}
 

@@ -15,6 +15,7 @@ from toyloader import ToyLoader
 from zhixing.cli import main
 from zhixing.io import RunDir
 from zhixing.models import Model, build_model
+from zhixing.objectives import CausalLM, MaskedLM
 from zhixing.train import (
     CheckpointError,
     TrainConfig,
@@ -39,10 +40,14 @@ def bert(head: str = "pretraining") -> Model:
                        dropout=0.0)
 
 
+def objective_of(model):
+    return CausalLM() if model.config.arch == "gpt" else MaskedLM(nsp=model.config.head == "pretraining")
+
+
 def train(model, run_dir=None, loader=None, val=True, **cfg):
     cfg = TrainConfig(**{**FAST, **cfg})
     loader = loader or ToyLoader(batch_size=cfg.batch_size)
-    trainer = Trainer(model, cfg, loader, ToyLoader() if val else None, run_dir=run_dir)
+    trainer = Trainer(model, objective_of(model), cfg, loader, ToyLoader() if val else None, run=run_dir)
     summary = trainer.fit()
     return trainer, summary
 
@@ -209,7 +214,8 @@ def test_weight_decay_only_on_matrices():
 def test_bert_pretraining_metrics_and_bf16(tmp_path):
     loader = ToyLoader(objective="mlm", nsp=True)
     cfg = TrainConfig(**{**FAST, "max_steps": 4, "eval_interval": 2, "dtype": "bfloat16"})
-    trainer = Trainer(bert(), cfg, loader, ToyLoader(objective="mlm", nsp=True), run_dir=tmp_path / "b")
+    trainer = Trainer(bert(), MaskedLM(nsp=True), cfg, loader, ToyLoader(objective="mlm", nsp=True),
+                      run=tmp_path / "b")
     summary = trainer.fit()
     for key in ("final_mlm_accuracy", "final_nsp_accuracy", "final_nsp_loss", "final_val_ppl"):
         assert key in summary and summary[key] >= 0
@@ -224,7 +230,7 @@ def test_mlm_accuracy_from_the_sparse_head_equals_the_full_logits():
     model = bert()
     val = ToyLoader(objective="mlm", nsp=True)
     cfg = TrainConfig(**{**FAST, "eval_batches": 3, "max_steps": 2, "warmup_steps": 1, "eval_interval": 2})
-    summary = Trainer(model, cfg, ToyLoader(objective="mlm", nsp=True), val).fit()
+    summary = Trainer(model, MaskedLM(nsp=True), cfg, ToyLoader(objective="mlm", nsp=True), val).fit()
     model.eval()
     correct = n = loss = 0.0
     with torch.no_grad():

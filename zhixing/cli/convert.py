@@ -57,9 +57,9 @@ def convert_cmd(from_hf_dir: str | None, to_hf_dir: str | None, out: Path, head:
         else:
             if head is not None:
                 raise click.UsageError("--head applies to --from-hf only")
-            import zhixing
+            from zhixing.hub import load
 
-            model = zhixing.load(to_hf_dir)  # attaches the tokenizer, which to_hf saves along
+            model = load(to_hf_dir)  # attaches the tokenizer, which to_hf saves along
             to_hf(model, out)
             import json
 

@@ -24,13 +24,14 @@ train.* (the loop: lr, batch_size, warmup_steps, early_stopping_patience, seed, 
 
 
 
-def split_overrides(items: tuple[str, ...]) -> tuple[dict[str, str], list[str], str | None]:
+def split_overrides(task: str, items: tuple[str, ...]) -> tuple[dict[str, str], list[str], str | None]:
     """key=value items -> (task settings, train.* overrides without the prefix, name)."""
-    from zhixing.config import ConfigError, nearest
-    from zhixing.tasks.finetune import FinetuneConfig
+    from zhixing.config import nearest
+    from zhixing.tasks import get_task
     from zhixing.train.config import TrainConfig
 
-    task, train, name = {}, [], None
+    keys = [k for k in get_task(task).config.field_names() if k != "task"]
+    settings, train, name = {}, [], None
     for item in items:
         if "=" not in item:
             raise click.BadParameter(f"{item!r}: expected key=value, e.g. epochs=2 or train.lr=3e-5")
@@ -42,19 +43,21 @@ def split_overrides(items: tuple[str, ...]) -> tuple[dict[str, str], list[str], 
                 train_keys = [f"train.{k}" for k in TrainConfig.field_names()]
                 raise click.ClickException(f"unknown key {key!r}{nearest(key, train_keys)}")
             train.append(f"{key[6:]}={value}")
-        elif key in FinetuneConfig.field_names():
-            task[key] = value
+        elif key in keys:
+            settings[key] = value
         else:
             hint = (f" (did you mean 'train.{key}'?)" if key in TrainConfig.field_names()
-                    else nearest(key, FinetuneConfig.field_names()))
-            raise click.ClickException(str(ConfigError(
-                f"unknown key {key!r}{hint}; task keys: "
-                f"{', '.join(FinetuneConfig.field_names())}; loop keys take the prefix train.")))
-    return task, train, name
+                    else nearest(key, keys))
+            raise click.ClickException(f"unknown key {key!r}{hint}; task {task} takes {', '.join(keys)}; "
+                                       "loop keys take the prefix train.")
+    return settings, train, name
+
+
+TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --help needs no import
 
 
 @click.command("finetune", epilog=EPILOG)
-@click.option("--task", type=click.Choice(["classify", "ner", "qa"]), required=True)
+@click.option("--task", type=click.Choice(TASK_NAMES), required=True)
 @click.option("--model", required=True, help="Pretrained model: zhixing / Hugging Face directory or run.")
 @click.option("--train", "train_file", required=True, help="Training file.")
 @click.option("--dev", "dev_file", required=True, help="Development file (model selection).")
@@ -67,12 +70,12 @@ def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_fil
     Writes runs/<name>/ (best/ holds the best dev model, task.json the task settings) and prints the
     dev (and test) metrics of the best model.
     """
-    from zhixing.tasks.finetune import FinetuneConfig, finetune
+    from zhixing.tasks import get_task
+    from zhixing.tasks.finetune import finetune
 
-    settings, train, name = split_overrides(overrides)
-    fields = {**settings, "task": task, "model": model, "train": train_file, "dev": dev_file,
-              "test": test_file}
-    cfg = FinetuneConfig.from_dict(fields, source="finetune")
+    settings, train, name = split_overrides(task, overrides)
+    fields = {**settings, "model": model, "train": train_file, "dev": dev_file, "test": test_file}
+    cfg = get_task(task).settings(fields, source="finetune")
     summary = finetune(cfg, name=name or f"finetune-{task}", train_overrides=train)
     for split in ("dev", "test"):
         if split in summary:
@@ -81,39 +84,20 @@ def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_fil
     click.echo(f"run: {summary['run_dir']}")
 
 
-def _task_of(run: str, task: str | None):
-    from zhixing.config import ConfigError
-    from zhixing.tasks.finetune import FinetuneConfig, load_run
-
-    model, cfg = load_run(run)
-    if cfg is None:
-        heads = {"seq_cls": "classify", "token_cls": "ner", "qa": "qa"}
-        if task is None and model.config.head not in heads:
-            raise ConfigError(f"{run}: no task.json and head {model.config.head!r} is not a task head")
-        cfg = FinetuneConfig(task=task or heads[model.config.head])
-    elif task is not None and task != cfg.task:
-        raise ConfigError(f"{run} was fine-tuned for {cfg.task}, not {task}")
-    return model, cfg
-
-
 @click.command("evaluate")
 @click.argument("run")
 @click.option("--data", required=True, help="A labelled file in the task's format.")
-@click.option("--task", type=click.Choice(["classify", "ner", "qa"]), default=None,
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None,
               help="Needed only for a model directory without task.json.")
 def evaluate_cmd(run: str, data: str, task: str | None) -> None:
     """Score a fine-tuned RUN on a labelled file; prints the metrics as JSON."""
-    from zhixing.tasks.finetune import task_module
+    from zhixing.tasks.finetune import load_task_run
 
-    def go():
-        model, cfg = _task_of(run, task)
-        mod = task_module(cfg.task)
-        examples = mod.read(data, cfg)
-        if cfg.task != "qa":
-            mod.check_labels(examples, model.config.label_names, data)
-        return mod.evaluate(model, model.tokenizer, examples, cfg)
-
-    metrics = go()
+    model, spec, cfg = load_task_run(run, task)
+    examples = spec.read(data, cfg)
+    if model.config.label_names:
+        spec.check_labels(examples, model.config.label_names, data)
+    metrics = spec.evaluate(model, model.tokenizer, examples, cfg)
     click.echo(json.dumps({k: v for k, v in metrics.items() if v is not None}, ensure_ascii=False))
 
 
@@ -121,9 +105,10 @@ def evaluate_cmd(run: str, data: str, task: str | None) -> None:
 @click.argument("run")
 @click.option("--input", "source", required=True,
               help="A file (one text per line; JSONL with question/context for qa) or a text.")
-@click.option("--task", type=click.Choice(["classify", "ner", "qa"]), default=None)
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None)
 def predict_cmd(run: str, source: str, task: str | None) -> None:
     """Predict with a fine-tuned RUN; writes one JSON object per input line to stdout (JSONL)."""
+    from zhixing.tasks.finetune import load_task_run
     from zhixing.tasks.pipeline import Pipeline
 
     def inputs(kind: str) -> list:
@@ -142,14 +127,10 @@ def predict_cmd(run: str, source: str, task: str | None) -> None:
             out.append(obj)
         return out
 
-    def go():
-        _, cfg = _task_of(run, task)
-        pipe = Pipeline(cfg.task, run)
-        items = inputs(cfg.task)
-        return items, pipe(items)
-
-    items, results = go()
-    for item, res in zip(items, results):
+    _, spec, _ = load_task_run(run, task)
+    pipe = Pipeline(spec.name, run)
+    items = inputs(spec.name)
+    for item, res in zip(items, pipe(items)):
         if isinstance(res, dict):
             res = {k: v for k, v in res.items() if k != "n_best"}
         sys.stdout.write(json.dumps({"input": item, "output": res}, ensure_ascii=False) + "\n")

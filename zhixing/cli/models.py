@@ -74,22 +74,25 @@ def info_cmd(path: Path) -> None:
 
 def _run_summary(path: Path) -> dict[str, str]:
     """A run directory's state from its summary.json (written when a run ends): {} for a model directory."""
-    file = path / "summary.json"
-    if not file.is_file():
-        return {}
+    from zhixing.errors import ConfigError
+    from zhixing.io import RunDir
+
     try:
-        s = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return {"run": f"{file} unreadable ({e})"}
-    if not isinstance(s, dict):
+        s = RunDir(path).read_summary()
+    except (OSError, ConfigError) as e:
+        return {"run": f"{path / RunDir.SUMMARY} unreadable ({e})"}
+    if s is None:
         return {}
     rows = {"run": f"{s.get('status', '?')} at step {s.get('step', '?')} of {s.get('max_steps', '?')}"}
-    for key, label in (("final_val_loss", "val loss (last)"), ("best_val_loss", "val loss (best)"),
-                       ("final_train_loss", "train loss (last)")):
+    # The metric that selected best/, under its own name and sign (val_loss, accuracy, f1, ...).
+    metric = s.get("best_metric") or "val_loss"
+    label = metric.replace("_", " ")
+    for key, row in ((f"final_{metric}", f"{label} (last)"), (f"best_{metric}", f"{label} (best)"),
+                     ("final_train_loss", "train loss (last)")):
         if isinstance(s.get(key), (int, float)):
-            rows[label] = f"{s[key]:.4f}"
-    if "val loss (best)" in rows and "best_step" in s:
-        rows["val loss (best)"] += f" at step {s['best_step']}"
+            rows[row] = f"{s[key]:.4f}"
+    if f"{label} (best)" in rows and "best_step" in s:
+        rows[f"{label} (best)"] += f" at step {s['best_step']}"
     if isinstance(s.get("wall_time_s"), (int, float)):
         rows["wall time"] = f"{s['wall_time_s']:.0f} s, {s.get('tokens_per_s', 0):,.0f} tokens/s"
     return rows

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zhixing.nn.attention import KVCache
+from zhixing.nn.attention import Cache
 
 MAX_GRAPHS = 4  # captured decode steps kept per model (one per batch size x total length x dtype)
 
@@ -29,7 +29,7 @@ class _DecodeGraph:
     """A captured decode step and the static tensors it reads and writes, reused across calls of the
     same shape: a capture costs a few forward passes, worth paying once rather than per call."""
 
-    cache: KVCache
+    cache: Cache
     mask: torch.Tensor  # (rows, total)
     ids: torch.Tensor  # (rows, 1): the input token of the step
     write_pos: torch.Tensor  # (1,): the cache slot / mask column it writes
@@ -68,7 +68,7 @@ class DecoderOnlyRunner:
             self.g.cache.length, self.g.cache.positions = 0, None  # the prefill writes dynamically
         elif self.static:
             self.g = self._static_tensors(rows)
-        self.cache: KVCache = self.g.cache if self.g is not None else model.new_cache(self.total)
+        self.cache: Cache = self.g.cache if self.g is not None else model.new_cache(self.total)
         if mask is not None or self.static:
             self.mask = self.g.mask if self.g is not None else torch.zeros(
                 rows, self.total, dtype=torch.long, device=ids.device)
@@ -168,7 +168,7 @@ class EncoderDecoderRunner:
             src_mask = src_mask.repeat_interleave(expand, dim=0) if src_mask is not None else None
         self.memory, self.src_mask = memory, src_mask
         self.start = torch.full((memory.size(0), 1), start_id, dtype=torch.long, device=src.device)
-        self.cache: KVCache = model.new_cache(1 + max_new_tokens)
+        self.cache: Cache = model.new_cache(1 + max_new_tokens)
 
     def prefill(self) -> torch.Tensor:
         return self.step(self.start[:, 0])
@@ -181,6 +181,4 @@ class EncoderDecoderRunner:
     def reorder(self, index: torch.Tensor) -> None:
         # Beams only move within their own source, whose rows share memory, source mask and cross
         # keys/values; only the decoder's self-attention cache needs reordering.
-        cross, self.cache.cross = self.cache.cross, [None] * self.cache.num_layers
-        self.cache.reorder(index)
-        self.cache.cross = cross
+        self.cache.reorder(index, cross=False)

@@ -6,7 +6,7 @@ from zhixing.models.bert import Bert
 from zhixing.models.gpt import GPT
 from zhixing.models.transformer import Transformer
 
-FAMILIES: dict[str, type[Model]] = {"bert": Bert, "gpt": GPT, "transformer": Transformer}
+FAMILIES: dict[str, type[Model]] = Model.families  # arch -> class, filled as each family is defined
 
 
 def build_model(config: ModelConfig | str, **overrides) -> Model:
@@ -15,7 +15,7 @@ def build_model(config: ModelConfig | str, **overrides) -> Model:
         config = ModelConfig.from_preset(config, **overrides)
     elif overrides:
         config = config.replace(**overrides)
-    return FAMILIES[config.arch](config)
+    return Model.build(config)
 
 
 __all__ = ["Bert", "GPT", "Transformer", "Model", "ModelOutput", "ModelConfig", "CheckpointError",

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -51,9 +51,27 @@ def read_safetensors(path: str | os.PathLike, advice: str = "save or download it
 
 
 class Model(nn.Module):
-    """Base class: `config`, weight init, `save_pretrained`, `from_pretrained`, parameter counts."""
+    """Base class: `config`, weight init, `save_pretrained`, `from_pretrained`, parameter counts.
+
+    A family declares `arch = "<name>"` (the ModelConfig.arch it builds) and is registered in
+    `Model.families` when its class is defined; zhixing.models imports every family.
+    """
 
     config: ModelConfig
+    arch: ClassVar[str] = ""
+    families: ClassVar[dict[str, type[Model]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.arch:
+            Model.families[cls.arch] = cls
+
+    @classmethod
+    def build(cls, config: ModelConfig) -> Model:
+        """A freshly initialised model of the family `config.arch` names."""
+        if config.arch not in Model.families:
+            raise CheckpointError(f"no model family {config.arch!r}; known: {', '.join(Model.families)}")
+        return Model.families[config.arch](config)
 
     def init_weights(self) -> None:
         """N(0, initializer_range) for matrices and embeddings, zero biases, unit norms (BERT / GPT-2)."""
@@ -113,13 +131,11 @@ class Model(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **config_overrides) -> Model:
         """Load a directory written by `save_pretrained` (any zhixing family; see zhixing.load)."""
-        from zhixing.models import build_model
-
         directory = Path(directory)
         config = ModelConfig.load(directory)
         if config_overrides:
             config = config.replace(**config_overrides)
-        model = build_model(config)
+        model = Model.build(config)
         weights = directory / "model.safetensors"
         if not weights.exists():
             raise FileNotFoundError(

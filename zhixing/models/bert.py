@@ -24,6 +24,8 @@ POOLED_HEADS = ("none", "pretraining", "seq_cls")
 
 
 class Bert(Model):
+    arch = "bert"
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
@@ -66,16 +68,48 @@ class Bert(Model):
         token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None, next_sentence_label: torch.Tensor | None = None,
         output_attentions: bool = False, output_hidden_states: bool = False,
-        labelled_logits_only: bool = False,
     ) -> ModelOutput:
         """input_ids, attention_mask (1 = real), token_type_ids: (batch, seq).
 
         labels by head: mlm/pretraining (batch, seq) with -100 for unmasked tokens; seq_cls (batch,);
         token_cls (batch, seq); qa (batch, 2) start/end. next_sentence_label (batch,) for pretraining.
-        labelled_logits_only (MLM heads, with labels): run the head only where labels != -100, so
-        `logits` is (n_labelled, vocab) in row-major order of those positions, i.e. aligned with
-        `labels[labels != -100]`. Same loss, ~1/0.15 less head work in pretraining.
         """
+        out = self._backbone(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                             output_hidden_states)
+        x = out.last_hidden_state
+        if self.pooler is not None:
+            out.pooled = self.pool(x)
+        head = self.config.head
+        if self.mlm is not None:
+            out.logits = self.mlm(x)
+            if labels is not None:
+                out.loss = lm_loss(out.logits, labels, shift=False)
+        if self.nsp is not None:
+            out.nsp_logits = self.nsp(out.pooled)
+            if next_sentence_label is not None:
+                nsp = classification_loss(out.nsp_logits, next_sentence_label)
+                out.loss = nsp if out.loss is None else out.loss + nsp
+        if self.classifier is not None:
+            out.logits = self.classifier(out.pooled if head == "seq_cls" else x)
+            if labels is not None:
+                loss_fn = span_loss if head == "qa" else classification_loss
+                out.loss = loss_fn(out.logits, labels)
+        return out
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """The top layer's states (batch, seq, dim) that every head reads: what a training objective takes
+        to run a head its own way (objectives.mlm scores only the masked positions)."""
+        return self._backbone(input_ids, attention_mask, token_type_ids, position_ids).last_hidden_state
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """pooled = tanh(W_p h[CLS] + b_p): (batch, seq, dim) -> (batch, dim)."""
+        return torch.tanh(self.pooler(hidden[:, 0]))
+
+    def _backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                  output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         check_length(input_ids.size(1), self.config.max_seq_len)
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
@@ -91,32 +125,9 @@ class Bert(Model):
                 hidden.append(hidden_state(x, packing))
         if self.final_norm is not None:
             x = self.final_norm(x)
-        x = hidden_state(x, packing)
-        out = ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
-                          hidden_states=hidden if output_hidden_states else None)
-        if self.pooler is not None:
-            out.pooled = torch.tanh(self.pooler(x[:, 0]))
-        head = self.config.head
-        if self.mlm is not None:
-            if labels is not None and labelled_logits_only:
-                keep = labels != IGNORE
-                out.logits = self.mlm(x[keep])
-                out.loss = lm_loss(out.logits, labels[keep], shift=False)
-            else:
-                out.logits = self.mlm(x)
-                if labels is not None:
-                    out.loss = lm_loss(out.logits, labels, shift=False)
-        if self.nsp is not None:
-            out.nsp_logits = self.nsp(out.pooled)
-            if next_sentence_label is not None:
-                nsp = classification_loss(out.nsp_logits, next_sentence_label)
-                out.loss = nsp if out.loss is None else out.loss + nsp
-        if self.classifier is not None:
-            out.logits = self.classifier(out.pooled if head == "seq_cls" else x)
-            if labels is not None:
-                loss_fn = span_loss if head == "qa" else classification_loss
-                out.loss = loss_fn(out.logits, labels)
-        return out
+        return ModelOutput(last_hidden_state=hidden_state(x, packing),
+                           attentions=attentions if output_attentions else None,
+                           hidden_states=hidden if output_hidden_states else None)
 
 
 def hidden_state(x: torch.Tensor, packing: Packing | None) -> torch.Tensor:

@@ -5,7 +5,8 @@ options (Touvron et al. 2023): rotary positions, RMSNorm, SwiGLU, grouped-query 
     h_l = h_{l-1} + Attn(norm(h_{l-1})) ...   (causal self-attention, pre-norm)
     p(x_{t+1} | x_{≤t}) = softmax(norm(h_L)_t W_out^T)
 
-Trained by maximum likelihood: L = -Σ_t log p(x_{t+1} | x_{≤t}) (heads.lm_loss with shift=True).
+Trained by maximum likelihood: L = -Σ_t log p(x_{t+1} | x_{≤t}) (heads.lm_loss with shift=True; the
+training objective, objectives/clm.py, fuses the output layer with the loss).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from torch import nn
 
 from zhixing.config import ModelConfig
 from zhixing.models.base import Model, ModelOutput, check_length
-from zhixing.models.heads import LMHead, linear_cross_entropy, lm_loss, shift_labels
-from zhixing.nn.attention import KVCache, build_mask
+from zhixing.models.heads import LMHead, lm_loss
+from zhixing.nn.attention import Cache, build_mask
 from zhixing.nn.layers import Block, make_norm
 from zhixing.nn.position import RotaryEmbedding, sinusoidal_table
 
 
 class GPT(Model):
+    arch = "gpt"
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
@@ -43,35 +46,49 @@ class GPT(Model):
             if name.endswith(("attn.o.weight", "ffn.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=cfg.initializer_range / (2 * cfg.num_layers) ** 0.5)
 
-    def new_cache(self, max_len: int | None = None) -> KVCache:
-        """An empty KV cache; preallocated when `max_len` (prompt + new tokens) is given."""
-        return KVCache(self.config.num_layers, max_len)
+    def new_cache(self, max_len: int | None = None) -> Cache:
+        """An empty KV cache (one slot per layer); preallocated when `max_len` (prompt + new tokens) is
+        given."""
+        return Cache(self.config.num_layers, max_len)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-        cache: KVCache | None = None, output_attentions: bool = False, output_hidden_states: bool = False,
-        last_only: bool = False, loss_only: bool = False,
+        cache: Cache | None = None, output_attentions: bool = False, output_hidden_states: bool = False,
+        last_only: bool = False,
     ) -> ModelOutput:
         """input_ids (batch, seq) -> logits (batch, seq, vocab).
 
         attention_mask: (batch, past + seq), 1 for real tokens, covering cached positions too.
         position_ids: (batch, seq); default past..past+seq-1 (pass them for left-padded batches).
         labels: (batch, seq), usually the inputs themselves; shifted inside, -100 ignored.
-        cache: a KVCache; the new keys/values are appended and `cache.length` advanced.
+        cache: a Cache (`new_cache`); each layer appends its new keys/values, then `cache.length` advances.
         last_only: compute logits for the last position only (decoding).
-        loss_only (with labels): the loss without the (batch, seq, vocab) logits, which stay None; in
-        fp32 outside autocast the output layer and the cross-entropy then run fused
-        (heads.linear_cross_entropy), saving the passes over the largest tensors of a training step.
         """
+        out = self._backbone(input_ids, attention_mask, position_ids, cache, output_attentions,
+                             output_hidden_states)
+        if self.head is None:
+            return out
+        x = out.last_hidden_state
+        out.logits = self.head(x[:, -1:] if last_only else x)
+        if labels is not None:
+            out.loss = lm_loss(out.logits, labels, shift=True)
+        return out
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The final (normed) hidden states (batch, seq, dim) that the LM head reads: what a training
+        objective takes to apply the output layer its own way (objectives.clm fuses it with the loss)."""
+        return self._backbone(input_ids, attention_mask, position_ids).last_hidden_state
+
+    def _backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  position_ids: torch.Tensor | None = None, cache: Cache | None = None,
+                  output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         b, t = input_ids.shape
         past = cache.length if cache is not None else 0
-        # a static cache (CUDA graphs) attends over all its max_len slots; the mask says which are real
-        static = cache is not None and cache.static
-        if static and (attention_mask is None or position_ids is None or t != 1):
-            raise ValueError("a static KV cache decodes one token at a time, with attention_mask (over "
-                             "max_len slots) and position_ids")
-        k_len = cache.max_len if static else past + t
+        # a static cache (generation/engine.py, CUDA graphs) attends over all its max_len slots, with the
+        # attention mask saying which are real
+        k_len = cache.key_length(t) if cache is not None else t
         check_length(k_len, self.config.max_seq_len)
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=input_ids.device)[None].expand(b, t)
@@ -83,9 +100,11 @@ class GPT(Model):
         x = self.drop(x)
         rope = self.rope(position_ids, x.dtype) if self.rope is not None else None
         mask, causal = build_mask(attention_mask, t, k_len, causal=True)
+        at = cache.write_at if cache is not None else 0
         attentions, hidden = [], [x]
         for i, layer in enumerate(self.layers):
-            x, w, _ = layer(x, mask, causal=causal, rope=rope, cache=cache, layer=i,
+            kv = cache.layers[i] if cache is not None else None  # each layer its own cache slot
+            x, w, _ = layer(x, mask, causal=causal, rope=rope, cache=kv, at=at,
                             need_weights=output_attentions)
             attentions.append(w)
             hidden.append(x)
@@ -93,22 +112,5 @@ class GPT(Model):
             cache.advance(t)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        out = ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
-                          hidden_states=hidden if output_hidden_states else None)
-        if self.head is None:
-            return out
-        if labels is not None and loss_only and not last_only and self._fusable(x):
-            out.loss = linear_cross_entropy(x.reshape(-1, x.size(-1)), self.head.proj.weight,
-                                            shift_labels(labels).reshape(-1))
-            return out
-        out.logits = self.head(x[:, -1:] if last_only else x)
-        if labels is not None:
-            out.loss = lm_loss(out.logits, labels, shift=True)
-        return out
-
-    def _fusable(self, x: torch.Tensor) -> bool:
-        """Whether the fused output layer + cross-entropy applies: fp32 states and weights, no autocast,
-        not being traced by torch.compile (which fuses the plain path itself)."""
-        w = self.head.proj.weight
-        return (x.dtype == w.dtype == torch.float32 and self.head.proj.bias is None
-                and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling())
+        return ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
+                           hidden_states=hidden if output_hidden_states else None)

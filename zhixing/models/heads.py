@@ -64,21 +64,23 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[:, 1:], labels.new_full((labels.size(0), 1), IGNORE)], dim=1)
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> torch.Tensor:
-    """Mean cross-entropy over labelled tokens: -1/N Σ log p(x_t | context).
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool, reduction: str = "mean") -> torch.Tensor:
+    """Mean cross-entropy over labelled tokens: -1/N Σ log p(x_t | context) (reduction="sum": no 1/N).
 
     shift=True (causal LM): logits at t predict labels at t+1, so labels may simply be the inputs.
     """
     if shift:
         labels = shift_labels(labels)
     flat = logits.reshape(-1, logits.size(-1)).float()
-    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE, reduction=reduction)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """mean_i -log softmax(h_i Wᵀ)[y_i] over rows with y_i != IGNORE, with its gradient.
+    """Σ_i -log softmax(h_i Wᵀ)[y_i] over rows with y_i != IGNORE (divided by their number N for the
+    mean), with its gradient.
 
-    With p = softmax(z), z = h Wᵀ:  ∂L/∂z_i = (p_i - onehot(y_i)) / N,  ∂L/∂h = (∂L/∂z) W,
+    With p = softmax(z), z = h Wᵀ:  ∂L/∂z_i = (p_i - onehot(y_i)) / N  (no / N for the sum),
+    ∂L/∂h = (∂L/∂z) W,
     ∂L/∂W = (∂L/∂z)ᵀ h. The forward computes z with one matrix product, then walks it a cache-sized
     block of rows at a time, turning each block in place into ∂L/∂z while it is in cache; backward is
     the two matrix products. Of the (rows, vocab) tensors a plain cross-entropy makes — logits,
@@ -87,10 +89,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, block: int,
-                chunk: int) -> torch.Tensor:
+                chunk: int, mean: bool) -> torch.Tensor:
         rows, vocab = h.size(0), weight.size(0)
         valid = labels != IGNORE
-        n = valid.sum()
+        n = valid.sum() if mean else torch.ones((), dtype=torch.long, device=h.device)
         safe = labels.clamp(min=0)[:, None]  # ignored rows point anywhere; their terms are zeroed
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad = torch.empty(rows, vocab, dtype=h.dtype, device=h.device) if need_grad else None
@@ -119,37 +121,43 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h, weight, grad = ctx.saved_tensors
         dh = grad @ weight * grad_loss if ctx.needs_input_grad[0] else None
         dw = grad.t() @ (h * grad_loss) if ctx.needs_input_grad[1] else None
-        return dh, dw, None, None, None
+        return dh, dw, None, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                         block_elements: int = 1 << 21, chunk_elements: int = 1 << 25) -> torch.Tensor:
+                         block_elements: int = 1 << 21, chunk_elements: int = 1 << 25,
+                         reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of the logits h Wᵀ (no bias) against labels, equal to
-    `F.cross_entropy(h @ W.T, labels, ignore_index=-100)` but without the extra (rows, vocab) tensors
+    `F.cross_entropy(h @ W.T, labels, ignore_index=-100, reduction=reduction)` ("mean" or "sum";
+    the sum over no labelled row is 0) but without the extra (rows, vocab) tensors
     and passes of a plain one (see _LinearCrossEntropy): what a large-vocabulary output layer spends
     outside its matrix products. h: (rows, dim) float32, weight: (vocab, dim) float32, labels: (rows,).
     Blocks of about `block_elements` logits (8 MB) are processed while in cache; without gradients the
     logits are made in chunks of about `chunk_elements` (128 MB)."""
     if h.dtype != torch.float32 or weight.dtype != torch.float32:
         raise ValueError(f"linear_cross_entropy takes float32 inputs, got {h.dtype} and {weight.dtype}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     vocab = weight.size(0)
     return _LinearCrossEntropy.apply(h, weight, labels, max(1, block_elements // vocab),
-                                     max(1, chunk_elements // vocab))
+                                     max(1, chunk_elements // vocab), reduction == "mean")
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for classes; mean squared error when there is one output (regression)."""
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
+                        weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy for classes (optionally class-weighted: Σ w_y ℓ / Σ w_y for the mean); mean squared
+    error when there is one output (regression). Labels -100 take no part."""
     if logits.size(-1) == 1:
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction=reduction)
     flat = logits.reshape(-1, logits.size(-1)).float()
-    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(flat, labels.reshape(-1), weight=weight, ignore_index=IGNORE, reduction=reduction)
 
 
-def span_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def span_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Extractive QA: mean of the start and end cross-entropies. labels: (batch, 2) = (start, end);
     positions outside the sequence are clamped to it and then ignored, as in BERT's SQuAD code."""
     seq = logits.size(1)
     start, end = labels[:, 0].clamp(0, seq), labels[:, 1].clamp(0, seq)
-    s = F.cross_entropy(logits[..., 0].float(), start, ignore_index=seq)
-    e = F.cross_entropy(logits[..., 1].float(), end, ignore_index=seq)
+    s = F.cross_entropy(logits[..., 0].float(), start, ignore_index=seq, reduction=reduction)
+    e = F.cross_entropy(logits[..., 1].float(), end, ignore_index=seq, reduction=reduction)
     return (s + e) / 2

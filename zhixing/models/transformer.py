@@ -16,7 +16,7 @@ from torch import nn
 from zhixing.config import ModelConfig
 from zhixing.models.base import Model, ModelOutput, check_length
 from zhixing.models.heads import IGNORE, LMHead, lm_loss
-from zhixing.nn.attention import KVCache, build_mask
+from zhixing.nn.attention import Cache, build_mask
 from zhixing.nn.layers import Block, make_norm
 from zhixing.nn.position import sinusoidal_table
 
@@ -30,6 +30,8 @@ def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tenso
 
 
 class Transformer(Model):
+    arch = "transformer"
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
@@ -49,8 +51,9 @@ class Transformer(Model):
         std = cfg.dim**-0.5 if cfg.embed_scale else cfg.initializer_range
         nn.init.normal_(self.tok_embed.weight, std=std)
 
-    def new_cache(self, max_len: int | None = None) -> KVCache:
-        return KVCache(self.config.num_layers, max_len)
+    def new_cache(self, max_len: int | None = None) -> Cache:
+        """The decoder's cache: a self-attention and a cross-attention slot per layer."""
+        return Cache(self.config.num_layers, max_len, cross=True)
 
     def embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
         check_length(offset + ids.size(1), self.config.max_seq_len)
@@ -72,7 +75,7 @@ class Transformer(Model):
     def forward(
         self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None, memory: torch.Tensor | None = None, cache: KVCache | None = None,
+        labels: torch.Tensor | None = None, memory: torch.Tensor | None = None, cache: Cache | None = None,
         output_attentions: bool = False, output_hidden_states: bool = False, last_only: bool = False,
     ) -> ModelOutput:
         """Source input_ids/attention_mask (batch, src); target decoder_input_ids (batch, tgt).
@@ -98,9 +101,11 @@ class Transformer(Model):
         self_mask, causal = build_mask(decoder_attention_mask, t, past + t, causal=True)
         memory_mask, _ = build_mask(attention_mask, t, memory.size(1), causal=False)
         attentions, cross, hidden = list(enc_attn or []), [], [y]
+        at = cache.write_at if cache is not None else 0
         for i, layer in enumerate(self.decoder):
-            y, w, cw = layer(y, self_mask, causal=causal, cache=cache, layer=i, memory=memory,
-                             memory_mask=memory_mask, need_weights=output_attentions)
+            kv, cross_kv = (cache.layers[i], cache.cross[i]) if cache is not None else (None, None)
+            y, w, cw = layer(y, self_mask, causal=causal, cache=kv, at=at, cross_cache=cross_kv,
+                             memory=memory, memory_mask=memory_mask, need_weights=output_attentions)
             attentions.append(w)
             cross.append(cw)
             hidden.append(y)

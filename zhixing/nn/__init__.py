@@ -2,6 +2,7 @@
 
 from zhixing.nn.attention import (
     Attention,
+    Cache,
     KVCache,
     Packing,
     attention_reference,
@@ -12,7 +13,7 @@ from zhixing.nn.layers import Block, FeedForward, RMSNorm, make_norm
 from zhixing.nn.position import RotaryEmbedding, apply_rotary, sinusoidal_table
 
 __all__ = [
-    "Attention", "KVCache", "Packing", "attention_reference", "build_mask", "scaled_dot_product",
+    "Attention", "Cache", "KVCache", "Packing", "attention_reference", "build_mask", "scaled_dot_product",
     "Block", "FeedForward", "RMSNorm", "make_norm",
     "RotaryEmbedding", "apply_rotary", "sinusoidal_table",
 ]

@@ -124,69 +124,92 @@ class Packing:
 
 
 class KVCache:
-    """Keys and values of past positions, per layer, so decoding computes each token once.
+    """Keys and values of the past positions of ONE attention layer, so decoding computes each token once.
 
     With `max_len` the buffers are allocated once at that size (no per-step growth); without it they
-    grow by doubling. `length` counts the positions stored; the model advances it after a forward.
-    Cross-attention keys/values of an encoder–decoder are computed once and kept in `cross`.
+    grow by doubling. `update(k, v, at)` writes the new positions and returns every key/value the new
+    queries may see:
 
-    Static mode (for CUDA graphs, which replay fixed shapes and addresses): once the buffers exist, set
-    `positions` to a LongTensor of write positions; `update` then writes there and returns the whole
-    preallocated buffers, and the caller's attention mask (covering all `max_len` slots) hides the
-    slots not yet written. `length` is not meaningful in this mode.
+    - `at` an int (the number of positions already stored): writes positions at..at+t-1 and returns
+      the first at+t positions;
+    - `at` a LongTensor of write positions (static shapes, what a CUDA graph replays): writes there
+      and returns the whole preallocated buffers; the caller's attention mask hides unwritten slots.
+
+    A cross-attention layer's cache holds the encoder's keys/values (`k`, `v`), computed once.
     """
 
-    def __init__(self, num_layers: int, max_len: int | None = None):
-        self.num_layers = num_layers
+    def __init__(self, max_len: int | None = None):
+        self.max_len = max_len
+        self.k: torch.Tensor | None = None  # (batch, kv_heads, capacity, head_dim)
+        self.v: torch.Tensor | None = None
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, at: int | torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (batch, kv_heads, t, d) at `at`; return the keys/values visible to the queries."""
+        if isinstance(at, torch.Tensor):
+            if self.k is None:
+                raise ValueError("static KV cache: fill the buffers (a prefill) before writing at positions")
+            self.k.index_copy_(2, at, k)
+            self.v.index_copy_(2, at, v)
+            return self.k, self.v
+        end = at + k.size(2)
+        if self.k is None or end > self.k.size(2):
+            if self.max_len is not None and end > self.max_len:
+                raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
+            capacity = self.max_len or max(end, 2 * (self.k.size(2) if self.k is not None else 0), 16)
+            shape = (k.size(0), k.size(1), capacity, k.size(3))
+            # zeros, not empty: a static cache attends over unwritten slots (masked, weight 0), and
+            # 0 * garbage would still be NaN when the garbage is NaN or inf
+            new_k, new_v = k.new_zeros(shape), v.new_zeros(shape)
+            if self.k is not None:
+                new_k[:, :, :at] = self.k[:, :, :at]
+                new_v[:, :, :at] = self.v[:, :, :at]
+            self.k, self.v = new_k, new_v
+        self.k[:, :, at:end] = k
+        self.v[:, :, at:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search): row i becomes old row index[i]."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+class Cache:
+    """A model's decoding state: one `KVCache` per self-attention layer (and per cross-attention layer
+    of an encoder–decoder), and how many positions they hold.
+
+    The model hands layer i its own `layers[i]` and the write position `write_at`: `length` (dynamic),
+    or the LongTensor `positions` when a generation engine switched the cache to static shapes.
+    """
+
+    def __init__(self, num_layers: int, max_len: int | None = None, cross: bool = False):
         self.max_len = max_len
         self.length = 0
         self.positions: torch.Tensor | None = None
-        self.k: list[torch.Tensor | None] = [None] * num_layers
-        self.v: list[torch.Tensor | None] = [None] * num_layers
-        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self.layers = [KVCache(max_len) for _ in range(num_layers)]
+        self.cross = [KVCache() for _ in range(num_layers)] if cross else None
 
     @property
     def static(self) -> bool:
         return self.positions is not None
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (batch, kv_heads, t, d) after the past; return all keys/values so far."""
-        if self.positions is not None:
-            if self.k[layer] is None:
-                raise ValueError("static KV cache: fill the buffers (a prefill) before setting positions")
-            self.k[layer].index_copy_(2, self.positions, k)
-            self.v[layer].index_copy_(2, self.positions, v)
-            return self.k[layer], self.v[layer]
-        start, end = self.length, self.length + k.size(2)
-        buf_k = self.k[layer]
-        if buf_k is None or end > buf_k.size(2):
-            if self.max_len is not None and end > self.max_len:
-                raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
-            capacity = self.max_len or max(end, 2 * (buf_k.size(2) if buf_k is not None else 0), 16)
-            shape = (k.size(0), k.size(1), capacity, k.size(3))
-            # zeros, not empty: a static cache attends over unwritten slots (masked, weight 0), and
-            # 0 * garbage would still be NaN when the garbage is NaN or inf
-            new_k, new_v = k.new_zeros(shape), v.new_zeros(shape)
-            if buf_k is not None:
-                new_k[:, :, :start] = buf_k[:, :, :start]
-                new_v[:, :, :start] = self.v[layer][:, :, :start]
-            self.k[layer], self.v[layer] = new_k, new_v
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+    @property
+    def write_at(self) -> int | torch.Tensor:
+        return self.positions if self.positions is not None else self.length
+
+    def key_length(self, t: int) -> int:
+        """Keys the t new queries attend over: all max_len slots when static, else past + t."""
+        return self.max_len if self.static else self.length + t
 
     def advance(self, t: int) -> None:
         self.length += t
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search): row i becomes old row index[i]."""
-        for i in range(self.num_layers):
-            if self.k[i] is not None:
-                self.k[i] = self.k[i].index_select(0, index)
-                self.v[i] = self.v[i].index_select(0, index)
-            if self.cross[i] is not None:
-                ck, cv = self.cross[i]
-                self.cross[i] = (ck.index_select(0, index), cv.index_select(0, index))
+    def reorder(self, index: torch.Tensor, cross: bool = True) -> None:
+        """Select batch rows (beam search) in every layer; cross=False leaves the cross-attention keys
+        (the same for every beam of one source) as they are."""
+        for c in self.layers + (self.cross or [] if cross else []):
+            c.reorder(index)
 
 
 class Attention(nn.Module):
@@ -217,11 +240,14 @@ class Attention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None, layer: int = 0,
-        memory: torch.Tensor | None = None, need_weights: bool = False, packing: Packing | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None,
+        at: int | torch.Tensor = 0, memory: torch.Tensor | None = None, need_weights: bool = False,
+        packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (batch, seq, dim) -> (batch, seq, dim), and the weights (batch, heads, seq, k_len) if asked.
 
+        cache: this layer's KVCache; self-attention writes the new keys/values at `at` (see KVCache),
+        cross-attention computes the encoder's keys/values once and keeps them there.
         With `packing` (self-attention only), x is (n_real, dim) and so is the output.
         """
         if packing is not None and (self.cross or cache is not None):
@@ -230,14 +256,14 @@ class Attention(nn.Module):
         if self.cross:
             b, t, _ = x.shape
             q = self.q(x).view(b, t, h, d).transpose(1, 2)
-            if cache is not None and cache.cross[layer] is not None:
-                k, v = cache.cross[layer]
+            if cache is not None and cache.k is not None:
+                k, v = cache.k, cache.v
             else:
                 if memory is None:
                     raise ValueError("cross-attention needs the encoder output `memory`")
                 k, v = self.kv(memory).view(b, -1, 2, kvh, d).permute(2, 0, 3, 1, 4)  # 2 x (b, kvh, s, d)
                 if cache is not None:
-                    cache.cross[layer] = (k, v)
+                    cache.k, cache.v = k, v
         else:
             qkv = self.qkv(x)
             if packing is not None:
@@ -247,7 +273,7 @@ class Attention(nn.Module):
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
-                k, v = cache.update(layer, k, v)
+                k, v = cache.update(k, v, at)
         out, weights = self._attend(q, k, v, mask, causal, need_weights)
         out = out.transpose(1, 2).reshape(b, t, h * d)  # concatenate the heads
         if packing is not None:

@@ -82,28 +82,31 @@ class Block(nn.Module):
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None, layer: int = 0,
-        memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
-        need_weights: bool = False, packing: Packing | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None,
+        at: int | torch.Tensor = 0, cross_cache: KVCache | None = None, memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None, need_weights: bool = False, packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x: (batch, seq, dim) -> (x, self-attention weights, cross-attention weights).
 
+        cache / cross_cache: this layer's KV caches (self- and cross-attention), `at` the write position.
         With `packing`, x is the (n_real, dim) real tokens (see `Packing`); no cross-attention then.
         """
-        kw = dict(cache=cache, layer=layer, need_weights=need_weights)
+        self_kw = dict(causal=causal, rope=rope, packing=packing, cache=cache, at=at,
+                       need_weights=need_weights)
+        cross_kw = dict(memory=memory, cache=cross_cache, need_weights=need_weights)
         cross_w = None
         if self.pre_norm:
-            a, w = self.attn(self.attn_norm(x), mask, causal=causal, rope=rope, packing=packing, **kw)
+            a, w = self.attn(self.attn_norm(x), mask, **self_kw)
             x = x + self.drop(a)
             if self.cross_attn is not None:
-                c, cross_w = self.cross_attn(self.cross_norm(x), memory_mask, memory=memory, **kw)
+                c, cross_w = self.cross_attn(self.cross_norm(x), memory_mask, **cross_kw)
                 x = x + self.drop(c)
             x = x + self.drop(self.ffn(self.ffn_norm(x)))
         else:
-            a, w = self.attn(x, mask, causal=causal, rope=rope, packing=packing, **kw)
+            a, w = self.attn(x, mask, **self_kw)
             x = self.attn_norm(x + self.drop(a))
             if self.cross_attn is not None:
-                c, cross_w = self.cross_attn(x, memory_mask, memory=memory, **kw)
+                c, cross_w = self.cross_attn(x, memory_mask, **cross_kw)
                 x = self.cross_norm(x + self.drop(c))
             x = self.ffn_norm(x + self.drop(self.ffn(x)))
         return x, w, cross_w

@@ -3,14 +3,15 @@
 The loop (zhixing.train.Trainer) knows no model family and no loss. For each optimizer step it asks
 the objective, per micro-batch i and loss part p (e.g. MLM and NSP are two parts):
 
-    n_{p,i} = objective.targets(batch)[p]          counted on the CPU batch, before the copy to the device
-    ℓ_{p,i} = objective.losses(model, batch)[p]    the mean loss over those n_{p,i} targets
+    n_{p,i} = objective.targets(batch)[p]          the target mass (e.g. labelled tokens), counted on
+                                                   the CPU batch before the copy to the device
+    S_{p,i} = objective.losses(model, batch)[p]    the summed loss over those targets
 
-and trains on  L = Σ_p Σ_i ℓ_{p,i} · n_{p,i} / N_p,  N_p = Σ_i n_{p,i} over all micro-batches and ranks,
-which is one mean over all targets of the step: an accumulated or data-parallel step equals the large
-batch step (see zhixing/train/loop.py). A part with no target in a micro-batch returns a zero that is
-still connected to the graph (e.g. `logits.sum() * 0`), so data-parallel training sees every
-parameter used.
+and trains on  L = Σ_p Σ_i S_{p,i} / N_p,  N_p = Σ_i n_{p,i} over all micro-batches and ranks: one mean
+over all targets of the step, so an accumulated or data-parallel step equals the large-batch step (see
+zhixing/train/loop.py). A part without targets in a micro-batch sums to a zero that is still part of
+the graph (a sum over nothing), so data-parallel training sees every parameter used. The target mass
+need not be a count: a class-weighted loss gives Σ_i w_{y_i}, so the step is the weighted mean.
 
 Evaluation: the loop sums `eval_sums(model, batch)` (float64 sums, e.g. Σ loss·n and n) over its
 validation batches and all ranks and hands the totals to `eval_metrics`. A task objective that scores
@@ -54,24 +55,23 @@ class Objective:
     def check(self, model: nn.Module) -> None:
         """Raise ConfigError when the model cannot be trained with this objective (wrong head, ...)."""
 
-    def targets(self, batch: Batch) -> tuple[int, ...]:
-        """Targets per loss part in a CPU batch: what each part's mean is taken over."""
+    def targets(self, batch: Batch) -> tuple[float, ...]:
+        """Target mass per loss part in a batch (the count of labelled tokens, examples, ...): what the
+        step's mean of each part is taken over. Called on the CPU batch, so it costs no device sync."""
         raise NotImplementedError
 
     def losses(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, ...]:
-        """Per loss part, the mean loss over this batch's targets of that part (a graph-connected zero
-        when it has none)."""
+        """Per loss part, the loss summed over this batch's targets of that part (0 when it has none)."""
         raise NotImplementedError
 
     # -- evaluation ----------------------------------------------------------------------------------
 
     def eval_sums(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """float64 sums over one validation batch (on the device); default [Σ loss · n, n] of the first
-        part."""
+        """float64 sums over one validation batch (on the device); default [Σ loss, n] of the first part."""
         (n, *_) = self.targets(batch)
         (loss, *_) = self.losses(model, batch)
-        total = loss.detach().double() * n if n else torch.zeros((), dtype=torch.float64, device=loss.device)
-        return torch.stack([total, torch.tensor(float(n), dtype=torch.float64, device=loss.device)])
+        return torch.stack([loss.detach().double(), torch.tensor(float(n), dtype=torch.float64,
+                                                                 device=loss.device)])
 
     def eval_metrics(self, sums: list[float]) -> dict[str, float]:
         """Metrics from the `eval_sums` totals over all batches and ranks; default loss and perplexity."""

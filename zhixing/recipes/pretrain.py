@@ -10,13 +10,14 @@ prepares the data while the other ranks wait at a barrier.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from zhixing.config import ConfigError, ModelConfig
+from zhixing.config import ModelConfig
+from zhixing.errors import ConfigError
+from zhixing.io import RunDir, staged_dir
+from zhixing.objectives import Objective, build_objective
 from zhixing.train import distributed as D
 from zhixing.train.config import Recipe
 
@@ -51,11 +52,8 @@ def prepare_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool = True):
     if info.is_main and not Tokenizer.can_load(tok_dir):
         tok = Tokenizer.train(read_documents(d.corpus), kind=d.tokenizer_kind, vocab_size=d.vocab_size,
                               chinese_words=d.chinese_words, show_progress=progress)
-        tmp = tok_dir.with_name(".tmp-tokenizer")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tok.save(tmp)
-        tok_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, tok_dir)  # other ranks (and later runs) see a whole tokenizer or none
+        with staged_dir(tok_dir) as tmp:  # other ranks (and later runs) see a whole tokenizer or none
+            tok.save(tmp)
     D.barrier(info)
     return Tokenizer.load(tok_dir)
 
@@ -110,6 +108,11 @@ def build_loaders(recipe: Recipe, shards_dir: Path, tokenizer: Any, info: D.Dist
             MLMLoader(val, tokenizer, seed=t.seed, **common, **mlm))
 
 
+def objective_for(recipe: Recipe) -> Objective:
+    """The training objective the recipe's data section names (data.objective, data.nsp)."""
+    return build_objective(recipe.data.objective, nsp=recipe.data.nsp)
+
+
 def model_config_for(recipe: Recipe, tokenizer: Any) -> ModelConfig:
     """The recipe's model with the tokenizer's vocabulary size and special-token ids filled in."""
     config = recipe.model_config(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id,
@@ -138,8 +141,8 @@ def run_recipe(recipe: Recipe, *, progress: bool | None = None) -> dict[str, Any
         train_loader, val_loader = build_loaders(recipe, shards, tokenizer, info)
         torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
         model = build_model(config)
-        trainer = Trainer(model, recipe.train, train_loader, val_loader, run_dir=recipe.run_dir,
-                          tokenizer=tokenizer, recipe=recipe, dist=info)
-        return trainer.fit()
+        run = RunDir(recipe.run_dir, tokenizer=tokenizer, config=recipe.to_dict())
+        return Trainer(model, objective_for(recipe), recipe.train, train_loader, val_loader, run,
+                       dist=info).fit()
     finally:
         D.teardown()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from zhixing.device import pick_device
 from zhixing.io import RunDir
 from zhixing.train import distributed as D
 from zhixing.train.config import Recipe, recipes_dir
@@ -66,7 +67,13 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
 
     from zhixing.data import TokenShards
     from zhixing.models import build_model
-    from zhixing.recipes.pretrain import build_loaders, model_config_for, prepare_data, prepare_tokenizer
+    from zhixing.recipes.pretrain import (
+        build_loaders,
+        model_config_for,
+        objective_for,
+        prepare_data,
+        prepare_tokenizer,
+    )
     from zhixing.train.loop import Trainer
 
     console = Console()
@@ -75,7 +82,7 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
     recipe = Recipe.load(recipes_dir() / f"{RECIPE}.yaml",
                          [f"name={name}", f"train.device={device}", "train.overwrite=true",
                           f"train.progress={str(progress).lower()}"])
-    info = D.DistInfo(device=D.pick_device(device, field="--device"))
+    info = D.DistInfo(device=pick_device(device, field="--device"))
     d = recipe.data
     console.rule("[bold]知行 zhixing quickstart")
     console.print(f"Pretraining a small GPT on People's Daily (Jan 1998) — recipe configs/{RECIPE}.yaml, "
@@ -114,8 +121,8 @@ def run_quickstart(minutes: float = 5.0, name: str = "quickstart", device: str =
                   f"{sec * 1e3:.0f} ms per step here -> {steps} steps of "
                   f"{recipe.train.batch_size}x{d.block_size} tokens (run: runs/{name})")
     t = time.perf_counter()
-    trainer = Trainer(model, recipe.train, train_loader, val_loader, run_dir=recipe.run_dir,
-                      tokenizer=tokenizer, recipe=recipe, dist=info)
+    run = RunDir(recipe.run_dir, tokenizer=tokenizer, config=recipe.to_dict())
+    trainer = Trainer(model, objective_for(recipe), recipe.train, train_loader, val_loader, run, dist=info)
     summary = trainer.fit()
     timings["train_s"] = time.perf_counter() - t
 

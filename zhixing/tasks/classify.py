@@ -6,15 +6,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zhixing.tasks.base import Task, WeightedConfig
 from zhixing.tasks.data import DataError, TextExample, forward_all, read_table
 from zhixing.tasks.metrics import classification_metrics
 
-HEAD = "seq_cls"
-METRIC = "accuracy"
+
+@dataclass
+class ClassifyConfig(WeightedConfig):
+    """Settings of `zhixing finetune --task classify`."""
+
+    text_column: str = ""  # column with the text ("" = sentence/text/review/... whichever exists)
+    pair_column: str = ""  # column with the second text of a pair ("" = none / sentence2)
+    label_column: str = "label"  # column with the label
 
 
 def read(path: str, cfg: Any, labeled: bool = True) -> list[TextExample]:
@@ -100,5 +108,19 @@ def check_labels(examples: Sequence[TextExample], names: Sequence[str], source: 
                         f"{', '.join(map(repr, names))}. Fix the labels or add examples of them to training")
 
 
+def encode_train(examples: Sequence[TextExample], tokenizer: Any, cfg: Any, names: Sequence[str]
+                 ) -> list[dict[str, Any]]:
+    return encode(examples, tokenizer, cfg.max_seq_len, names)
+
+
+def inputs(items: Sequence[Any]) -> list[TextExample]:
+    """Texts, or (text, pair) tuples, as unlabelled examples."""
+    return [TextExample(*x, None) if isinstance(x, tuple) else TextExample(str(x), None, None) for x in items]
+
+
+TASK = Task(name="classify", head="seq_cls", metric="accuracy", config=ClassifyConfig, read=read,
+            encode_train=encode_train, evaluate=evaluate, predict=predict, inputs=inputs,
+            label_names=label_names, check_labels=check_labels, class_weights=class_weights)
+
 __all__ = ["read", "label_names", "encode", "evaluate", "predict", "probabilities", "class_weights",
-           "check_labels", "HEAD", "METRIC"]
+           "check_labels", "ClassifyConfig", "TASK"]

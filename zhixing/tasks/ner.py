@@ -12,17 +12,28 @@ from __future__ import annotations
 
 import bisect
 import re
+import typing
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zhixing.tasks.base import Task, WeightedConfig
 from zhixing.tasks.data import DataError, TaggedSentence, forward_all, read_tagged
 from zhixing.tasks.metrics import convert_tags, entity_scores, get_entities
 
-HEAD = "token_cls"
-METRIC = "f1"
+
+@dataclass
+class NerConfig(WeightedConfig):
+    """Settings of `zhixing finetune --task ner`."""
+
+    scheme: typing.Literal["iob1", "iob2", "bioes"] = "iob2"  # tag scheme the model is trained in
+    token_column: int = 0  # column of the token in CoNLL files
+    tag_column: int = -1  # column of the tag (last by default)
+
+
 # Words of raw text for prediction: a CJK character each, runs of letters/digits, single other symbols.
 _WORDS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+|\S", re.UNICODE)
 
@@ -197,3 +208,12 @@ def warn_dropped(sents: Sequence[TaggedSentence], feats: Sequence[dict[str, Any]
         warnings.warn(f"{words - labelled} of {words} words produced no sub-token (or were cut from a "
                       "window) "
                       "and take no part in training", stacklevel=2)
+
+
+def inputs(items: Sequence[Any]) -> list[str]:
+    return [str(x) for x in items]
+
+
+TASK = Task(name="ner", head="token_cls", metric="f1", config=NerConfig, read=read, prepare=prepare,
+            encode_train=encode_train, evaluate=evaluate, predict=predict, inputs=inputs,
+            label_names=label_names, check_labels=check_labels, class_weights=class_weights)

@@ -15,16 +15,29 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zhixing.tasks.base import FinetuneConfig, Task
 from zhixing.tasks.data import DataError, QAExample, forward_all, read_squad
 from zhixing.tasks.metrics import qa_scores
 
-HEAD = "qa"
-METRIC = "f1"
+
+@dataclass
+class QAConfig(FinetuneConfig):
+    """Settings of `zhixing finetune --task qa`."""
+
+    doc_stride: int = 128  # tokens between the starts of two windows over a long context
+    max_query_len: int = 64  # question tokens kept
+    max_answer_len: int = 30  # longest answer span considered (tokens)
+    n_best: int = 20  # start/end candidates per window in span decoding
+    qa_metric: typing.Literal["auto", "squad", "cmrc"] = "auto"  # auto: cmrc when contexts are Chinese
+
+
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -165,5 +178,21 @@ def encode_train(examples: Sequence[QAExample], tokenizer: Any, cfg: Any, labels
     return encode(examples, tokenizer, cfg, train=True)
 
 
-def label_names(examples: Sequence[QAExample]) -> None:
-    return None
+def inputs(items: Sequence[Any]) -> list[tuple[str, str]]:
+    """{"question", "context"} dicts or (question, context) pairs."""
+    pairs = []
+    for x in items:
+        if isinstance(x, dict):
+            if "question" not in x or "context" not in x:
+                raise DataError(f"a QA input needs 'question' and 'context', got keys {sorted(x)}")
+            pairs.append((str(x["question"]), str(x["context"])))
+        elif isinstance(x, (tuple, list)) and len(x) == 2:
+            pairs.append((str(x[0]), str(x[1])))
+        else:
+            raise DataError(f"a QA input is a {{'question', 'context'}} object or a (question, context) "
+                            f"pair, got {type(x).__name__}")
+    return pairs
+
+
+TASK = Task(name="qa", head="qa", metric="f1", config=QAConfig, read=read, encode_train=encode_train,
+            evaluate=evaluate, predict=predict, inputs=inputs, objective="span")

@@ -96,19 +96,19 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
-def wrap(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
+def wrap(model: nn.Module, strategy: str, info: DistInfo, blocks: Any = ()) -> nn.Module:
     """DDP or FSDP around `model` (already on info.device); the model itself when not distributed.
 
-    FSDP (fully_shard, "FSDP2"): each Transformer block becomes one shard unit, so only one block's
-    full parameters exist at a time during forward/backward; the root call shards the rest
-    (embeddings, head). Use it when model + optimizer state do not fit one device.
+    FSDP (fully_shard, "FSDP2"): each of `blocks` (the Transformer layers) becomes one shard unit, so
+    only one block's full parameters exist at a time during forward/backward; the root call shards the
+    rest (embeddings, head). Use it when model + optimizer state do not fit one device.
     """
     if not info.enabled:
         return model
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in getattr(model, "layers", []):
+        for block in blocks:
             fully_shard(block)
         fully_shard(model)
         return model

@@ -1,14 +1,16 @@
-"""The one training loop: every recipe (GPT, BERT MLM/NSP, one CPU or N GPUs) runs through `Trainer.fit`.
+"""The one training loop: every run (GPT or BERT pretraining, fine-tuning, one CPU or N GPUs) goes through
+`Trainer.fit`. It knows no model family and no loss: the `Objective` (zhixing.objectives) says what a
+batch's targets are, computes their summed losses and scores an evaluation.
 
-One optimizer step, with A micro-batches per step on each of W ranks:
+One optimizer step, with A micro-batches per step on each of W ranks, for each loss part p:
 
-    L = Σ_r Σ_i Σ_{t ∈ targets(r,i)} ℓ_t / N,      N = Σ_r Σ_i |targets(r,i)|       (one mean over tokens)
+    L = Σ_p Σ_r Σ_i S_{p,r,i} / N_p,      N_p = Σ_r Σ_i n_{p,r,i}          (one mean over all targets)
 
-The model returns the mean loss over its micro-batch's n_i labelled tokens, so micro-batch i is weighted
-by n_i / N. Weighting every micro-batch equally (the usual `loss / accum_steps`) would give tokens in
-short or sparsely-masked micro-batches more weight than the same tokens in one large batch; with this
-weighting an accumulated or data-parallel step is the large-batch step. DDP and FSDP average gradients
-over ranks, so each rank's loss is multiplied by W to cancel that.
+S_{p,r,i} is the loss of part p summed over micro-batch i's n_{p,r,i} targets on rank r. Weighting every
+micro-batch equally (the usual `loss / accum_steps`) would give targets in short or sparsely-masked
+micro-batches more weight than the same targets in one large batch; with this weighting an accumulated
+or data-parallel step is the large-batch step. DDP and FSDP average gradients over ranks, so each
+rank's loss is multiplied by W to cancel that.
 
 The host never waits for the device except every `log_interval` steps (loss read-back), at evaluation
 and at checkpoints: target counts are taken on the CPU batch before it is copied over.
@@ -29,21 +31,14 @@ import torch
 import yaml
 from torch import nn
 
-from zhixing.config import ConfigError, atomic_write_text
-from zhixing.errors import CheckpointError, TrainingError
-from zhixing.io import RunDir
+from zhixing.errors import CheckpointError, ConfigError, TrainingError
+from zhixing.io import RunDir, atomic_write_json, atomic_write_text
 from zhixing.models.base import Model
-from zhixing.models.heads import IGNORE, classification_loss
+from zhixing.objectives.base import Batch, Objective
 from zhixing.train import checkpoint as ckpt
 from zhixing.train import distributed as D
-from zhixing.train.config import Recipe, TrainConfig
-from zhixing.train.logging import (
-    RunLogger,
-    Throughput,
-    flops_per_token,
-    peak_flops,
-    plot_curves,
-)
+from zhixing.train.config import TrainConfig
+from zhixing.train.logging import RunLogger, Throughput, flops_per_token, peak_flops, plot_curves
 from zhixing.train.schedule import lr_at
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -80,55 +75,50 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
 
 
-def count_targets(batch: dict[str, torch.Tensor], causal: bool) -> int:
-    """Labelled tokens in a (CPU) batch; causal models predict labels[:, 1:] (the shift is inside GPT)."""
-    labels = batch.get("labels")
-    if labels is None:
-        return 0
-    if causal:
-        labels = labels[:, 1:]
-    return int((labels != IGNORE).sum())
+class ObjectiveModule(nn.Module):
+    """The model and its objective as one module: what DDP, FSDP and torch.compile wrap. Every forward
+    of a training or evaluation step runs through it, so the objective may call any part of the model
+    (not only `forward`) and the wrappers still see (and synchronise) all of it."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Batch, evaluate: bool = False):
+        if evaluate:
+            return self.objective.eval_sums(self.model, batch)
+        return self.objective.losses(self.model, batch)
 
 
 class Trainer:
-    """Train `model` on `train_data`, evaluating on `val_data`, writing the run to `run_dir` (or nowhere).
+    """Train `model` with `objective` on `train_data`, evaluating on `val_data`, writing the run to `run`.
 
-    train_data: an infinite iterable of dict batches with `state_dict()` / `load_state_dict()`
-    (zhixing.data's CLMLoader / MLMLoader); val_data: anything with `eval_batches(n)`.
+    train_data: an infinite iterable of dict batches with `state_dict()` / `load_state_dict()` (exact
+    resume; zhixing.data's loaders, zhixing.tasks' TaskLoader); val_data: anything with
+    `eval_batches(n)`, or None (the objective may evaluate a dev set of its own: `objective.evaluate`).
+    run: a RunDir (or a path) that receives config.yaml, metrics, checkpoints, best/ and summary.json
+    (its `tokenizer` is saved with every model, its `config` and `records` when the run starts), or None
+    to write nothing. lr_scale(name): a parameter's share of the learning rate (layer-wise decay).
     After `fit()`, `history` holds every logged record (train and eval) of this process.
-
-    Hooks for fine-tuning (zhixing.tasks), all optional: `evaluator(model) -> metrics` replaces the
-    loss-based evaluation (task metrics such as accuracy or F1 on the whole dev set); `best_metric` /
-    `greater_is_better` name the metric that selects best/ and drives early stopping; `loss_fn(output,
-    batch) -> loss` replaces the model's own loss (e.g. class-weighted cross-entropy); `lr_scale(name)`
-    scales a parameter's learning rate (layer-wise decay), see `build_optimizer`.
     """
 
-    def __init__(self, model: Model, config: TrainConfig, train_data: Any, val_data: Any = None, *,
-                 run_dir: str | Path | None = None, tokenizer: Any = None, recipe: Recipe | None = None,
-                 dist: D.DistInfo | None = None,
-                 evaluator: Callable[[nn.Module], dict[str, float]] | None = None,
-                 best_metric: str = "val_loss", greater_is_better: bool = False,
-                 loss_fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor] | None = None,
-                 lr_scale: Callable[[str], float] | None = None):
-        self.raw = model
-        self.cfg = config
-        self.train_data = train_data
-        self.val_data = val_data
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.tokenizer = tokenizer
-        self.recipe = recipe
+    def __init__(self, model: Model, objective: Objective, config: TrainConfig, train_data: Any,
+                 val_data: Any = None, run: RunDir | str | Path | None = None, *,
+                 dist: D.DistInfo | None = None, lr_scale: Callable[[str], float] | None = None):
+        objective.check(model)
+        self.raw, self.objective, self.cfg = model, objective, config
+        self.train_data, self.val_data = train_data, val_data
+        self.run = run if isinstance(run, RunDir) or run is None else RunDir(run)
+        self.lr_scale = lr_scale
         self.dist = dist or D.setup(config.device)
         self.device = self.dist.device
         self.dtype = resolve_dtype(config.dtype, self.device)
-        self.causal = model.config.arch == "gpt"
-        # BERT's MLM head runs only on the masked positions (logits (n_masked, vocab)): the same loss
-        # and accuracy for ~1/0.15 less head work.
-        self.sparse_mlm = model.config.arch == "bert" and model.config.head in ("mlm", "pretraining")
+        self.evaluates = val_data is not None or type(objective).evaluate is not Objective.evaluate
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.tokens = 0
-        self.best_val = math.inf
+        self.best_value: float | None = None  # the best value of objective.metric so far
         self.best_step = -1
         self.bad_evals = 0
         self.train_time = 0.0  # seconds of training over all sessions of this run
@@ -136,40 +126,44 @@ class Trainer:
         self._stop_signal: int | None = None
         self._last_eval: dict[str, Any] = {}
         self._last_saved = -1
-        self.evaluator, self.loss_fn, self.lr_scale = evaluator, loss_fn, lr_scale
-        self.best_metric, self.greater_is_better = best_metric, greater_is_better
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.path if self.run is not None else None
 
     # -- setup -------------------------------------------------------------------------------------------
 
     def _prepare_run_dir(self) -> tuple[dict, dict, dict] | None:
         """Check the run directory against resume/overwrite; load the checkpoint to resume from, if any."""
-        cfg, run = self.cfg, self.run_dir
+        cfg, run = self.cfg, self.run
         if run is None:
             if cfg.resume:
                 raise ConfigError("train.resume=true needs a run directory to resume from")
             return None
-        existing = RunDir(run).latest_checkpoint()
+        existing = run.latest_checkpoint()
         if cfg.resume:
             if existing is None:
                 if self.dist.is_main:
-                    print(f"train.resume=true but {run}/checkpoints holds none; starting from step 0",
+                    print(f"train.resume=true but {run.checkpoints_dir} holds none; starting from step 0",
                           flush=True)
                 return None
             return ckpt.load_checkpoint(existing, self.raw.config)
         if existing is not None and not cfg.overwrite:
             raise TrainingError(
-                f"{run} already holds {existing.relative_to(run)}; to continue it pass train.resume=true, to "
-                "start it again pass train.overwrite=true, or choose another name=..."
+                f"{run.path} already holds {existing.relative_to(run.path)}; to continue it pass "
+                "train.resume=true, to start it again pass train.overwrite=true, or choose another name=..."
             )
         return None
 
-    def _write_config(self) -> None:
-        path = self.run_dir / "config.yaml"
-        if self.recipe is not None:
-            self.recipe.save(path)
-        else:
-            doc = {"model": self.raw.config.to_dict(), "train": self.cfg.to_dict()}
-            atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    def _write_records(self) -> None:
+        """config.yaml (the run's configuration: the recipe, or the model and loop settings) and the
+        run's other records (task.json), written once every check has passed."""
+        run = self.run
+        doc = run.config if run.config is not None else {"model": self.raw.config.to_dict(),
+                                                          "train": self.cfg.to_dict()}
+        atomic_write_text(run.config_file, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        for name, record in run.records.items():
+            atomic_write_json(run.path / name, record)
 
     def _setup(self) -> dict | None:
         cfg, info = self.cfg, self.dist
@@ -184,7 +178,7 @@ class Trainer:
         loaded = self._prepare_run_dir()  # raises before anything is written if the checkpoint is bad
         state = None
         if loaded is not None:
-            model_state, self._optim_state, state = loaded
+            model_state, optim_state, state = loaded
             if state.get("world_size", 1) != info.world_size:
                 raise CheckpointError(
                     f"the checkpoint was written by {state.get('world_size', 1)} process(es) and this run "
@@ -196,30 +190,31 @@ class Trainer:
         self.raw.train()
         # Names saved to safetensors: tied tensors once (taken before wrapping changes the modules).
         self.save_keys = list(self.raw.unique_state_dict())
-        model: nn.Module = self.raw
+        module: nn.Module = ObjectiveModule(self.raw, self.objective)
         strategy = "fsdp" if cfg.distributed == "fsdp" else "ddp"
+        # Under FSDP the wrapper is the root that owns the sharded state (names "model.*"); else the model.
+        self._state_owner = module if strategy == "fsdp" and info.enabled else self.raw
         if cfg.compile and strategy == "ddp":
-            model = torch.compile(model)
-        model = D.wrap(model, strategy, info)
+            module = torch.compile(module)
+        module = D.wrap(module, strategy, info, blocks=getattr(self.raw, "layers", []))
         if cfg.compile and strategy == "fsdp" and info.enabled:
-            model = torch.compile(model)
-        self.model = model
+            module = torch.compile(module)
+        self.model = module
         self.optimizer = build_optimizer(self.raw, cfg, self.device, self.lr_scale)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if loaded is not None:
-            osd = self._optim_state
-            D.load_optimizer_state(self.raw, self.optimizer, osd["optimizer"])
-            if osd.get("scaler"):
-                self.scaler.load_state_dict(osd["scaler"])
+            D.load_optimizer_state(self._state_owner, self.optimizer, optim_state["optimizer"])
+            if optim_state.get("scaler"):
+                self.scaler.load_state_dict(optim_state["scaler"])
             self.step, self.tokens = state["step"], state["tokens"]
-            self.best_val, self.best_step = state["best_val_loss"], state["best_step"]
+            self.best_value, self.best_step = _best_of(state, self.objective)
             self.bad_evals, self.train_time = state["bad_evals"], state["train_time_s"]
             self._last_saved = self.step
         return state
 
     # -- one step ----------------------------------------------------------------------------------------
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _to_device(self, batch: Batch) -> Batch:
         if self.device.type == "cuda":  # pinned host memory lets the copy overlap with compute
             return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
         return {k: v.to(self.device) for k, v in batch.items()}
@@ -229,49 +224,30 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _forward(self, batch: dict[str, torch.Tensor], loss_only: bool = True):
-        """The model's forward on a batch; NSP labels are kept out so its loss can be weighted apart.
-        The model is told what is used: BERT's MLM head always scores the labelled positions only (the
-        loss and the accuracy need no more); GPT skips the full logits unless loss_only=False."""
-        kwargs = {k: v for k, v in batch.items() if k != "next_sentence_label"}
-        if self.sparse_mlm and "labels" in kwargs:
-            kwargs["labelled_logits_only"] = True
-        if self.causal and loss_only and self.loss_fn is None and "labels" in kwargs:
-            kwargs["loss_only"] = True
-        with self._autocast():
-            return self.model(**kwargs)
-
-    def _totals(self, counts: list[tuple[int, int]]) -> tuple[Any, Any]:
-        """(N targets, N NSP pairs) over the whole step: all micro-batches on all ranks."""
-        n = sum(c[0] for c in counts)
-        s = sum(c[1] for c in counts)
+    def _totals(self, counts: list[tuple[float, ...]]) -> list[Any]:
+        """N_p: each loss part's targets over the whole step (all micro-batches on all ranks), at least 1
+        (a part with no target sums to 0, and 0 / 1 keeps it 0)."""
+        totals = [sum(c[p] for c in counts) for p in range(len(counts[0]))]
         if not self.dist.enabled:
-            return n, s
-        t = D.all_reduce_sum(torch.tensor([n, s], dtype=torch.float32, device=self.device), self.dist)
-        return t[0], t[1]  # device tensors: dividing by them needs no host sync
+            return [max(n, 1) for n in totals]
+        t = D.all_reduce_sum(torch.tensor(totals, dtype=torch.float32, device=self.device), self.dist)
+        return list(t.clamp(min=1).unbind())  # device tensors: dividing by them needs no host sync
 
-    def _train_step(self, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        counts = [(count_targets(b, self.causal),
-                   int((b["next_sentence_label"] != IGNORE).sum()) if "next_sentence_label" in b else 0)
-                  for b in batches]
-        n_total, nsp_total = self._totals(counts)
+    def _train_step(self, batches: list[Batch]) -> torch.Tensor:
+        counts = [tuple(self.objective.targets(b)) for b in batches]
+        totals = self._totals(counts)
         world = self.dist.world_size
         step_loss = torch.zeros((), device=self.device)
         last = len(batches) - 1
-        for i, (batch, (n, s)) in enumerate(zip(batches, counts)):
+        for i, batch in enumerate(batches):
             batch = self._to_device(batch)
             # Gradients are all-reduced once per step, on the last micro-batch.
             defer = self.dist.enabled and i < last and hasattr(self.model, "no_sync")
             sync = self.model.no_sync() if defer else contextlib.nullcontext()
             with sync:
-                out = self._forward(batch, loss_only=n > 0)
-                # A micro-batch without targets (possible with sparse labels) still joins the graph, so
-                # DDP sees every parameter used; its weight is zero.
-                own = self.loss_fn(out, batch) if self.loss_fn is not None and n else out.loss
-                loss = own * (n / n_total) if n else out.logits.sum() * 0.0
-                if s:
-                    nsp = classification_loss(out.nsp_logits, batch["next_sentence_label"])
-                    loss = loss + nsp * (s / nsp_total)
+                with self._autocast():
+                    sums = self.model(batch)
+                loss = sum(s / n for s, n in zip(sums, totals))
                 self.scaler.scale(loss * world).backward()
             step_loss += loss.detach()
         if self.cfg.grad_clip > 0:
@@ -286,55 +262,32 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Token-weighted val loss and perplexity; MLM and NSP accuracy for BERT pretraining (or the
-        `evaluator`'s metrics when one was given)."""
+        """The objective's metrics: its own whole-dev-set evaluation, or its `eval_metrics` of the
+        `eval_sums` summed over `eval_batches` validation batches on every rank."""
         self.model.eval()
-        if self.evaluator is not None:
-            try:
-                return dict(self.evaluator(self.model))
-            finally:
-                self.model.train()
-        # loss·n, n, correct masked predictions, nsp loss·pairs, pairs, correct nsp
-        sums = torch.zeros(6, dtype=torch.float64, device=self.device)
-        for batch in self.val_data.eval_batches(self.cfg.eval_batches):
-            n = count_targets(batch, self.causal)
-            batch = self._to_device(batch)
-            out = self._forward(batch)
-            if n:
-                sums[0] += out.loss.double() * n
-                sums[1] += n
-                if not self.causal:
-                    labels = batch["labels"]
-                    keep = labels != IGNORE
-                    pred = out.logits.argmax(-1)
-                    pred = pred if pred.dim() == 1 else pred[keep]  # sparse MLM: already the kept rows
-                    sums[2] += (pred == labels[keep]).sum()
-            if "next_sentence_label" in batch:
-                nsl = batch["next_sentence_label"]
-                sums[3] += classification_loss(out.nsp_logits, nsl).double() * nsl.numel()
-                sums[4] += nsl.numel()
-                sums[5] += (out.nsp_logits.argmax(-1) == nsl).sum()
-        D.all_reduce_sum(sums, self.dist)
-        s = sums.tolist()
-        self.model.train()
-        if s[1] == 0:
-            raise TrainingError("the validation batches hold no labelled tokens; check data.val_fraction")
-        loss = s[0] / s[1]
-        out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
-        if not self.causal:
-            out["mlm_accuracy"] = s[2] / s[1]
-        if s[4]:
-            out["nsp_loss"] = s[3] / s[4]
-            out["nsp_accuracy"] = s[5] / s[4]
-            out["val_loss"] = loss + out["nsp_loss"]  # the pretraining objective: MLM + NSP
-            out["val_ppl"] = math.exp(min(loss, 50.0))  # perplexity of the MLM part
-        return out
+        try:
+            own = self.objective.evaluate(self.raw)
+            if own is not None:
+                return {k: v for k, v in own.items() if v is not None}
+            total = None
+            for batch in self.val_data.eval_batches(self.cfg.eval_batches):
+                with self._autocast():
+                    sums = self.model(self._to_device(batch), evaluate=True)
+                total = sums if total is None else total + sums
+            if total is None:
+                raise TrainingError("the validation data yielded no batches; check data.val_fraction")
+            return self.objective.eval_metrics(D.all_reduce_sum(total, self.dist).tolist())
+        finally:
+            self.model.train()
 
     # -- checkpoints -------------------------------------------------------------------------------------
 
     def _model_state(self, with_optimizer: bool) -> tuple[dict, dict | None]:
-        msd, osd = D.full_state_dicts(self.raw, self.optimizer if with_optimizer else None)
-        # Under FSDP only rank 0 receives the gathered tensors; the others get an empty dict.
+        msd, osd = D.full_state_dicts(self._state_owner, self.optimizer if with_optimizer else None)
+        # Under FSDP only rank 0 receives the gathered tensors; the others get an empty dict. The
+        # wrapper (ObjectiveModule) names the model's tensors "model.*".
+        if self._state_owner is not self.raw:
+            msd = {k.removeprefix("model."): v for k, v in msd.items()}
         return {k: msd[k] for k in self.save_keys if k in msd}, osd
 
     def save(self) -> Path | None:
@@ -342,23 +295,23 @@ class Trainer:
         ranks = D.gather_objects({"rng": ckpt.capture_rng(), "data": self.train_data.state_dict()}, self.dist)
         model_state, optim_state = self._model_state(with_optimizer=True)
         path = None
-        if self.dist.is_main and self.run_dir is not None:
-            state = {"step": self.step, "tokens": self.tokens, "best_val_loss": self.best_val,
-                     "best_step": self.best_step, "bad_evals": self.bad_evals,
+        if self.dist.is_main and self.run is not None:
+            state = {"step": self.step, "tokens": self.tokens, "best_metric": self.objective.metric,
+                     "best_value": self.best_value, "best_step": self.best_step, "bad_evals": self.bad_evals,
                      "train_time_s": self.train_time + (time.perf_counter() - self._t0),
                      "world_size": self.dist.world_size, "ranks": ranks}
             optim = {"optimizer": optim_state, "scaler": self.scaler.state_dict() if self.scaler.is_enabled()
                      else None}
-            path = ckpt.save_checkpoint(RunDir(self.run_dir), self.step, model_state, self.raw.config, optim,
-                                        state, self.tokenizer, self.cfg.keep_last)
+            path = ckpt.save_checkpoint(self.run, self.step, model_state, self.raw.config, optim, state,
+                                        self.run.tokenizer, self.cfg.keep_last)
         D.barrier(self.dist)
         self._last_saved = self.step
         return path
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         model_state, _ = self._model_state(with_optimizer=False)
-        if self.dist.is_main and self.run_dir is not None:
-            ckpt.save_best(RunDir(self.run_dir), model_state, self.raw.config, self.tokenizer,
+        if self.dist.is_main and self.run is not None:
+            ckpt.save_best(self.run, model_state, self.raw.config, self.run.tokenizer,
                            {"step": self.step, **metrics})
         D.barrier(self.dist)
 
@@ -398,11 +351,11 @@ class Trainer:
         """Train to `max_steps` (or a stop: signal, time limit, early stopping); return the summary."""
         cfg, info = self.cfg, self.dist
         state = self._setup()
-        main = info.is_main and self.run_dir is not None
+        main = info.is_main and self.run is not None
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            RunDir(self.run_dir).clean_partial()
-            self._write_config()
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            self.run.clean_partial()
+            self._write_records()
         log = RunLogger(self.run_dir, enabled=main, progress=cfg.progress, tensorboard=cfg.tensorboard,
                         total_steps=cfg.max_steps, start_step=self.step)
         if state is not None:
@@ -457,7 +410,7 @@ class Trainer:
                     self.status = "completed"
                 if loss_steps:
                     self._log_train(log, loss_sum, loss_steps, lr_at(self.step - 1, cfg), meter.rate())
-                if self.val_data is not None and self._last_eval.get("step") != self.step:
+                if self.evaluates and self._last_eval.get("step") != self.step:
                     self._run_eval(log)
                 if self._last_saved != self.step:
                     self.save()
@@ -467,7 +420,7 @@ class Trainer:
         if main:
             if cfg.plots:
                 plot_curves(self.run_dir, self.history)
-            RunDir(self.run_dir).write_summary(summary)
+            self.run.write_summary(summary)
         return summary
 
     def _log_train(self, log: RunLogger, loss_sum: torch.Tensor, steps: int, lr: float, tok_s: float) -> None:
@@ -491,9 +444,18 @@ class Trainer:
         log.log(record)
         log.progress(self.step, loss, lr, tok_s, note=f"MFU {record['mfu']:.0%}" if "mfu" in record else "")
 
+    def _improves(self, value: float) -> bool:
+        """Whether `value` of the objective's metric beats the best so far by early_stopping_min_delta."""
+        if self.best_value is None:
+            return True
+        delta = self.cfg.early_stopping_min_delta
+        if self.objective.greater_is_better:
+            return value > self.best_value + delta
+        return value < self.best_value - delta
+
     def _run_eval(self, log: RunLogger) -> bool:
         """Evaluate, keep best/, and say whether early stopping has run out of patience."""
-        if self.val_data is None:
+        if not self.evaluates:
             return False
         metrics = self.evaluate()
         record = {"kind": "eval", "step": self.step, **metrics}
@@ -502,13 +464,12 @@ class Trainer:
         log.log(record)
         text = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         log.message(f"step {self.step}: {text}")
-        if self.best_metric not in metrics:
-            raise TrainingError(f"best_metric {self.best_metric!r} is not among the evaluation's metrics "
-                                f"({', '.join(metrics)})")
-        # best_val is kept as a loss (lower is better): a metric to maximise is stored negated.
-        score = -metrics[self.best_metric] if self.greater_is_better else metrics[self.best_metric]
-        if score < self.best_val - self.cfg.early_stopping_min_delta:
-            self.best_val, self.best_step, self.bad_evals = score, self.step, 0
+        name = self.objective.metric
+        if name not in metrics:
+            raise TrainingError(f"the metric {name!r} that selects the best model is not among the "
+                                f"evaluation's metrics ({', '.join(metrics)})")
+        if self._improves(metrics[name]):
+            self.best_value, self.best_step, self.bad_evals = metrics[name], self.step, 0
             if self.cfg.save_best:
                 self._save_best(metrics)
         else:
@@ -520,20 +481,38 @@ class Trainer:
         wall = time.perf_counter() - self._t0
         train = [r for r in self.history if r["kind"] == "train"]
         summary: dict[str, Any] = {
-            "name": self.run_dir.name if self.run_dir else None, "status": self.status, "step": self.step,
+            "name": self.run.name if self.run is not None else None, "status": self.status, "step": self.step,
             "max_steps": self.cfg.max_steps, "tokens": self.tokens, "wall_time_s": round(wall, 3),
             "train_time_s": round(self.train_time + wall, 3),
             "tokens_per_s": round(self.tokens / max(self.train_time + wall, 1e-9), 1),
             "final_train_loss": train[-1]["loss"] if train else None,
             "parameters": self.raw.num_parameters(), "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""), "world_size": self.dist.world_size,
+            "objective": self.objective.name,
         }
         if self._last_eval:
             summary.update({f"final_{k}": v for k, v in self._last_eval.items() if k not in ("kind", "step")})
-            summary.update(best_val_loss=self.best_val, best_step=self.best_step)
-        if self.run_dir is not None and self.dist.is_main:
+            name = self.objective.metric
+            # The best model's metric under its own name and sign: best_val_loss, best_accuracy, ...
+            summary.update({"best_metric": name, f"best_{name}": self.best_value, "best_step": self.best_step,
+                            "greater_is_better": self.objective.greater_is_better})
+        if self.run is not None and self.dist.is_main:
             try:
-                summary["model_dir"] = str(RunDir(self.run_dir).model_dir())
+                summary["model_dir"] = str(self.run.model_dir())
             except FileNotFoundError:
                 pass
         return summary
+
+
+def _best_of(state: dict[str, Any], objective: Objective) -> tuple[float | None, int]:
+    """(best value, best step) from a trainer state; states written before the metric was named kept a
+    loss-like `best_val_loss` (a metric to maximise stored negated)."""
+    if "best_value" in state:
+        return state["best_value"], state["best_step"]
+    old = state.get("best_val_loss")
+    if old is None or not math.isfinite(old):
+        return None, state.get("best_step", -1)
+    return (-old if objective.greater_is_better else old), state.get("best_step", -1)
+
+
+__all__ = ["Trainer", "ObjectiveModule", "build_optimizer", "resolve_dtype"]

@@ -1,0 +1,117 @@
+"""The `Task` protocol: what a fine-tuning task declares, so fine-tuning, evaluation, prediction, the
+pipelines and the command line work for every task the same way.
+
+A task is one module (classify.py, ner.py, qa.py) ending in `TASK = Task(...)`: its name, its head,
+its settings (a `FinetuneConfig` subclass with the task's own fields), its dev metric and direction,
+and the functions that read its files, encode its examples, score and predict. `zhixing.tasks.TASKS`
+is the registry; adding a task is a new module plus a line there (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zhixing.config import Config, nearest
+from zhixing.errors import ConfigError
+
+
+@dataclass
+class FinetuneConfig(Config):
+    """What every fine-tuning run needs beyond the loop's TrainConfig (`zhixing finetune ... key=value`);
+    each task's settings class adds its own fields."""
+
+    task: str = "classify"  # the task (zhixing.tasks.TASKS): its head, metric and data format
+    model: str = ""  # pretrained model: zhixing / Hugging Face directory or run directory
+    train: str = ""  # training file
+    dev: str = ""  # development file (model selection, early stopping)
+    test: str = ""  # optional test file, scored once with the best model
+    max_seq_len: int = 128  # tokens per input (truncation; QA: window length)
+    epochs: float = 3.0  # passes over the training data (sets train.max_steps unless given)
+    eval_every: float = 1.0  # evaluate on dev every this many epochs
+    eval_batch_size: int = 64  # sequences per evaluation batch
+    warmup_ratio: float = 0.1  # share of steps with linear warmup (sets train.warmup_steps unless given)
+    layer_decay: float = 1.0  # layer-wise LR decay: layer l of L gets lr · decay^(L - l) (1 = off)
+    dropout: float | None = None  # override the model's dropout (None = keep)
+    metric: str = ""  # dev metric for best/ and early stopping ("" = the task's: accuracy / f1)
+    limit_train: int = 0  # use the first N training examples (0 = all)
+    limit_dev: int = 0  # use the first N dev examples (0 = all)
+
+    def __post_init__(self) -> None:
+        if self.max_seq_len < 8:
+            raise ConfigError(f"max_seq_len must be >= 8, got {self.max_seq_len}")
+        if self.epochs <= 0 or self.eval_every <= 0:
+            raise ConfigError("epochs and eval_every must be > 0")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+
+
+@dataclass
+class WeightedConfig(FinetuneConfig):
+    """Settings of a task whose classes may be weighted in the loss (classify, ner)."""
+
+    class_weights: str = ""  # "" (none), "balanced", or comma-separated weights, one per label
+
+
+def _identity(examples: list, cfg: Any) -> list:
+    return examples
+
+
+def _no_labels(examples: Sequence[Any]) -> None:
+    return None
+
+
+def _any_labels(examples: Sequence[Any], names: Sequence[str], source: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One fine-tuning task. Examples are the task's own type (TextExample, TaggedSentence, QAExample);
+    features are dicts of lists that zhixing.tasks.data.collate pads into batches.
+
+    read(path, cfg, labeled=True) -> examples           a file in the task's format
+    prepare(examples, cfg) -> examples                   examples given directly get what `read` does
+    label_names(examples) -> names | None                the label set of the training examples
+    check_labels(examples, names, source)                DataError naming labels the head cannot output
+    encode_train(examples, tokenizer, cfg, names) -> features
+    evaluate(model, tokenizer, examples, cfg) -> metrics     the whole dev/test set
+    predict(model, tokenizer, inputs, cfg) -> outputs        raw inputs (see `inputs`)
+    inputs(items) -> inputs                               user inputs (strings, pairs, dicts) -> predict's
+    class_weights(examples, names) -> weights | None     "balanced" weights (tasks with WeightedConfig)
+    """
+
+    name: str
+    head: str  # the model head the task trains (seq_cls, token_cls, qa)
+    metric: str  # the dev metric that selects best/ by default
+    config: type[FinetuneConfig]
+    read: Callable[..., list]
+    encode_train: Callable[..., list[dict[str, Any]]]
+    evaluate: Callable[..., dict[str, float | None]]
+    predict: Callable[..., list]
+    inputs: Callable[[Sequence[Any]], list]
+    prepare: Callable[[list, Any], list] = _identity
+    label_names: Callable[[Sequence[Any]], list[str] | None] = _no_labels
+    check_labels: Callable[[Sequence[Any], Sequence[str], str], None] = _any_labels
+    class_weights: Callable[[Sequence[Any], Sequence[str]], list[float]] | None = None
+    objective: str = "classification"  # the loss: "classification" (classes, -100 ignored) or "span"
+
+    def settings(self, data: dict[str, Any], source: str = "task settings",
+                 ignore: typing.Iterable[str] = ()) -> FinetuneConfig:
+        """The task's settings from a dict; keys of other tasks are errors naming this task's keys."""
+        data = {**data, "task": self.name}
+        own = self.config.field_names()
+        for key in data:
+            if key not in own and key not in ignore:
+                listed = ", ".join(k for k in own if k != "task")
+                raise ConfigError(f"{source}: {key!r} is not a setting of task {self.name}"
+                                  f"{nearest(key, own)}; its settings: {listed}")
+        return self.config.from_dict(data, source=source, ignore=ignore)
+
+    def greater_is_better(self, metric: str) -> bool:
+        return "loss" not in metric
+
+
+__all__ = ["Task", "FinetuneConfig", "WeightedConfig"]
