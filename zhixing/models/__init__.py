@@ -1,12 +1,18 @@
 """Model families, one readable file each, built from zhixing.nn blocks."""
 
+from collections.abc import Callable
+
 from zhixing.config import ModelConfig
 from zhixing.models.base import CheckpointError, Model, ModelOutput
 from zhixing.models.bert import Bert
+from zhixing.models.electra import Electra, ElectraPretraining
+from zhixing.models.electra import build as build_electra
 from zhixing.models.gpt import GPT
 from zhixing.models.transformer import Transformer
 
-FAMILIES: dict[str, type[Model]] = {"bert": Bert, "gpt": GPT, "transformer": Transformer}
+# arch -> the model class (or, for ELECTRA, a function choosing the pretraining pair or one encoder)
+FAMILIES: dict[str, Callable[[ModelConfig], Model]] = {"bert": Bert, "gpt": GPT, "transformer": Transformer,
+                                                       "electra": build_electra}
 
 
 def build_model(config: ModelConfig | str, **overrides) -> Model:
@@ -18,5 +24,5 @@ def build_model(config: ModelConfig | str, **overrides) -> Model:
     return FAMILIES[config.arch](config)
 
 
-__all__ = ["Bert", "GPT", "Transformer", "Model", "ModelOutput", "ModelConfig", "CheckpointError",
-           "build_model", "FAMILIES"]
+__all__ = ["Bert", "GPT", "Transformer", "Electra", "ElectraPretraining", "Model", "ModelOutput",
+           "ModelConfig", "CheckpointError", "build_model", "FAMILIES"]
