@@ -114,9 +114,13 @@ class SequenceHead(nn.Module):
 def rtd_loss(logits: torch.Tensor, replaced: torch.Tensor, attention_mask: torch.Tensor | None
              ) -> torch.Tensor:
     """Mean binary cross-entropy of the discriminator over the real (non-padding) tokens:
-    -1/n Σ_{t real} [r_t log σ(D_t) + (1 - r_t) log(1 - σ(D_t))].  logits, replaced: (batch, seq)."""
-    real = torch.ones_like(logits, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    return F.binary_cross_entropy_with_logits(logits[real].float(), replaced[real].float())
+    -1/n Σ_{t real} [r_t log σ(D_t) + (1 - r_t) log(1 - σ(D_t))].  logits, replaced: (batch, seq).
+    A sum over the mask, not a selection: no device sync, and a graph-connected 0 without real tokens."""
+    per_token = F.binary_cross_entropy_with_logits(logits.float(), replaced.float(), reduction="none")
+    if attention_mask is None:
+        return per_token.mean()
+    real = attention_mask.to(per_token.dtype)
+    return (per_token * real).sum() / real.sum().clamp(min=1)
 
 
 class Electra(Model):
