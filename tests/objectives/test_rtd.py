@@ -225,3 +225,30 @@ def test_bad_settings_are_one_line_config_errors():
     one_line_config_error(lambda: build_model("electra-tiny", head="lm"),
                           "head='lm': an ELECTRA encoder takes one of")
     RTDObjective().check(tiny_pair())
+
+
+def test_mlm_loader_batches_train_the_pair(tmp_path):
+    """The batches zhixing.data.MLMLoader yields with ELECTRA's masking are what the objective takes."""
+    from zhixing.data import MLMLoader, TokenShards, prepare_shards
+    from zhixing.tokenizers import Tokenizer
+
+    text = ["Knowing and doing are one: theory and practice side by side.",
+            "A discriminator learns which tokens a small generator replaced.",
+            "Masked language models predict hidden tokens from both sides."] * 8
+    tok = Tokenizer.train(iter(text), kind="wordpiece", vocab_size=120, min_frequency=1, show_progress=False)
+    tok.save(tmp_path / "tok")
+    (tmp_path / "docs.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+    prepare_shards(tmp_path / "docs.txt", tmp_path / "tok", tmp_path / "shards", val_fraction=0.0, workers=1,
+                   progress=False)
+    loader = MLMLoader(TokenShards(tmp_path / "shards"), tok, block_size=24, batch_size=4, **ELECTRA_MASKING)
+    batch = next(iter(loader))
+    chosen = batch["labels"] != -100
+    seen = batch["input_ids"][chosen]
+    assert ((seen == tok.mask_id) | (seen == batch["labels"][chosen])).all()  # [MASK] or kept, never random
+    model = build_model("electra-tiny", vocab_size=tok.vocab_size, max_seq_len=24, dropout=0.0)
+    obj = RTDObjective()
+    obj.check(model)
+    assert obj.targets(batch) == (int(chosen.sum()), 4 * 24)
+    mlm, disc = obj.losses(model, batch)
+    (mlm + disc).backward()
+    assert torch.isfinite(mlm) and torch.isfinite(disc)
