@@ -30,6 +30,16 @@ def electra_config(**kw):
     return transformers.ElectraConfig(**{**base, **kw})
 
 
+def randomised(model):
+    """Every parameter moved off its initial value (zero biases, unit LayerNorms would hide a swapped or
+    missing mapping; the heads' logits get an O(1) scale). A tied matrix is one parameter, moved once."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
 def logits_hf(model, inputs) -> torch.Tensor:
     with torch.no_grad():
         out = model(**inputs)
@@ -56,9 +66,11 @@ def check(ours: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor) -> None:
 def test_import_and_export_match_transformers(name, embedding_size, tmp_path):
     labels = 2 if name.endswith("QuestionAnswering") else 3
     config = electra_config(num_labels=labels, embedding_size=embedding_size)
-    hf = getattr(transformers, name)(config).eval()
+    hf = randomised(getattr(transformers, name)(config))
     inputs = batch(pad_id=config.pad_token_id)
     theirs = logits_hf(hf, inputs)
+    real = inputs["attention_mask"].bool()
+    assert (theirs[real] if theirs.shape[:2] == real.shape else theirs).std() > 0.1  # far above the tolerance
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no spurious "ignoring tensors" warning (e.g. the tied decoder)
@@ -78,7 +90,7 @@ def test_generator_mlm_loss_and_sdpa_and_gelu_tanh():
     """The loss too, transformers' SDPA path on both sides, and hidden_act gelu_new (the generator head keeps
     exact gelu on both sides)."""
     config = electra_config(attn_implementation="sdpa", hidden_act="gelu_new")
-    hf = transformers.ElectraForMaskedLM(config).eval()
+    hf = randomised(transformers.ElectraForMaskedLM(config))
     ours = from_hf(hf, attn_impl="sdpa")
     assert ours.config.activation == "gelu_tanh"
     inputs = batch(pad_id=0)
@@ -91,7 +103,7 @@ def test_generator_mlm_loss_and_sdpa_and_gelu_tanh():
 
 
 def test_discriminator_loss_is_over_real_tokens_as_transformers():
-    hf = transformers.ElectraForPreTraining(electra_config()).eval()
+    hf = randomised(transformers.ElectraForPreTraining(electra_config()))
     ours = from_hf(hf)
     inputs = batch(pad_id=0)
     replaced = (torch.rand(inputs["input_ids"].shape) < 0.3).long()
@@ -101,10 +113,9 @@ def test_discriminator_loss_is_over_real_tokens_as_transformers():
 
 
 def test_untied_generator_decoder(tmp_path):
-    hf = transformers.ElectraForMaskedLM(electra_config(tie_word_embeddings=False)).eval()
-    with torch.no_grad():
-        hf.generator_lm_head.weight.normal_()
+    hf = randomised(transformers.ElectraForMaskedLM(electra_config(tie_word_embeddings=False)))
     ours = from_hf(hf)
+    assert not torch.equal(hf.generator_lm_head.weight, hf.electra.embeddings.word_embeddings.weight)
     assert not ours.config.tie_embeddings
     assert ours.mlm.decoder.weight.data_ptr() != ours.tok_embed.weight.data_ptr()
     inputs = batch(pad_id=0)
