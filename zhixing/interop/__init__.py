@@ -44,7 +44,7 @@ def family_for_hf(hf: dict[str, Any], source: str) -> tuple[Family, str]:
 
 
 def family_for_config(cfg: ModelConfig) -> tuple[Family, str]:
-    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`."""
+    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`; electra."""
     if cfg.arch == "bert":
         model_type = bert.model_type_of(cfg)
     elif cfg.arch == "electra":
