@@ -130,18 +130,19 @@ class Config:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
-Arch = typing.Literal["bert", "gpt", "transformer"]
-Head = typing.Literal["none", "lm", "mlm", "pretraining", "seq_cls", "token_cls", "qa"]
+Arch = typing.Literal["bert", "gpt", "transformer", "electra"]
+Head = typing.Literal["none", "lm", "mlm", "pretraining", "seq_cls", "token_cls", "qa", "rtd"]
 
 
 @dataclass
 class ModelConfig(Config):
     """Every architecture zhixing builds, in one vocabulary (DESIGN.md §3)."""
 
-    arch: Arch = "gpt"  # family: bert (encoder), gpt (decoder), transformer (encoder–decoder)
-    head: Head = "lm"  # task head on top of the backbone ("none" = backbone only)
+    arch: Arch = "gpt"  # family: bert (encoder), gpt (decoder), transformer (encoder–decoder), electra
+    head: Head = "lm"  # task head on top of the backbone ("none" = backbone only; "rtd" = ELECTRA's detector)
     vocab_size: int = 50257  # number of token ids
     dim: int = 768  # width of the residual stream
+    embed_dim: int | None = None  # width of the embeddings, projected to dim (ELECTRA; None = dim)
     num_layers: int = 12  # Transformer blocks (per stack for encoder–decoder)
     num_heads: int = 12  # query heads
     num_kv_heads: int | None = None  # key/value heads for grouped-query attention (None = num_heads)
@@ -172,6 +173,7 @@ class ModelConfig(Config):
     initializer_range: float = 0.02  # std of the normal init
     attn_impl: typing.Literal["sdpa", "eager"] = "sdpa"  # fast fused attention or the explicit reference
     label_names: list[str] = field(default_factory=list)  # class names for classification heads
+    generator_size: float = 0.25  # ELECTRA pretraining: generator width / discriminator width, in (0, 1]
 
     def __post_init__(self) -> None:
         if self.num_kv_heads is None:
@@ -195,6 +197,13 @@ class ModelConfig(Config):
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        projected = self.embed_dim is not None and self.embed_dim != self.dim
+        if self.embed_dim is not None and (self.embed_dim < 1 or (projected and self.arch != "electra")):
+            raise ConfigError(f"embed_dim={self.embed_dim}: expected a width >= 1, and only arch=electra "
+                              f"projects its embeddings (use embed_dim=None for arch={self.arch})")
+        if not 0 < self.generator_size <= 1:
+            raise ConfigError(f"generator_size={self.generator_size}: expected 0 < generator_size <= 1, the "
+                              "generator's width as a fraction of the discriminator's (ELECTRA-small: 0.25)")
         if self.label_names and len(self.label_names) != self.num_labels:
             raise ConfigError(
                 f"label_names has {len(self.label_names)} names but num_labels={self.num_labels}"
@@ -229,6 +238,12 @@ _TRANSFORMER = dict(arch="transformer", head="lm", activation="relu", pre_norm=F
                     position="sinusoidal", embed_scale=True, dropout=0.1, pad_token_id=0, bos_token_id=1,
                     eos_token_id=2, decoder_start_token_id=1)
 
+# ELECTRA (Clark et al. 2020, Table 6): BERT's encoder; head "pretraining" = generator + discriminator.
+_ELECTRA = dict(
+    arch="electra", head="pretraining", vocab_size=30522, max_seq_len=512, activation="gelu", norm_eps=1e-12,
+    pre_norm=False, type_vocab_size=2, embed_norm=True, final_norm=False, dropout=0.1, pad_token_id=0,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # BERT (Devlin et al. 2019; Turc et al. 2019 for the small ones)
     "bert-tiny": {**_BERT, "dim": 128, "num_layers": 2, "num_heads": 2},
@@ -239,6 +254,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bert-base-chinese": {**_BERT, "vocab_size": 21128, "dim": 768, "num_layers": 12, "num_heads": 12},
     "roberta-base": {**_BERT, "vocab_size": 50265, "type_vocab_size": 1, "pad_token_id": 1,
                      "position_offset": 2, "norm_eps": 1e-5},
+    # ELECTRA: the generator has the same depth, generator_size x the width, FFN and heads
+    "electra-tiny": {**_ELECTRA, "embed_dim": 32, "dim": 64, "num_layers": 2, "num_heads": 4,
+                     "max_seq_len": 128},
+    "electra-small": {**_ELECTRA, "embed_dim": 128, "dim": 256, "num_layers": 12, "num_heads": 4,
+                      "ffn_dim": 1024, "generator_size": 0.25},
+    "electra-base": {**_ELECTRA, "dim": 768, "num_layers": 12, "num_heads": 12, "generator_size": 1 / 3},
+    "electra-large": {**_ELECTRA, "dim": 1024, "num_layers": 24, "num_heads": 16, "generator_size": 0.25},
     # GPT-2 (Radford et al. 2019)
     "gpt-tiny": {**_GPT2, "dim": 64, "num_layers": 2, "num_heads": 4, "max_seq_len": 256},
     "gpt-mini": {**_GPT2, "dim": 384, "num_layers": 6, "num_heads": 6, "max_seq_len": 256},

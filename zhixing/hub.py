@@ -96,7 +96,7 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
 
     - zhixing (`config.json` with an `arch` key, written by `save_pretrained`): loaded as is;
       a run directory `runs/<name>/` gives its `best/` model, else its last `checkpoints/step-N/`.
-    - Hugging Face (`config.json` with `model_type` bert / roberta / gpt2 / llama): converted with
+    - Hugging Face (`config.json` with `model_type` bert / roberta / gpt2 / llama / electra): converted with
       `zhixing.interop.from_hf`; weights from model.safetensors, or pytorch_model.bin read with
       `weights_only=True`.
     - A Hub id such as "gpt2" (when no such directory exists): fetched with huggingface_hub if it is

@@ -71,10 +71,13 @@ def _print_summary(summary: dict) -> None:
     parts = [f"{summary['status']} at step {summary['step']}", f"{summary['wall_time_s']:.0f} s",
              f"{summary['tokens_per_s']:,.0f} tokens/s"]
     if "final_val_loss" in summary:
-        parts.append(f"val loss {summary['final_val_loss']:.4f} (ppl {summary['final_val_ppl']:.2f})")
-    for key in ("final_mlm_accuracy", "final_nsp_accuracy"):
-        if key in summary:
-            parts.append(f"{key[6:].replace('_', ' ')} {summary[key]:.3f}")
+        ppl = f" (ppl {summary['final_val_ppl']:.2f})" if "final_val_ppl" in summary else ""
+        parts.append(f"val loss {summary['final_val_loss']:.4f}{ppl}")
+    # the objective's other metrics (MLM / NSP accuracy, discriminator accuracy and AUC, ...)
+    for key, value in summary.items():
+        if key.startswith("final_") and key not in ("final_val_loss", "final_val_ppl", "final_train_loss") \
+                and isinstance(value, float):
+            parts.append(f"{key[6:].removeprefix('val_').replace('_', ' ')} {value:.3f}")
     click.echo("; ".join(parts))
     if summary.get("model_dir"):
         click.echo(f"model: {summary['model_dir']}")

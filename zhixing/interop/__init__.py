@@ -1,7 +1,7 @@
 """Hugging Face interop: `from_hf` imports a transformers model or checkpoint directory, `to_hf` writes
-one that transformers loads. One mapping per family (bert.py: BERT + RoBERTa, gpt2.py, llama.py); the
-tables are in docs/interop.md. transformers itself is never imported here: directories are read and
-written as config.json + safetensors, so converting needs no transformers install.
+one that transformers loads. One mapping per family (bert.py: BERT + RoBERTa, gpt2.py, llama.py,
+electra.py); the tables are in docs/interop.md. transformers itself is never imported here: directories
+are read and written as config.json + safetensors, so converting needs no transformers install.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zhixing.config import ConfigError, ModelConfig
-from zhixing.interop import bert, gpt2, llama
+from zhixing.interop import bert, electra, gpt2, llama
 from zhixing.interop.core import (
     Family,
     check_rules,
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from zhixing.models.base import Model
 
-FAMILIES: dict[str, Family] = {t: f.FAMILY for f in (bert, gpt2, llama) for t in f.FAMILY.model_types}
+FAMILIES: dict[str, Family] = {t: f.FAMILY for f in (bert, gpt2, llama, electra)
+                               for t in f.FAMILY.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
 
 
@@ -43,16 +44,18 @@ def family_for_hf(hf: dict[str, Any], source: str) -> tuple[Family, str]:
 
 
 def family_for_config(cfg: ModelConfig) -> tuple[Family, str]:
-    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`."""
+    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`; electra."""
     if cfg.arch == "bert":
         model_type = bert.model_type_of(cfg)
+    elif cfg.arch == "electra":
+        model_type = "electra"
     elif cfg.arch == "gpt" and cfg.position in ("learned", "rotary"):
         model_type = "gpt2" if cfg.position == "learned" else "llama"
     else:
         raise ConfigError(
             f"no Hugging Face family for arch={cfg.arch!r}, position={cfg.position!r}: "
             "bert/roberta take arch=bert; gpt2 takes arch=gpt with learned positions; "
-            "llama takes arch=gpt with rotary positions "
+            "llama takes arch=gpt with rotary positions; electra takes arch=electra "
             f"(supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})")
     return FAMILIES[model_type], model_type
 
@@ -141,4 +144,40 @@ def to_hf(model: Model, directory: str | os.PathLike) -> Path:
     return Path(directory)
 
 
-__all__ = ["from_hf", "to_hf", "hf_state_dict", "SUPPORTED_MODEL_TYPES", "family_for_hf", "family_for_config"]
+def pretraining_from_hf(generator: Any, discriminator: Any, **overrides: Any):
+    """An `ElectraPretraining` pair from a Hugging Face generator (ElectraForMaskedLM) and discriminator
+    (ElectraForPreTraining), models or directories, e.g. to continue pretraining. The generator must have
+    the shape `generator_size` gives (hidden, FFN and heads scaled alike, same depth) and the same
+    embedding tables (they are one shared set here); anything else is an error naming what differs."""
+    import torch
+
+    from zhixing.models.electra import ElectraPretraining, embed_width, generator_config
+
+    gen, disc = from_hf(generator, **overrides), from_hf(discriminator, **overrides)
+    if (gen.config.arch, gen.config.head, disc.config.arch, disc.config.head) != ("electra", "mlm",
+                                                                                  "electra", "rtd"):
+        raise ConfigError("pretraining_from_hf takes an ElectraForMaskedLM generator and an "
+                          f"ElectraForPreTraining discriminator, got {gen.config.arch}/{gen.config.head} and "
+                          f"{disc.config.arch}/{disc.config.head}")
+    cfg = disc.config.replace(head="pretraining", generator_size=gen.config.dim / disc.config.dim)
+    want = generator_config(cfg)
+    expected = {**want.to_dict(), "embed_dim": embed_width(want)}
+    got = {**gen.config.to_dict(), "embed_dim": embed_width(gen.config)}
+    differ = [f"{k}: {got[k]!r} (the pair needs {expected[k]!r})" for k in expected
+              if k not in ("head", "label_names", "num_labels", "generator_size") and expected[k] != got[k]]
+    if differ:
+        raise ConfigError(f"generator does not fit discriminator as an ELECTRA pair: {'; '.join(differ)}")
+    for name in ("tok_embed", "pos_embed", "type_embed", "embed_norm"):
+        for (key, a), b in zip(getattr(gen, name).state_dict().items(),
+                               getattr(disc, name).state_dict().values()):
+            if not torch.equal(a, b):
+                raise ConfigError(f"generator and discriminator have different {name}.{key}; the pair shares "
+                                  "its embeddings (convert them separately instead)")
+    pair = ElectraPretraining(cfg)
+    pair.discriminator.load_state_dict(disc.state_dict())
+    pair.generator.load_state_dict(gen.state_dict())  # the shared tables: the same values again
+    return pair.eval()
+
+
+__all__ = ["from_hf", "pretraining_from_hf", "to_hf", "hf_state_dict", "SUPPORTED_MODEL_TYPES",
+           "family_for_hf", "family_for_config"]

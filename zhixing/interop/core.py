@@ -199,8 +199,8 @@ def convert_state(
     rules = check_rules(own, family.rules(cfg), family_name)
     expected = state_to_hf(own, cfg, rules)
     # A tied output matrix is the embedding; HF keeps a copy under its own name in some files.
-    tied_out = {n for n in ("lm_head.weight", "cls.predictions.decoder.weight", "lm_head.decoder.weight")
-                if n not in expected}
+    tied_out = {n for n in ("lm_head.weight", "cls.predictions.decoder.weight", "lm_head.decoder.weight",
+                            "generator_lm_head.weight") if n not in expected}
     ckpt = {k: v for k, v in ckpt.items() if k not in tied_out}
 
     def is_head(name: str) -> bool:

@@ -3,6 +3,7 @@
 from zhixing.config import ModelConfig
 from zhixing.models.base import CheckpointError, Model, ModelOutput
 from zhixing.models.bert import Bert
+from zhixing.models.electra import Electra, ElectraPretraining
 from zhixing.models.gpt import GPT
 from zhixing.models.transformer import Transformer
 
@@ -18,5 +19,5 @@ def build_model(config: ModelConfig | str, **overrides) -> Model:
     return Model.build(config)
 
 
-__all__ = ["Bert", "GPT", "Transformer", "Model", "ModelOutput", "ModelConfig", "CheckpointError",
-           "build_model", "FAMILIES"]
+__all__ = ["Bert", "GPT", "Transformer", "Electra", "ElectraPretraining", "Model", "ModelOutput",
+           "ModelConfig", "CheckpointError", "build_model", "FAMILIES"]

@@ -71,7 +71,12 @@ class Model(nn.Module):
         """A freshly initialised model of the family `config.arch` names."""
         if config.arch not in Model.families:
             raise CheckpointError(f"no model family {config.arch!r}; known: {', '.join(Model.families)}")
-        return Model.families[config.arch](config)
+        return Model.families[config.arch].from_config(config)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> Model:
+        """The family's model for `config` (a family whose heads need different classes overrides it)."""
+        return cls(config)
 
     def init_weights(self) -> None:
         """N(0, initializer_range) for matrices and embeddings, zero biases, unit norms (BERT / GPT-2)."""

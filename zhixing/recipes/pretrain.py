@@ -81,6 +81,10 @@ def check_model_fits_data(recipe: Recipe, config: ModelConfig) -> None:
     if d.objective == "clm" and (config.arch != "gpt" or config.head != "lm"):
         raise ConfigError(f"{src}: data.objective=clm trains a GPT with head lm; the model is "
                           f"{config.arch} with head {config.head} (set model.preset to a gpt-* preset)")
+    if d.objective == "rtd" and (config.arch != "electra" or config.head != "pretraining"):
+        raise ConfigError(f"{src}: data.objective=rtd trains an ELECTRA generator + discriminator (arch "
+                          f"electra, head pretraining: an electra-* preset); the model is {config.arch} with "
+                          f"head {config.head}")
     if d.objective == "mlm":
         if config.arch != "bert" or config.head not in ("mlm", "pretraining"):
             raise ConfigError(f"{src}: data.objective=mlm trains a BERT with head mlm or pretraining; the "
@@ -103,14 +107,16 @@ def build_loaders(recipe: Recipe, shards_dir: Path, tokenizer: Any, info: D.Dist
                   world_size=info.world_size)
     if d.objective == "clm":
         return CLMLoader(train, seed=t.seed, **common), CLMLoader(val, seed=t.seed, **common)
-    mlm = dict(mlm_probability=d.mlm_probability, whole_word=d.whole_word, nsp=d.nsp)
+    mlm = dict(mlm_probability=d.mlm_probability, mask_ratio=d.mask_ratio, random_ratio=d.random_ratio,
+               whole_word=d.whole_word, nsp=d.nsp)
     return (MLMLoader(train, tokenizer, seed=t.seed, **common, **mlm),
             MLMLoader(val, tokenizer, seed=t.seed, **common, **mlm))
 
 
 def objective_for(recipe: Recipe) -> Objective:
     """The training objective the recipe's data section names (data.objective, data.nsp)."""
-    return build_objective(recipe.data.objective, nsp=recipe.data.nsp)
+    d = recipe.data
+    return build_objective(d.objective, nsp=d.nsp, disc_weight=d.disc_weight)
 
 
 def model_config_for(recipe: Recipe, tokenizer: Any) -> ModelConfig:

@@ -25,6 +25,8 @@ from zhixing.tasks import TASKS, get_task
 from zhixing.tasks.base import FinetuneConfig, Task
 
 # Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay).
+ENCODERS = ("bert", "electra")  # families whose heads fine-tuning can swap (seq_cls, token_cls, qa)
+
 TRAIN_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
 
@@ -49,14 +51,20 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     if "arch" not in data:  # Hugging Face: from_hf adds (and announces) a fresh head itself
         return load(path, head=head, **extra)
     cfg = ModelConfig.load(directory)
-    if cfg.arch != "bert":
-        raise ConfigError(f"{directory}: fine-tuning heads need a BERT-family encoder; this is a {cfg.arch}")
+    if cfg.arch not in ENCODERS:
+        raise ConfigError(f"{directory}: fine-tuning heads need an encoder ({', '.join(ENCODERS)}); "
+                          f"this is a {cfg.arch}")
     same = cfg.head == head and all(getattr(cfg, k) == v for k, v in extra.items() if k != "dropout")
     if same:
         return load(path, **extra)
     tokenizer = load_tokenizer(path)
+    state = read_safetensors(directory / "model.safetensors")
+    if cfg.arch == "electra" and cfg.head == "pretraining":  # ELECTRA: fine-tune the discriminator
+        state = {k.removeprefix("discriminator."): v for k, v in state.items()
+                 if k.startswith("discriminator.")}
+        cfg = cfg.replace(head="rtd")
     model = build_model(cfg.replace(head=head, **extra))
-    own, state = model.state_dict(), read_safetensors(directory / "model.safetensors")
+    own = model.state_dict()
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(k for k in model.unique_state_dict() if k not in keep)
     backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler")]

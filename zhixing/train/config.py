@@ -104,9 +104,13 @@ class DataConfig(Config):
     cache_dir: str = "runs/.prepared"  # trained tokenizers + token shards, per corpus/kind/vocab
     val_fraction: float = 0.01  # share held out for validation
     split: typing.Literal["auto", "hash", "tail"] = "auto"  # hash: by document; tail: last tokens (nanoGPT)
-    objective: typing.Literal["clm", "mlm"] = "clm"  # causal LM (GPT) or masked LM (BERT)
+    objective: typing.Literal["clm", "mlm", "rtd"] = "clm"  # causal LM (GPT), masked LM (BERT) or
+    # replaced-token detection (ELECTRA generator + discriminator, on masked-LM batches)
     block_size: int = 256  # tokens per training sequence (<= model.max_seq_len)
-    mlm_probability: float = 0.15  # share of tokens masked (mlm)
+    mlm_probability: float = 0.15  # share of tokens masked (mlm, rtd)
+    mask_ratio: float = 0.8  # of the masked tokens, the share replaced by [MASK] (BERT 0.8; ELECTRA 0.85)
+    random_ratio: float = 0.1  # of the masked tokens, the share replaced by a random token (ELECTRA 0)
+    disc_weight: float = 50.0  # rtd: λ, the weight of the discriminator's loss (ELECTRA: 50)
     whole_word: bool = False  # mask whole words (Chinese: jieba words) (mlm)
     nsp: bool = False  # next-sentence prediction pairs + token_type_ids (mlm; needs head "pretraining")
 
@@ -119,6 +123,12 @@ class DataConfig(Config):
             raise ConfigError(f"data.mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.nsp and self.objective != "mlm":
             raise ConfigError("data.nsp=true needs data.objective=mlm")
+        if not (0 <= self.mask_ratio <= 1 and 0 <= self.random_ratio <= 1
+                and self.mask_ratio + self.random_ratio <= 1):
+            raise ConfigError(f"data.mask_ratio={self.mask_ratio} and data.random_ratio={self.random_ratio}: "
+                              "each in [0, 1], their sum at most 1 (the rest keeps the original token)")
+        if not self.disc_weight > 0:
+            raise ConfigError(f"data.disc_weight={self.disc_weight}: expected a weight > 0 (ELECTRA uses 50)")
 
 
 MODEL_KEYS = ("preset", *ModelConfig.field_names())
