@@ -1,7 +1,7 @@
 """Hugging Face interop: `from_hf` imports a transformers model or checkpoint directory, `to_hf` writes
-one that transformers loads. One mapping per family (bert.py: BERT + RoBERTa, gpt2.py, llama.py); the
-tables are in docs/interop.md. transformers itself is never imported here: directories are read and
-written as config.json + safetensors, so converting needs no transformers install.
+one that transformers loads. One mapping per family (bert.py: BERT + RoBERTa, gpt2.py, llama.py,
+xlnet.py); the tables are in docs/interop.md. transformers itself is never imported here: directories
+are read and written as config.json + safetensors, so converting needs no transformers install.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zhixing.config import ConfigError, ModelConfig
-from zhixing.interop import bert, gpt2, llama
+from zhixing.interop import bert, gpt2, llama, xlnet
 from zhixing.interop.core import (
     Family,
     check_rules,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from zhixing.models.base import Model
 
-FAMILIES: dict[str, Family] = {t: f.FAMILY for f in (bert, gpt2, llama) for t in f.FAMILY.model_types}
+FAMILIES: dict[str, Family] = {t: f.FAMILY for f in (bert, gpt2, llama, xlnet) for t in f.FAMILY.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
 
 
@@ -43,16 +43,18 @@ def family_for_hf(hf: dict[str, Any], source: str) -> tuple[Family, str]:
 
 
 def family_for_config(cfg: ModelConfig) -> tuple[Family, str]:
-    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`."""
+    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`; xlnet."""
     if cfg.arch == "bert":
         model_type = bert.model_type_of(cfg)
+    elif cfg.arch == "xlnet":
+        model_type = "xlnet"
     elif cfg.arch == "gpt" and cfg.position in ("learned", "rotary"):
         model_type = "gpt2" if cfg.position == "learned" else "llama"
     else:
         raise ConfigError(
             f"no Hugging Face family for arch={cfg.arch!r}, position={cfg.position!r}: "
             "bert/roberta take arch=bert; gpt2 takes arch=gpt with learned positions; "
-            "llama takes arch=gpt with rotary positions "
+            "llama takes arch=gpt with rotary positions; xlnet takes arch=xlnet "
             f"(supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})")
     return FAMILIES[model_type], model_type
 

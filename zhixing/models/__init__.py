@@ -5,8 +5,9 @@ from zhixing.models.base import CheckpointError, Model, ModelOutput
 from zhixing.models.bert import Bert
 from zhixing.models.gpt import GPT
 from zhixing.models.transformer import Transformer
+from zhixing.models.xlnet import XLNet
 
-FAMILIES: dict[str, type[Model]] = {"bert": Bert, "gpt": GPT, "transformer": Transformer}
+FAMILIES: dict[str, type[Model]] = {"bert": Bert, "gpt": GPT, "transformer": Transformer, "xlnet": XLNet}
 
 
 def build_model(config: ModelConfig | str, **overrides) -> Model:
@@ -18,5 +19,5 @@ def build_model(config: ModelConfig | str, **overrides) -> Model:
     return FAMILIES[config.arch](config)
 
 
-__all__ = ["Bert", "GPT", "Transformer", "Model", "ModelOutput", "ModelConfig", "CheckpointError",
+__all__ = ["Bert", "GPT", "Transformer", "XLNet", "Model", "ModelOutput", "ModelConfig", "CheckpointError",
            "build_model", "FAMILIES"]
