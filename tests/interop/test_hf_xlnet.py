@@ -215,3 +215,34 @@ def test_sdpa_equals_eager_with_both_streams():
     inputs = {**left_padded_batch(), "perm_mask": perm_mask, "target_mapping": target_mapping}
     eager, sdpa = from_hf(hf, attn_impl="eager"), from_hf(hf, attn_impl="sdpa")
     torch.testing.assert_close(out_ours(sdpa, inputs), out_ours(eager, inputs), atol=1e-5, rtol=1e-5)
+
+
+def test_export_with_tokenizer_and_load_back(tmp_path):
+    """to_hf writes the tokenizer as XLNet's (left padding, <cls> last) next to the weights; transformers
+    and zhixing.load both read the directory back."""
+    from tokenizers import trainers
+
+    import zhixing
+    from zhixing.tokenizers import Tokenizer
+    from zhixing.tokenizers.spiece import XLNET_ROLES, xlnet_backend, xlnet_template
+
+    specials = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
+    backend = xlnet_backend([("<unk>", 0.0)], unk_id=0, charsmap=None)
+    text = ["knowing and doing are one", "theory and practice side by side", "知行合一"] * 10
+    backend.train_from_iterator(text, trainers.UnigramTrainer(vocab_size=VOCAB, special_tokens=specials,
+                                                              unk_token="<unk>", show_progress=False))
+    xlnet_template(backend, XLNET_ROLES)
+    tok = Tokenizer(backend, "unigram", XLNET_ROLES, ["<eop>", "<eod>"], padding_side="left", pad_type_id=3,
+                    tokenizer_class="XLNetTokenizer")
+    hf = transformers.XLNetLMHeadModel(xlnet_config(vocab_size=tok.vocab_size)).eval()
+    model = from_hf(hf)
+    model.tokenizer = tok
+    to_hf(model, tmp_path)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert hf_tok.padding_side == "left"
+    texts = ["knowing and doing", "theory and practice are one 知行"]
+    inputs = hf_tok(texts, padding=True, return_tensors="pt")
+    loaded = zhixing.load(tmp_path)
+    encs = loaded.tokenizer.encode_batch(texts, padding=True)
+    assert [e.ids for e in encs] == inputs["input_ids"].tolist() and encs[0].tokens[-1] == "<cls>"
+    check(out_ours(loaded, dict(inputs)), out_hf(hf, dict(inputs)), inputs["attention_mask"])

@@ -124,6 +124,22 @@ def test_fully_blocked_rows_and_left_padding_give_finite_outputs():
     assert torch.isfinite(out.logits).all()
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_does_not_change_the_real_tokens(side):
+    """Relative positions: the distances between real tokens do not depend on where the padding is."""
+    model = tiny(head="token_cls", num_labels=3)
+    ids = torch.randint(6, 99, (2, 9))
+    types = (torch.arange(9) >= 5).long().expand(2, -1).clone()
+    mask = torch.ones_like(ids)
+    real = slice(4, 9) if side == "left" else slice(0, 5)
+    mask[1] = 0
+    mask[1, real] = 1
+    with torch.no_grad():
+        padded = model(ids, attention_mask=mask, token_type_ids=types).logits[1, real]
+        alone = model(ids[1:, real], token_type_ids=types[1:, real]).logits[0]
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("head,shape", [("seq_cls", (2, 3)), ("token_cls", (2, 7, 3)), ("qa", (2, 7, 2)),
                                         ("none", None)])
 def test_heads_and_their_losses(head, shape):
