@@ -79,8 +79,10 @@ def config_from_hf(hf: dict[str, Any], head: str) -> ModelConfig:
                           f"got {num_labels}")
     clamp = hf.get("clamp_len", -1)
     dropout = hf.get("dropout", 0.1)
+    old_name = "vocab_size" not in hf and "n_token" in hf  # configs written before transformers 2
+    vocab_size = hf["n_token"] if old_name else pick(hf, "vocab_size", mt)
     return ModelConfig(
-        arch="xlnet", head=head, vocab_size=hf.get("vocab_size", hf.get("n_token")), dim=dim,
+        arch="xlnet", head=head, dim=dim, vocab_size=vocab_size,
         num_layers=pick(hf, "n_layer", mt), num_heads=heads, head_dim=hf.get("d_head") or dim // heads,
         ffn_dim=pick(hf, "d_inner", mt), max_seq_len=DEFAULT_MAX_SEQ_LEN, dropout=dropout,
         attn_dropout=dropout,

@@ -242,10 +242,10 @@ class XLNet(Model):
             f.g_seg = None if seg is None else seg.gather(1, rows)
         return f
 
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None, perm_mask=None, target_mapping=None,
-               mems=None, use_mems=False, need_weights=False, need_hidden=False):
-        """The backbone: (states of the head stream after the final dropout, new mems or None,
-        per-layer attention weights, per-layer states). See `forward` for the arguments."""
+    def streams(self, input_ids, attention_mask=None, token_type_ids=None, perm_mask=None,
+                target_mapping=None, mems=None, use_mems=False, need_weights=False, need_hidden=False):
+        """The backbone, both streams through every layer: (states of the head stream after the final
+        dropout, new mems or None, per-layer attention weights, per-layer states). Arguments: `forward`."""
         self.check_inputs(input_ids, attention_mask, token_type_ids, perm_mask, target_mapping, mems)
         mlen = mems[0].size(1) if mems is not None else 0
         f = self.frame(input_ids, attention_mask, token_type_ids, perm_mask, target_mapping, mlen)
@@ -274,7 +274,7 @@ class XLNet(Model):
                mems=None) -> torch.Tensor:
         """Final states of the stream the heads read: the query stream (batch, num_predict, dim) when
         `target_mapping` is given, else the content stream (batch, seq, dim). Objectives apply `head`."""
-        return self.encode(input_ids, attention_mask, token_type_ids, perm_mask, target_mapping, mems)[0]
+        return self.streams(input_ids, attention_mask, token_type_ids, perm_mask, target_mapping, mems)[0]
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -296,7 +296,7 @@ class XLNet(Model):
             (batch,); token_cls (batch, seq); qa (batch, 2) start/end.
         attentions / hidden_states (when asked) are those of the stream `last_hidden_state` holds.
         """
-        x, new_mems, weights, states = self.encode(
+        x, new_mems, weights, states = self.streams(
             input_ids, attention_mask, token_type_ids, perm_mask, target_mapping, mems, use_mems,
             need_weights=output_attentions, need_hidden=output_hidden_states)
         out = ModelOutput(last_hidden_state=x, mems=new_mems,
