@@ -130,7 +130,7 @@ class Config:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
-Arch = typing.Literal["bert", "gpt", "transformer", "electra"]
+Arch = typing.Literal["bert", "gpt", "transformer", "electra", "xlnet"]
 Head = typing.Literal["none", "lm", "mlm", "pretraining", "seq_cls", "token_cls", "qa", "rtd"]
 
 
@@ -138,7 +138,7 @@ Head = typing.Literal["none", "lm", "mlm", "pretraining", "seq_cls", "token_cls"
 class ModelConfig(Config):
     """Every architecture zhixing builds, in one vocabulary (DESIGN.md §3)."""
 
-    arch: Arch = "gpt"  # family: bert (encoder), gpt (decoder), transformer (encoder–decoder), electra
+    arch: Arch = "gpt"  # family: bert (encoder), gpt (decoder), transformer (encoder–decoder), electra, xlnet
     head: Head = "lm"  # task head on top of the backbone ("none" = backbone only; "rtd" = ELECTRA's detector)
     vocab_size: int = 50257  # number of token ids
     dim: int = 768  # width of the residual stream
@@ -174,6 +174,9 @@ class ModelConfig(Config):
     attn_impl: typing.Literal["sdpa", "eager"] = "sdpa"  # fast fused attention or the explicit reference
     label_names: list[str] = field(default_factory=list)  # class names for classification heads
     generator_size: float = 0.25  # ELECTRA pretraining: generator width / discriminator width, in (0, 1]
+    attn_type: typing.Literal["bi", "uni"] = "bi"  # XLNet: bidirectional, or causal ("uni", Transformer-XL)
+    mem_len: int | None = None  # XLNet: past states per layer kept in `mems` (None = all of them)
+    clamp_len: int | None = None  # XLNet: relative distances beyond ±clamp_len are clamped (None = none)
 
     def __post_init__(self) -> None:
         if self.num_kv_heads is None:
@@ -194,6 +197,10 @@ class ModelConfig(Config):
             raise ConfigError(
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
             )
+        if self.mem_len is not None and self.mem_len < 0:
+            raise ConfigError(f"mem_len must be >= 0 (or None to keep every past state), got {self.mem_len}")
+        if self.clamp_len is not None and self.clamp_len < 1:
+            raise ConfigError(f"clamp_len must be >= 1 (or None for no clamping), got {self.clamp_len}")
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -237,6 +244,10 @@ _LLAMA = dict(arch="gpt", head="lm", activation="swiglu", norm="rmsnorm", norm_e
 _TRANSFORMER = dict(arch="transformer", head="lm", activation="relu", pre_norm=False, final_norm=False,
                     position="sinusoidal", embed_scale=True, dropout=0.1, pad_token_id=0, bos_token_id=1,
                     eos_token_id=2, decoder_start_token_id=1)
+# XLNet: post-LN, relative positions (no absolute table; max_seq_len bounds one segment), tied LM head
+_XLNET = dict(arch="xlnet", head="lm", vocab_size=32000, max_seq_len=512, activation="gelu", norm_eps=1e-12,
+              pre_norm=False, final_norm=False, position="none", dropout=0.1, pad_token_id=5, bos_token_id=1,
+              eos_token_id=2)
 
 # ELECTRA (Clark et al. 2020, Table 6): BERT's encoder; head "pretraining" = generator + discriminator.
 _ELECTRA = dict(
@@ -279,4 +290,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                          "ffn_dim": 2048, "max_seq_len": 512},
     "transformer-big": {**_TRANSFORMER, "vocab_size": 37000, "dim": 1024, "num_layers": 6, "num_heads": 16,
                         "ffn_dim": 4096, "max_seq_len": 512, "dropout": 0.3},
+    # XLNet (Yang et al. 2019)
+    "xlnet-tiny": {**_XLNET, "dim": 64, "num_layers": 2, "num_heads": 4, "ffn_dim": 256, "max_seq_len": 256},
+    "xlnet-base-cased": {**_XLNET, "dim": 768, "num_layers": 12, "num_heads": 12, "ffn_dim": 3072},
+    "xlnet-large-cased": {**_XLNET, "dim": 1024, "num_layers": 24, "num_heads": 16, "ffn_dim": 4096},
 }

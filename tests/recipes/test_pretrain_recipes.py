@@ -59,6 +59,15 @@ def test_electra_rtd_pretraining_then_finetuning(tmp_path, corpus):
     assert config["arch"] == "electra" and config["head"] == "seq_cls"
 
 
+def test_xlnet_plm_pretraining(tmp_path, corpus):
+    cfg = recipe(tmp_path, corpus, "xlnet", {"preset": "xlnet-tiny"}, {"objective": "plm"})
+    res = CliRunner().invoke(main, ["pretrain", "-c", cfg])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "runs/xlnet/summary.json").read_text())
+    assert summary["objective"] == "plm" and summary["status"] == "completed"
+    assert 0.0 <= summary["final_val_acc"] <= 1.0 and summary["final_val_ppl"] > 1
+
+
 def test_rtd_needs_an_electra_pair(tmp_path, corpus):
     cfg = recipe(tmp_path, corpus, "bad", {"preset": "bert-tiny"}, {"objective": "rtd"})
     res = CliRunner().invoke(main, ["pretrain", "-c", cfg])

@@ -1,6 +1,6 @@
 """Data: corpora -> token shards -> batches for each pretraining objective.
 
-    from zhixing.data import read_documents, prepare_shards, TokenShards, CLMLoader, MLMLoader
+    from zhixing.data import read_documents, prepare_shards, TokenShards, CLMLoader, MLMLoader, PLMLoader
     prepare_shards("peoples-daily", "my_tokenizer/", "shards/pd")      # once; reused afterwards
     train = CLMLoader(TokenShards("shards/pd", "train"), block_size=256, batch_size=32)
     for batch in train: model(**batch).loss ...
@@ -19,8 +19,10 @@ from .shards import ShardError, TokenShards, prepare_shards, token_dtype, vocab_
 if TYPE_CHECKING:
     from .collators import MLMLoader, mask_tokens
     from .loaders import CLMLoader
+    from .plm import PLMLoader, plm_masks
 
-_LAZY = {"CLMLoader": ".loaders", "MLMLoader": ".collators", "mask_tokens": ".collators"}
+_LAZY = {"CLMLoader": ".loaders", "MLMLoader": ".collators", "mask_tokens": ".collators", "PLMLoader": ".plm",
+         "plm_masks": ".plm"}
 
 
 def __getattr__(name: str):
@@ -36,10 +38,12 @@ __all__ = [
     "CLMLoader",
     "CorpusError",
     "MLMLoader",
+    "PLMLoader",
     "ShardError",
     "TokenShards",
     "data_dir",
     "mask_tokens",
+    "plm_masks",
     "prepare_shards",
     "read_documents",
     "token_dtype",

@@ -1,7 +1,8 @@
 """Hugging Face interop: `from_hf` imports a transformers model or checkpoint directory, `to_hf` writes
 one that transformers loads. One mapping per family (bert.py: BERT + RoBERTa, gpt2.py, llama.py,
-electra.py); the tables are in docs/interop.md. transformers itself is never imported here: directories
-are read and written as config.json + safetensors, so converting needs no transformers install.
+electra.py, xlnet.py); the tables are in docs/interop.md. transformers itself is never imported
+here: directories are read and written as config.json + safetensors, so converting needs no
+transformers install.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zhixing.config import ConfigError, ModelConfig
-from zhixing.interop import bert, electra, gpt2, llama
+from zhixing.interop import bert, electra, gpt2, llama, xlnet
 from zhixing.interop.core import (
     Family,
     check_rules,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from zhixing.models.base import Model
 
-FAMILIES: dict[str, Family] = {t: f.FAMILY for f in (bert, gpt2, llama, electra)
+FAMILIES: dict[str, Family] = {t: f.FAMILY for f in (bert, gpt2, llama, electra, xlnet)
                                for t in f.FAMILY.model_types}
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
 
@@ -44,18 +45,19 @@ def family_for_hf(hf: dict[str, Any], source: str) -> tuple[Family, str]:
 
 
 def family_for_config(cfg: ModelConfig) -> tuple[Family, str]:
-    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`; electra."""
+    """The HF family our config exports to: bert/roberta for `bert`; gpt2 or llama for `gpt`; electra;
+    xlnet."""
     if cfg.arch == "bert":
         model_type = bert.model_type_of(cfg)
-    elif cfg.arch == "electra":
-        model_type = "electra"
+    elif cfg.arch in ("electra", "xlnet"):
+        model_type = cfg.arch
     elif cfg.arch == "gpt" and cfg.position in ("learned", "rotary"):
         model_type = "gpt2" if cfg.position == "learned" else "llama"
     else:
         raise ConfigError(
             f"no Hugging Face family for arch={cfg.arch!r}, position={cfg.position!r}: "
             "bert/roberta take arch=bert; gpt2 takes arch=gpt with learned positions; "
-            "llama takes arch=gpt with rotary positions; electra takes arch=electra "
+            "llama takes arch=gpt with rotary positions; electra takes arch=electra; xlnet takes arch=xlnet "
             f"(supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})")
     return FAMILIES[model_type], model_type
 

@@ -26,7 +26,7 @@ from zhixing.models.base import CheckpointError, mismatch_report, read_safetenso
 
 # Files of a tokenizer in Hugging Face format; copied along when a directory is converted.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model")
+                   "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model", "spiece.model")
 
 
 @dataclass(frozen=True)

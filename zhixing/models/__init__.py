@@ -6,6 +6,7 @@ from zhixing.models.bert import Bert
 from zhixing.models.electra import Electra, ElectraPretraining
 from zhixing.models.gpt import GPT
 from zhixing.models.transformer import Transformer
+from zhixing.models.xlnet import XLNet
 
 FAMILIES: dict[str, type[Model]] = Model.families  # arch -> class, filled as each family is defined
 
@@ -19,5 +20,5 @@ def build_model(config: ModelConfig | str, **overrides) -> Model:
     return Model.build(config)
 
 
-__all__ = ["Bert", "GPT", "Transformer", "Electra", "ElectraPretraining", "Model", "ModelOutput",
+__all__ = ["Bert", "GPT", "Transformer", "Electra", "ElectraPretraining", "XLNet", "Model", "ModelOutput",
            "ModelConfig", "CheckpointError", "build_model", "FAMILIES"]

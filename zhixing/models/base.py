@@ -30,6 +30,7 @@ class ModelOutput:
     cross_attentions: list[torch.Tensor] | None = None  # per decoder layer, when asked
     hidden_states: list[torch.Tensor] | None = None  # embeddings + each layer's output, when asked
     encoder_last_hidden_state: torch.Tensor | None = None  # (batch, src_seq, dim), encoder–decoder only
+    mems: list[torch.Tensor] | None = None  # XLNet (use_mems): per layer (batch, mem, dim) for the next call
 
     @property
     def start_logits(self) -> torch.Tensor:  # span QA: (batch, seq)

@@ -12,10 +12,12 @@ from zhixing.objectives.base import Batch, Objective
 from zhixing.objectives.classification import Classification, SpanQA
 from zhixing.objectives.clm import CausalLM
 from zhixing.objectives.mlm import MaskedLM
+from zhixing.objectives.plm import PLM
 from zhixing.objectives.rtd import RTDObjective
 
 # data.objective name -> the class that implements it (recipes name their objective this way)
-OBJECTIVES: dict[str, type[Objective]] = {"clm": CausalLM, "mlm": MaskedLM, "rtd": RTDObjective}
+OBJECTIVES: dict[str, type[Objective]] = {"clm": CausalLM, "mlm": MaskedLM, "rtd": RTDObjective,
+                                          "plm": PLM}
 
 
 def build_objective(name: str, **options: Any) -> Objective:
@@ -30,5 +32,5 @@ def build_objective(name: str, **options: Any) -> Objective:
     return cls(**{k: v for k, v in options.items() if k in accepted})  # a recipe's options for others
 
 
-__all__ = ["Objective", "Batch", "CausalLM", "MaskedLM", "RTDObjective", "Classification", "SpanQA",
+__all__ = ["Objective", "Batch", "CausalLM", "MaskedLM", "PLM", "RTDObjective", "Classification", "SpanQA",
            "OBJECTIVES", "build_objective"]

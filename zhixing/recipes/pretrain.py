@@ -81,6 +81,9 @@ def check_model_fits_data(recipe: Recipe, config: ModelConfig) -> None:
     if d.objective == "clm" and (config.arch != "gpt" or config.head != "lm"):
         raise ConfigError(f"{src}: data.objective=clm trains a GPT with head lm; the model is "
                           f"{config.arch} with head {config.head} (set model.preset to a gpt-* preset)")
+    if d.objective == "plm" and (config.arch != "xlnet" or config.head != "lm"):
+        raise ConfigError(f"{src}: data.objective=plm trains an XLNet with head lm (an xlnet-* preset); the "
+                          f"model is {config.arch} with head {config.head}")
     if d.objective == "rtd" and (config.arch != "electra" or config.head != "pretraining"):
         raise ConfigError(f"{src}: data.objective=rtd trains an ELECTRA generator + discriminator (arch "
                           f"electra, head pretraining: an electra-* preset); the model is {config.arch} with "
@@ -107,6 +110,12 @@ def build_loaders(recipe: Recipe, shards_dir: Path, tokenizer: Any, info: D.Dist
                   world_size=info.world_size)
     if d.objective == "clm":
         return CLMLoader(train, seed=t.seed, **common), CLMLoader(val, seed=t.seed, **common)
+    if d.objective == "plm":
+        from zhixing.data.plm import PLMLoader
+
+        plm = dict(k=d.plm_k, max_span=d.plm_max_span)
+        return (PLMLoader(train, tokenizer, seed=t.seed, **common, **plm),
+                PLMLoader(val, tokenizer, seed=t.seed, **common, **plm))
     mlm = dict(mlm_probability=d.mlm_probability, mask_ratio=d.mask_ratio, random_ratio=d.random_ratio,
                whole_word=d.whole_word, nsp=d.nsp)
     return (MLMLoader(train, tokenizer, seed=t.seed, **common, **mlm),

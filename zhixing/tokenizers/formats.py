@@ -1,5 +1,5 @@
 """Tokenizer directories on disk: ours, any HF ``tokenizer.json``, BERT ``vocab.txt``, GPT-2
-``vocab.json`` + ``merges.txt``.
+``vocab.json`` + ``merges.txt``, XLNet's ``spiece.model`` (with the sentencepiece package).
 
 ``save`` writes ``tokenizer.json`` (the HF format, readable by `tokenizers` and transformers) and
 ``tokenizer_config.json`` (the roles of the special tokens, in transformers' keys, plus a ``zhixing``
@@ -20,6 +20,7 @@ from tokenizers import Tokenizer as Backend
 
 from zhixing.io import atomic_write_text
 
+from . import spiece
 from .errors import TokenizerError
 from .pipelines import (
     KNOWN_SPELLINGS,
@@ -44,10 +45,13 @@ class Loaded:
     extras: list[str] = field(default_factory=list)
     chinese_words: str | None = None
     source: str = "tokenizer.json"
+    padding_side: str = "right"  # XLNet: "left"
+    pad_type_id: int = 0  # segment id of padding (XLNet: 3)
+    tokenizer_class: str | None = None  # the transformers class to save, when not PreTrainedTokenizerFast
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
-    """'tokenizer.json', 'vocab.txt', 'gpt2' or None: the first format found in directory `path`."""
+    """'tokenizer.json', 'vocab.txt', 'gpt2', 'spiece' or None: the first format found in directory `path`."""
     d = Path(path)
     if not d.is_dir():
         return None
@@ -57,6 +61,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
         return "vocab.txt"
     if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
         return "gpt2"
+    if (d / "spiece.model").is_file():
+        return "spiece"
     return None
 
 
@@ -73,9 +79,9 @@ def load_dir(path: str | os.PathLike) -> Loaded:
     if fmt is None:
         hint = " (vocab.json is there but merges.txt is missing)" if (d / "vocab.json").is_file() else ""
         raise TokenizerError(
-            f"{d} holds no tokenizer{hint}: expected tokenizer.json, vocab.txt (BERT) or vocab.json + "
-            "merges.txt (GPT-2); fix: point to a tokenizer directory, or create one with "
-            "`zhixing tokenizer train ... --out DIR` / Tokenizer.save(DIR)"
+            f"{d} holds no tokenizer{hint}: expected tokenizer.json, vocab.txt (BERT), vocab.json + "
+            "merges.txt (GPT-2) or spiece.model (XLNet); fix: point to a tokenizer directory, or create one "
+            "with `zhixing tokenizer train ... --out DIR` / Tokenizer.save(DIR)"
         )
     config = read_config(d)
     ours = config.get("zhixing", {}) if isinstance(config.get("zhixing"), dict) else {}
@@ -83,10 +89,20 @@ def load_dir(path: str | os.PathLike) -> Loaded:
         loaded = load_tokenizer_json(d / "tokenizer.json", config)
     elif fmt == "vocab.txt":
         loaded = load_bert_vocab(d / "vocab.txt", config)
-    else:
+    elif fmt == "gpt2":
         loaded = load_gpt2(d / "vocab.json", d / "merges.txt", config)
+    else:
+        backend, roles, extras = spiece.load_spiece(d / "spiece.model", config)
+        loaded = Loaded(backend, "unigram", roles, extras, source="spiece.model")
     loaded.kind = ours.get("kind", loaded.kind)
     loaded.chinese_words = ours.get("chinese_words")
+    # XLNet pads on the left with segment id 3 (its <cls> must stay last); transformers knows that from
+    # the class, which is kept for saving
+    named = str(config.get("tokenizer_class") or "").removesuffix("Fast")
+    xlnet = fmt == "spiece" or named == "XLNetTokenizer"
+    loaded.tokenizer_class = "XLNetTokenizer" if xlnet else None
+    loaded.padding_side = config.get("padding_side") or ("left" if xlnet else "right")
+    loaded.pad_type_id = int(ours.get("pad_type_id", spiece.XLNET_PAD_TYPE_ID if xlnet else 0))
     return loaded
 
 
@@ -139,7 +155,10 @@ def roles_from(config: dict, backend: Backend) -> tuple[dict[str, str], list[str
             token = token_str(config.get(f"{role}_token"))
             if token is not None and backend.token_to_id(token) is not None:
                 roles[role] = token
-    extras = [t for t in map(token_str, config.get("additional_special_tokens") or []) if t]
+    # transformers 5 writes `extra_special_tokens` (a list, or a dict of named tokens); 4.x the older key
+    listed = config.get("additional_special_tokens") or config.get("extra_special_tokens") or []
+    listed = list(listed.values()) if isinstance(listed, dict) else listed
+    extras = [t for t in map(token_str, listed) if t]
     if not roles:
         specials = [t.content for t in backend.get_added_tokens_decoder().values() if t.special]
         vocab = backend.get_vocab()

@@ -102,7 +102,12 @@ class Tokenizer:
         extra_special_tokens: Iterable[str] = (),
         chinese_words: str | None = None,
         model_max_length: int | None = None,
+        padding_side: str = "right",
+        pad_type_id: int = 0,
+        tokenizer_class: str | None = None,
     ):
+        if padding_side not in ("left", "right"):
+            raise TokenizerError(f"padding_side={padding_side!r} is not valid; fix: use 'left' or 'right'")
         self._backend = backend
         self.kind = kind
         for role, token in special_tokens.items():
@@ -116,6 +121,9 @@ class Tokenizer:
         self._extras = [t for t in extra_special_tokens if t not in self._roles.values()]
         self.chinese_words = chinese_words
         self.model_max_length = model_max_length
+        self.padding_side = padding_side  # "left" for XLNet, whose <cls> is the last token
+        self.pad_type_id = pad_type_id  # token type id of padding (XLNet: 3)
+        self.tokenizer_class = tokenizer_class  # transformers class written on save (None: the generic one)
         self._state: tuple | None = None  # truncation/padding currently set on the backend
 
     # ------------------------------------------------------------------------------------------
@@ -228,12 +236,14 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
-        """Load a tokenizer directory: ours, any HF tokenizer.json, BERT vocab.txt, GPT-2 vocab+merges."""
+        """Load a tokenizer directory: ours, any HF tokenizer.json, BERT vocab.txt, GPT-2 vocab+merges,
+        XLNet's spiece.model (needs the sentencepiece package)."""
         loaded = formats.load_dir(path)
         config = formats.read_config(Path(path))
         max_len = config.get("model_max_length")
         max_len = max_len if isinstance(max_len, int) and 0 < max_len < 10**9 else None
-        return cls(loaded.backend, loaded.kind, loaded.roles, loaded.extras, loaded.chinese_words, max_len)
+        return cls(loaded.backend, loaded.kind, loaded.roles, loaded.extras, loaded.chinese_words, max_len,
+                   loaded.padding_side, loaded.pad_type_id, loaded.tokenizer_class)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write tokenizer.json + tokenizer_config.json (+ vocab.txt or vocab.json/merges.txt) to `path`."""
@@ -244,7 +254,13 @@ class Tokenizer:
             hf_keys["do_lower_case"] = self.lowercase
         if self.model_max_length is not None:
             hf_keys["model_max_length"] = self.model_max_length
+        if self.tokenizer_class is not None:
+            hf_keys["tokenizer_class"] = self.tokenizer_class
+        if self.padding_side != "right":
+            hf_keys["padding_side"] = self.padding_side
         ours = {"chinese_words": self.chinese_words}
+        if self.pad_type_id:
+            ours["pad_type_id"] = self.pad_type_id
         formats.save_dir(d, self._backend, self.kind, self._roles, self._extras, hf_keys, ours)
         return d
 
@@ -266,7 +282,8 @@ class Tokenizer:
 
         truncation: None = truncate only when max_length is given; True = "longest_first" (drop from
             the longer sequence one token at a time); or "only_first" / "only_second".
-        padding: False; "max_length" pads up to max_length (True/"longest" is a no-op for one text).
+        padding: False; "max_length" pads up to max_length (True/"longest" is a no-op for one text), on
+            `padding_side` (XLNet: left) with token type `pad_type_id`.
         """
         _check_text(text, "text")
         if pair is not None:
@@ -348,7 +365,8 @@ class Tokenizer:
                 )
             if padding == "max_length" and max_length is None:
                 raise TokenizerError("padding='max_length' needs max_length; fix: pass max_length=N")
-            pad = (max_length if padding == "max_length" else None, pad_to_multiple_of)
+            pad = (max_length if padding == "max_length" else None, pad_to_multiple_of, self.padding_side,
+                   self.pad_type_id)
         state = ((truncation, trunc_len) if truncation else None, pad)
         self._set_state(state)
 
@@ -369,7 +387,8 @@ class Tokenizer:
             self._backend.no_padding()
         else:
             self._backend.enable_padding(
-                pad_id=self.pad_id, pad_token=self._roles["pad"], length=pad[0], pad_to_multiple_of=pad[1]
+                pad_id=self.pad_id, pad_token=self._roles["pad"], length=pad[0], pad_to_multiple_of=pad[1],
+                direction=pad[2], pad_type_id=pad[3],
             )
         self._state = state
 

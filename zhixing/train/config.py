@@ -104,13 +104,15 @@ class DataConfig(Config):
     cache_dir: str = "runs/.prepared"  # trained tokenizers + token shards, per corpus/kind/vocab
     val_fraction: float = 0.01  # share held out for validation
     split: typing.Literal["auto", "hash", "tail"] = "auto"  # hash: by document; tail: last tokens (nanoGPT)
-    objective: typing.Literal["clm", "mlm", "rtd"] = "clm"  # causal LM (GPT), masked LM (BERT) or
-    # replaced-token detection (ELECTRA generator + discriminator, on masked-LM batches)
+    objective: typing.Literal["clm", "mlm", "rtd", "plm"] = "clm"  # causal LM (GPT), masked LM (BERT),
+    # replaced-token detection (ELECTRA generator + discriminator) or permutation LM (XLNet)
     block_size: int = 256  # tokens per training sequence (<= model.max_seq_len)
     mlm_probability: float = 0.15  # share of tokens masked (mlm, rtd)
     mask_ratio: float = 0.8  # of the masked tokens, the share replaced by [MASK] (BERT 0.8; ELECTRA 0.85)
     random_ratio: float = 0.1  # of the masked tokens, the share replaced by a random token (ELECTRA 0)
     disc_weight: float = 50.0  # rtd: λ, the weight of the discriminator's loss (ELECTRA: 50)
+    plm_k: int = 6  # plm: predict the last 1/K of each factorisation order (XLNet: 6 or 7)
+    plm_max_span: int = 5  # plm: longest span of words permuted as a unit
     whole_word: bool = False  # mask whole words (Chinese: jieba words) (mlm)
     nsp: bool = False  # next-sentence prediction pairs + token_type_ids (mlm; needs head "pretraining")
 
