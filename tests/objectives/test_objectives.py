@@ -156,3 +156,32 @@ def test_build_objective_by_name():
         build_objective("clmm")
     with pytest.raises(Exception, match="needs a decoder with an LM head"):
         CausalLM().check(build_model("bert-tiny", **TINY))
+
+
+def test_an_objective_without_any_evaluation_trains_and_saves(tmp_path):
+    """Classification without a dev evaluator and without validation batches: no evaluation, no best/,
+    the last checkpoint is the model."""
+
+    class Rows:  # an endless classification stream with the loader contract
+        def __init__(self):
+            self.pos = 0
+
+        def __iter__(self):
+            while True:
+                g = torch.Generator().manual_seed(self.pos)
+                self.pos += 1
+                ids = torch.randint(2, 99, (4, 8), generator=g)
+                yield {"input_ids": ids, "labels": (ids[:, 0] % 2)}
+
+        def state_dict(self):
+            return {"pos": self.pos}
+
+        def load_state_dict(self, state):
+            self.pos = state["pos"]
+
+    model = build_model("bert-tiny", **TINY, head="seq_cls")
+    cfg = TrainConfig(device="cpu", progress=False, tensorboard=False, plots=False, max_steps=3,
+                      eval_interval=1, num_threads=1)
+    summary = Trainer(model, Classification(), cfg, Rows(), run=tmp_path / "c").fit()
+    assert summary["status"] == "completed" and "best_metric" not in summary
+    assert summary["model_dir"].endswith("checkpoints/step-3")

@@ -261,14 +261,16 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float] | None:
         """The objective's metrics: its own whole-dev-set evaluation, or its `eval_metrics` of the
-        `eval_sums` summed over `eval_batches` validation batches on every rank."""
+        `eval_sums` summed over `eval_batches` validation batches on every rank (None without either)."""
         self.model.eval()
         try:
             own = self.objective.evaluate(self.raw)
             if own is not None:
                 return {k: v for k, v in own.items() if v is not None}
+            if self.val_data is None:
+                return None
             total = None
             for batch in self.val_data.eval_batches(self.cfg.eval_batches):
                 with self._autocast():
@@ -455,9 +457,9 @@ class Trainer:
 
     def _run_eval(self, log: RunLogger) -> bool:
         """Evaluate, keep best/, and say whether early stopping has run out of patience."""
-        if not self.evaluates:
+        metrics = self.evaluate() if self.evaluates else None
+        if metrics is None:
             return False
-        metrics = self.evaluate()
         record = {"kind": "eval", "step": self.step, **metrics}
         self._last_eval = record
         self.history.append(record)
