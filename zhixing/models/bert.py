@@ -17,8 +17,8 @@ from torch import nn
 from zhixing.config import ModelConfig
 from zhixing.models.base import Model, ModelOutput, check_length
 from zhixing.models.heads import IGNORE, ClassifierHead, MLMHead, classification_loss, lm_loss, span_loss
-from zhixing.nn.attention import Packing, build_mask
-from zhixing.nn.layers import Block, make_norm
+from zhixing.nn.attention import build_mask
+from zhixing.nn.layers import Block, make_norm, run_encoder
 
 POOLED_HEADS = ("none", "pretraining", "seq_cls")
 
@@ -114,24 +114,10 @@ class Bert(Model):
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
         # Padding removed for the token-wise work (see nn.attention.Packing); states at padding are 0.
-        attentions, hidden = [], [x]
-        packing = Packing.of(attention_mask)
-        if packing is not None:
-            x = packing.pack(x)
-        for layer in self.layers:
-            x, w, _ = layer(x, mask, need_weights=output_attentions, packing=packing)
-            attentions.append(w)
-            if output_hidden_states:
-                hidden.append(hidden_state(x, packing))
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return ModelOutput(last_hidden_state=hidden_state(x, packing),
-                           attentions=attentions if output_attentions else None,
+        x, attentions, hidden = run_encoder(self.layers, x, mask, attention_mask, self.final_norm,
+                                            output_attentions, output_hidden_states)
+        return ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
                            hidden_states=hidden if output_hidden_states else None)
-
-
-def hidden_state(x: torch.Tensor, packing: Packing | None) -> torch.Tensor:
-    return x if packing is None else packing.unpack(x)
 
 
 __all__ = ["Bert", "IGNORE"]

@@ -26,9 +26,9 @@ from torch import nn
 from zhixing.config import ModelConfig
 from zhixing.errors import ConfigError
 from zhixing.models.base import Model, ModelOutput, check_length
-from zhixing.models.heads import IGNORE, ClassifierHead, classification_loss, lm_loss, span_loss
-from zhixing.nn.attention import Packing, build_mask
-from zhixing.nn.layers import _ACTIVATIONS, Block, make_norm
+from zhixing.models.heads import ClassifierHead, classification_loss, lm_loss, span_loss
+from zhixing.nn.attention import build_mask
+from zhixing.nn.layers import _ACTIVATIONS, Block, make_norm, run_encoder
 
 HEADS = ("none", "rtd", "mlm", "seq_cls", "token_cls", "qa")  # of one Electra; "pretraining" is the pair
 EMBEDDINGS = ("tok_embed", "pos_embed", "type_embed", "embed_norm")  # what generator and discriminator share
@@ -197,19 +197,9 @@ class Electra(Model):
         check_length(input_ids.size(1), self.config.max_seq_len)
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
-        # same as bert.py: token-wise work on the real tokens only (nn.attention.Packing); padding states = 0
-        attentions, hidden = [], [x]
-        packing = Packing.of(attention_mask)
-        if packing is not None:
-            x = packing.pack(x)
-        for layer in self.layers:
-            x, w, _ = layer(x, mask, need_weights=output_attentions, packing=packing)
-            attentions.append(w)
-            if output_hidden_states:
-                hidden.append(x if packing is None else packing.unpack(x))
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return (x if packing is None else packing.unpack(x)), attentions, hidden
+        # token-wise work on the real tokens only (nn.attention.Packing); padding states = 0
+        return run_encoder(self.layers, x, mask, attention_mask, self.final_norm, output_attentions,
+                           output_hidden_states)
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
@@ -221,7 +211,7 @@ class Electra(Model):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None, output_attentions: bool = False,
-        output_hidden_states: bool = False, labelled_logits_only: bool = False,
+        output_hidden_states: bool = False,
     ) -> ModelOutput:
         """input_ids, attention_mask (1 = real), token_type_ids: (batch, seq).
 
@@ -229,7 +219,6 @@ class Electra(Model):
         (batch, labels); token_cls (batch, seq, labels); qa (batch, seq, 2). labels by head: rtd (batch, seq)
         1 = replaced, 0 = original (the loss is over real tokens); mlm (batch, seq) with -100 where not
         masked; seq_cls (batch,); token_cls (batch, seq); qa (batch, 2) start/end.
-        labelled_logits_only (mlm, with labels): the head runs only where labels != -100, as in Bert.
         """
         x, attentions, hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids,
                                             output_attentions, output_hidden_states)
@@ -240,15 +229,10 @@ class Electra(Model):
             out.logits = self.rtd(x)
             if labels is not None:
                 out.loss = rtd_loss(out.logits, labels, attention_mask)
-        elif head == "mlm":
-            if labels is not None and labelled_logits_only:
-                keep = labels != IGNORE
-                out.logits = self.mlm(x[keep])  # (n_labelled, vocab)
-                out.loss = lm_loss(out.logits, labels[keep], shift=False)
-            else:
-                out.logits = self.mlm(x)
-                if labels is not None:
-                    out.loss = lm_loss(out.logits, labels, shift=False)
+        elif head == "mlm":  # (objectives score the masked positions only, with hidden() + self.mlm)
+            out.logits = self.mlm(x)
+            if labels is not None:
+                out.loss = lm_loss(out.logits, labels, shift=False)
         elif self.classifier is not None:
             out.logits = self.classifier(x)
             if labels is not None:

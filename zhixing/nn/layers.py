@@ -110,3 +110,26 @@ class Block(nn.Module):
                 x = self.cross_norm(x + self.drop(c))
             x = self.ffn_norm(x + self.drop(self.ffn(x)))
         return x, w, cross_w
+
+
+def run_encoder(layers: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor | None,
+                attention_mask: torch.Tensor | None, final_norm: nn.Module | None = None,
+                need_weights: bool = False, keep_hidden: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor | None], list[torch.Tensor]]:
+    """A stack of bidirectional blocks over embedded x (batch, seq, dim), with the token-wise work on the
+    real tokens only when the batch has padding (`Packing`; states at padding come back as 0).
+
+    Returns (final states (batch, seq, dim), per-layer attention weights (None unless need_weights),
+    [x, each layer's output] when keep_hidden else [x])."""
+    attentions, hidden = [], [x]
+    packing = Packing.of(attention_mask)
+    if packing is not None:
+        x = packing.pack(x)
+    for layer in layers:
+        x, w, _ = layer(x, mask, need_weights=need_weights, packing=packing)
+        attentions.append(w)
+        if keep_hidden:
+            hidden.append(x if packing is None else packing.unpack(x))
+    if final_norm is not None:
+        x = final_norm(x)
+    return (x if packing is None else packing.unpack(x)), attentions, hidden
