@@ -320,6 +320,9 @@ class TaskLoader:
         for i in range(0, len(self.features), self.batch_size):
             yield collate(self.features[i:i + self.batch_size], self.pad_id)
 
+    def num_eval_batches(self) -> int:
+        return self.steps_per_epoch
+
     def eval_batches(self, n: int) -> Iterator[dict[str, torch.Tensor]]:
         for i, batch in enumerate(self.batches()):
             if i >= n:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sysconfig
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,14 @@ class TrainConfig(Config):
         if self.min_lr > self.lr:
             raise ConfigError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
         if self.warmup_steps > self.max_steps:
-            raise ConfigError(f"train.warmup_steps={self.warmup_steps} exceeds "
-                              f"train.max_steps={self.max_steps}; lower train.warmup_steps")
+            # A quick run (max_steps lowered on the command line) keeps the recipe's warmup: scale it down
+            # to a tenth of the run instead of failing.
+            scaled = self.max_steps // 10
+            warnings.warn(f"train.warmup_steps={self.warmup_steps} exceeds train.max_steps={self.max_steps}; "
+                          f"using warmup_steps={scaled} (a tenth of the run); set train.warmup_steps to "
+                          "choose",
+                          stacklevel=2)
+            self.warmup_steps = scaled
 
     @property
     def checkpoint_interval(self) -> int:
