@@ -179,6 +179,14 @@ class ModelConfig(Config):
     clamp_len: int | None = None  # XLNet: relative distances beyond ±clamp_len are clamped (None = none)
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_seq_len"):  # before dividing by any
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("num_kv_heads", "head_dim", "ffn_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be a whole number >= 1 (or null: the default), got {value!r}")
         if self.num_kv_heads is None:
             self.num_kv_heads = self.num_heads
         if self.head_dim is None:
