@@ -215,9 +215,10 @@ def tiny_recipe(tmp_path: Path, corpus: Path, **train) -> Path:
                      "dropout": 0.0},
            "data": {"corpus": str(corpus), "tokenizer_kind": "char", "vocab_size": 64, "block_size": 32,
                     "cache_dir": str(tmp_path / "prepared"), "val_fraction": 0.1},
-           "train": {"out_dir": str(tmp_path / "runs"), "device": "cpu", "max_steps": 100_000, "batch_size": 4,
-                     "eval_interval": 0, "save_interval": 0, "eval_batches": 2, "progress": False,
-                     "tensorboard": False, "plots": False, "log_interval": 1, "lr": 1e-3, "num_threads": 1,
+           "train": {"out_dir": str(tmp_path / "runs"), "device": "cpu", "max_steps": 100_000,
+                     "batch_size": 4, "eval_interval": 0, "save_interval": 0, "eval_batches": 2,
+                     "progress": False, "tensorboard": False, "plots": False, "log_interval": 1, "lr": 1e-3,
+                     "num_threads": 1,
                      **train}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(doc))
