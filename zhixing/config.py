@@ -227,6 +227,8 @@ class ModelConfig(Config):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """A named architecture (see `zhixing models`), with optional field overrides."""
+        if not isinstance(name, str):
+            raise ConfigError(f"preset must be a preset name (see `zhixing models`), got {name!r}")
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}{nearest(name, PRESETS)}; known: {', '.join(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides}, source=f"preset {name}")
@@ -238,7 +240,12 @@ class ModelConfig(Config):
         if path.is_dir():
             path = path / "config.json"
         data = read_json_object(path, "no config.json here; is this a model directory?")
-        return cls.from_dict(data, source=str(path), ignore=("zhixing_version",))
+        try:
+            return cls.from_dict(data, source=str(path), ignore=("zhixing_version",))
+        except ConfigError as e:
+            if str(path) in str(e):
+                raise
+            raise ConfigError(f"{path}: {e}") from None
 
 
 _BERT = dict(

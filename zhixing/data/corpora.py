@@ -120,7 +120,23 @@ def read_table(path: Path, *, column: str = "text") -> Iterator[str]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     # TSV datasets (SST-2, GLUE) quote nothing; a stray '"' must not swallow the following lines.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader((line for _, line in _lines(path)), delimiter=delimiter, quoting=quoting)
+    where = [0]
+
+    def lines() -> Iterator[str]:
+        for lineno, line in _lines(path):
+            where[0] = lineno
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter, quoting=quoting)
+    try:
+        yield from _cells(path, reader, column)
+    except csv.Error as e:
+        kind = "CSV" if delimiter == "," else "TSV"
+        raise CorpusError(f"{path}: line {where[0]}: not readable as {kind} ({e}); fix: check the quoting on "
+                          "this line") from None
+
+
+def _cells(path: Path, reader: Iterator[list[str]], column: str) -> Iterator[str]:
     header = next(reader, None)
     if header is None:
         return

@@ -106,18 +106,22 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_
         # GLUE TSVs contain bare quote characters inside sentences: read them without quoting.
         reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",",
                             quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: the file is empty; pass a file with a header line and examples")
-        columns = [h.strip() for h in header]
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != len(columns):
-                raise DataError(f"{path}:{line}: {len(row)} fields but the header has {len(columns)} "
-                                f"({', '.join(columns)}); quote fields that contain the delimiter")
-            rows.append((line, dict(zip(columns, row))))
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: the file is empty; pass a file with a header line and examples")
+            columns = [h.strip() for h in header]
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != len(columns):
+                    raise DataError(f"{path}:{line}: {len(row)} fields but the header has {len(columns)} "
+                                    f"({', '.join(columns)}); quote fields that contain the delimiter")
+                rows.append((line, dict(zip(columns, row))))
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num + 1}: not readable as {fmt.upper()} ({e}); check the "
+                            "quoting on this line") from None
     if not rows:
         raise DataError(f"{path}: no examples after the header")
     if text_column is None:
