@@ -369,12 +369,20 @@ class RunDir:
             os.close(fd)
 
     def clean_partial(self) -> None:
-        """Remove what an interrupted save left behind (`.tmp-*`, `.old-*`); complete checkpoints stay."""
+        """Remove what an interrupted save left behind (`.tmp-*`, `.old-*`); complete checkpoints stay.
+        A process killed between the two renames of a swap (`replace_dir`) left the old directory as
+        `.old-<name>` and no `<name>`: it is put back. An old run that `start_fresh` moved aside but did not
+        finish deleting is deleted."""
         for root in (self.path, self.checkpoints_dir):
             if root.is_dir():
                 for p in root.iterdir():
-                    if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
+                    if p.is_dir() and p.name.startswith(".old-") and not (root / p.name[5:]).exists():
+                        os.replace(p, root / p.name[5:])
+                    elif p.is_dir() and p.name.startswith((".tmp-", ".old-")):
                         shutil.rmtree(p, ignore_errors=True)
+        if self.path.parent.is_dir():
+            for p in self.path.parent.glob(f".{self.name}.replaced-*"):
+                shutil.rmtree(p, ignore_errors=True)
 
     def prune_checkpoints(self, keep_last: int) -> None:
         """Delete all but the newest `keep_last` step checkpoints."""

@@ -148,10 +148,7 @@ class Trainer:
             return None
         existing = run.latest_checkpoint()
         if cfg.resume:
-            if existing is None:
-                if run.best.is_dir() and not cfg.overwrite:
-                    raise TrainingError(f"{run.path} holds best/ but no checkpoint to resume from; to start "
-                                        "it again pass train.overwrite=true, or choose another name=...")
+            if existing is None:  # (a run killed before its first checkpoint starts again from 0)
                 if self.dist.is_main:
                     print(f"train.resume=true but {run.checkpoints_dir} holds none; starting from step 0",
                           flush=True)
