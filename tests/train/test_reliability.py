@@ -273,3 +273,23 @@ def test_warmup_longer_than_the_run_is_scaled_down():
     with pytest.warns(UserWarning, match="warmup_steps=100 exceeds train.max_steps=60; using warmup_steps=6"):
         cfg = TrainConfig(warmup_steps=100, max_steps=60)
     assert cfg.warmup_steps == 6
+
+
+def test_evaluations_show_progress_in_the_run_bar(tmp_path):
+    from zhixing.train.logging import RunLogger, progress_bar
+
+    log = RunLogger(tmp_path, progress=True, tensorboard=False, total_steps=3)
+    try:
+        with progress_bar("evaluating", 5) as advance:
+            advance(2)
+            tasks = {t.description: t.completed for t in log._bar.tasks}
+        after = [t.description for t in log._bar.tasks]
+    finally:
+        log.close()
+    assert tasks == {"train": 0, "evaluating": 2} and after == ["train"]
+    log = RunLogger(tmp_path, progress=False, tensorboard=False, total_steps=3)
+    try:  # train.progress=false: no bar, not even one asked for
+        with progress_bar("evaluating", 5, enabled=True) as advance:
+            advance(1)
+    finally:
+        log.close()

@@ -368,20 +368,24 @@ class TaskLoader:
 
 @torch.no_grad()
 def forward_all(model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int,
-                ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
+                description: str = "evaluating") -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
     """(feature indices, CPU batch, output with CPU float logits) for all features; labels go in so the
     output carries the loss. Batches are formed from length-sorted features: evaluation needs no
     particular order, and similar lengths waste few padded positions (callers place rows by index)."""
+    from zhixing.train.logging import progress_bar
+
     device = next(model.parameters()).device
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     was_training = model.training
     model.eval()  # no dropout, whatever mode the caller left the model in
     try:
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            batch = collate([features[i] for i in idx], pad_id)
-            out = model(**{k: v.to(device) for k, v in batch.items()})
-            out.logits = out.logits.float().cpu()
-            yield idx, batch, out
+        with progress_bar(description, len(order)) as advance:  # shown on a terminal (or in the run's bar)
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                batch = collate([features[i] for i in idx], pad_id)
+                out = model(**{k: v.to(device) for k, v in batch.items()})
+                out.logits = out.logits.float().cpu()
+                advance(len(idx))
+                yield idx, batch, out
     finally:
         model.train(was_training)

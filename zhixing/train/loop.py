@@ -38,7 +38,14 @@ from zhixing.objectives.base import Batch, Objective
 from zhixing.train import checkpoint as ckpt
 from zhixing.train import distributed as D
 from zhixing.train.config import TrainConfig
-from zhixing.train.logging import RunLogger, Throughput, flops_per_token, peak_flops, plot_curves
+from zhixing.train.logging import (
+    RunLogger,
+    Throughput,
+    flops_per_token,
+    peak_flops,
+    plot_curves,
+    progress_bar,
+)
 from zhixing.train.schedule import lr_at
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -302,10 +309,13 @@ class Trainer:
             if own is not None:
                 return {k: v for k, v in own.items() if v is not None}
             total = None
-            for batch in self.val_data.eval_batches(self._eval_batches()):
-                with self._autocast():
-                    sums = self.model(self._to_device(batch), evaluate=True)
-                total = sums if total is None else total + sums
+            n = self._eval_batches()
+            with progress_bar("evaluating", n, enabled=None if self.dist.is_main else False) as advance:
+                for batch in self.val_data.eval_batches(n):
+                    with self._autocast():
+                        sums = self.model(self._to_device(batch), evaluate=True)
+                    total = sums if total is None else total + sums
+                    advance(1)
             if total is None:
                 raise TrainingError("the validation data yielded no batches; check data.val_fraction")
             return self.objective.eval_metrics(D.all_reduce_sum(total, self.dist).tolist())
