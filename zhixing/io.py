@@ -264,6 +264,7 @@ class RunDir:
             candidates.append(p.parent.parent)
         for c in candidates:
             if (c / cls.CONFIG).is_file() or (c / cls.TASK).is_file() or (c / cls.SUMMARY).is_file() \
+                    or (c / cls.RUN).is_file() \
                     or (c / "checkpoints").is_dir() or (c / "best").is_dir():
                 return cls(c)
         return None

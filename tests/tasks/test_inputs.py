@@ -161,3 +161,20 @@ def test_to_hf_of_a_model_without_biases_says_model_bias_true(tmp_path):
     model = build_model("gpt-tiny", vocab_size=64, dim=32, num_heads=2, bias=False)
     with pytest.raises(ConfigError, match="bias=False.*train it with model.bias=true"):
         to_hf(model, tmp_path / "hf")
+
+
+def test_a_refused_finetune_leaves_task_json_and_the_run_as_they_were(classifier, tiny_bert):
+    """Old behaviour: task.json was rewritten before the "already holds checkpoints" check, so `predict`
+    on the run then used the refused run's settings."""
+    from zhixing.errors import TrainingError
+
+    before = {p.relative_to(classifier): p.read_bytes() for p in sorted(classifier.rglob("*")) if p.is_file()}
+    train = classifier.parent / "train.tsv"
+    cfg = finetune_config("classify", model=str(tiny_bert), train=str(train), dev=str(train), max_seq_len=16,
+                          text_column="sentence")
+    overrides = [x for x in FAST if x != "overwrite=true"]
+    with pytest.raises(TrainingError, match="already holds checkpoints/step-2"):
+        finetune(cfg, name="clf", train_overrides=[*overrides, "max_steps=2", f"out_dir={classifier.parent}"])
+    after = {p.relative_to(classifier): p.read_bytes() for p in sorted(classifier.rglob("*")) if p.is_file()}
+    assert after == before
+    assert json.loads((classifier / "task.json").read_text())["max_seq_len"] == 32
