@@ -303,8 +303,6 @@ class Trainer:
         self.model.eval()
         self._in_eval = True
         try:
-            if self._stop_signal is not None:
-                raise EvalInterrupted
             own = self.objective.evaluate(self.raw)
             if own is not None:
                 return {k: v for k, v in own.items() if v is not None}
