@@ -179,6 +179,14 @@ class ModelConfig(Config):
     clamp_len: int | None = None  # XLNet: relative distances beyond ±clamp_len are clamped (None = none)
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_seq_len"):  # before dividing by any
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("num_kv_heads", "head_dim", "ffn_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be a whole number >= 1 (or null: the default), got {value!r}")
         if self.num_kv_heads is None:
             self.num_kv_heads = self.num_heads
         if self.head_dim is None:
@@ -219,6 +227,8 @@ class ModelConfig(Config):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """A named architecture (see `zhixing models`), with optional field overrides."""
+        if not isinstance(name, str):
+            raise ConfigError(f"preset must be a preset name (see `zhixing models`), got {name!r}")
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}{nearest(name, PRESETS)}; known: {', '.join(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides}, source=f"preset {name}")
@@ -230,7 +240,12 @@ class ModelConfig(Config):
         if path.is_dir():
             path = path / "config.json"
         data = read_json_object(path, "no config.json here; is this a model directory?")
-        return cls.from_dict(data, source=str(path), ignore=("zhixing_version",))
+        try:
+            return cls.from_dict(data, source=str(path), ignore=("zhixing_version",))
+        except ConfigError as e:
+            if str(path) in str(e):
+                raise
+            raise ConfigError(f"{path}: {e}") from None
 
 
 _BERT = dict(

@@ -10,24 +10,33 @@ only when all were written (`staged_files`).
 The run directory (DESIGN.md §3), the one place that knows its layout:
 
     runs/<name>/
+        run.json                the run's id: every checkpoint, best.json and summary.json repeat it
         config.yaml  task.json  metrics.jsonl  summary.json  tb/  plots/
         checkpoints/step-N/     model + tokenizer + optimizer.pt + trainer_state.json
         best/                   the best model (+ tokenizer), best.json
+    runs/.<name>.lock           held (pid, host) while a process trains into runs/<name>/
+
+A run directory belongs to one run: `start_fresh` moves everything of an earlier run aside (one rename)
+before a new run writes anything, and `lock` keeps a second process out while one trains.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from zhixing.errors import ConfigError
+from zhixing.errors import ConfigError, TrainingError
 
 
 def _umask() -> int:
@@ -148,6 +157,7 @@ class RunDir:
     """
 
     CONFIG = "config.yaml"
+    RUN = "run.json"
     TASK = "task.json"
     METRICS = "metrics.jsonl"
     SUMMARY = "summary.json"
@@ -176,6 +186,15 @@ class RunDir:
     @property
     def config_file(self) -> Path:
         return self.path / self.CONFIG
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / self.RUN
+
+    @property
+    def lock_file(self) -> Path:
+        """Beside the run directory (not in it), so moving an old run aside keeps the lock in place."""
+        return self.path.parent / f".{self.path.name}.lock"
 
     @property
     def task_file(self) -> Path:
@@ -245,6 +264,7 @@ class RunDir:
             candidates.append(p.parent.parent)
         for c in candidates:
             if (c / cls.CONFIG).is_file() or (c / cls.TASK).is_file() or (c / cls.SUMMARY).is_file() \
+                    or (c / cls.RUN).is_file() \
                     or (c / "checkpoints").is_dir() or (c / "best").is_dir():
                 return cls(c)
         return None
@@ -266,18 +286,125 @@ class RunDir:
             return None
         return read_json_object(self.task_file)
 
+    # -- one run per directory -----------------------------------------------------------------------
+    @staticmethod
+    def new_run_id() -> str:
+        return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+
+    def run_id(self) -> str | None:
+        """The id of the run this directory holds (run.json), or None when it holds none yet."""
+        if not self.run_file.is_file():
+            return None
+        value = read_json_object(self.run_file).get("run_id")
+        return value if isinstance(value, str) and value else None
+
+    def write_run_id(self, run_id: str) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return atomic_write_json(self.run_file, {"run_id": run_id, "name": self.name})
+
+    def holds_run(self) -> bool:
+        """Whether the directory holds something worth keeping: a step checkpoint or a best/ model."""
+        return bool(self.checkpoints()) or self.best.is_dir()
+
+    def start_fresh(self) -> Path | None:
+        """Make the directory empty for a new run: whatever an earlier run left (checkpoints, best/,
+        summary, metrics, config) is moved aside in one rename, then deleted, so no file of the old run
+        can mix with the new one and a crash in between leaves either the old run whole or none of it.
+        Returns the path the old run was moved to while being deleted (None when there was nothing)."""
+        if not self.path.exists() or not any(self.path.iterdir()):
+            self.path.mkdir(parents=True, exist_ok=True)
+            return None
+        aside = self.path.with_name(f".{self.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.replace(self.path, aside)
+        self.path.mkdir(parents=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        return aside
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock file (pid and host inside) while the block runs.
+
+        The lock is an advisory `flock` on `runs/.<name>.lock`: the kernel drops it when the holder dies
+        (even by kill -9), so a lock file left by a dead process is taken over (said on stdout, with the
+        dead pid) and a live holder is named in the error."""
+        import fcntl
+
+        path = self.lock_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                holder = _lock_holder(path)
+                raise TrainingError(
+                    f"{self.path} is in use by {holder} (lock {path}); wait for that run to end or stop it, "
+                    "or train into another name=..."
+                ) from None
+            try:  # the file may have been removed (by a holder releasing it) between open and flock
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            if previous:
+                print(f"{path}: taking over a stale lock ({_describe(previous)}: that process is gone)",
+                      flush=True)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+
     def clean_partial(self) -> None:
-        """Remove what an interrupted save left behind (`.tmp-*`, `.old-*`); complete checkpoints stay."""
+        """Remove what an interrupted save left behind (`.tmp-*`, `.old-*`); complete checkpoints stay.
+        A process killed between the two renames of a swap (`replace_dir`) left the old directory as
+        `.old-<name>` and no `<name>`: it is put back. An old run that `start_fresh` moved aside but did not
+        finish deleting is deleted."""
         for root in (self.path, self.checkpoints_dir):
             if root.is_dir():
                 for p in root.iterdir():
-                    if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
+                    if p.is_dir() and p.name.startswith(".old-") and not (root / p.name[5:]).exists():
+                        os.replace(p, root / p.name[5:])
+                    elif p.is_dir() and p.name.startswith((".tmp-", ".old-")):
                         shutil.rmtree(p, ignore_errors=True)
+        if self.path.parent.is_dir():
+            for p in self.path.parent.glob(f".{self.name}.replaced-*"):
+                shutil.rmtree(p, ignore_errors=True)
 
     def prune_checkpoints(self, keep_last: int) -> None:
         """Delete all but the newest `keep_last` step checkpoints."""
         for _, old in self.checkpoints()[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _describe(text: str) -> str:
+    try:
+        owner = json.loads(text)
+        return f"pid {owner['pid']} on {owner['host']}"
+    except (ValueError, KeyError, TypeError):
+        return "an unknown process"
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    return _describe(text) if text.strip() else "another process (starting up)"
 
 
 def model_directory(path: str | os.PathLike) -> Path:

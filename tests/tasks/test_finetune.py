@@ -159,7 +159,7 @@ def test_cli_finetune_evaluate_predict(tiny_bert, tmp_path):
     row = next(line for line in res.output.splitlines() if "accuracy (best)" in line)
     assert f"{summary['best_accuracy']:.4f} at step {summary['best_step']}" in row
     assert "val loss (best)" not in res.output and "-0." not in res.output
-    res = runner.invoke(main, ["predict", str(tmp_path / "cli"), "--input", "the movie was very bad"])
+    res = runner.invoke(main, ["predict", str(tmp_path / "cli"), "--text", "the movie was very bad"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["output"]["label"] == "neg"
     res = runner.invoke(main, [*base, "epoch=3"])

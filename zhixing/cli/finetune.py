@@ -1,4 +1,4 @@
-"""`zhixing finetune`, `zhixing evaluate RUN --data FILE`, `zhixing predict RUN --input FILE|TEXT`."""
+"""`zhixing finetune`, `zhixing evaluate RUN --data FILE`, `zhixing predict RUN --input FILE|--text TEXT`."""
 
 from __future__ import annotations
 
@@ -101,35 +101,83 @@ def evaluate_cmd(run: str, data: str, task: str | None) -> None:
     click.echo(json.dumps({k: v for k, v in metrics.items() if v is not None}, ensure_ascii=False))
 
 
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def read_inputs(path: Path, task: str) -> tuple[list, str]:
+    """The inputs of `predict --input FILE` and how they were read: plain text, one input per line, or
+    (a .jsonl file; always for qa) one JSON object per line with "text" (qa: "question" and "context").
+    Errors name the file and line."""
+    from zhixing.data.corpora import read_lines
+    from zhixing.errors import DataError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (to predict on a text itself, pass --text TEXT)")
+    as_json = task == "qa" or path.suffix.lower() in JSON_SUFFIXES
+    need = ("question", "context") if task == "qa" else ("text",)
+    items: list = []
+    for i, line in read_lines(path, error=DataError):
+        if not line.strip():
+            continue
+        if not as_json:
+            items.append(line)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{i}: not valid JSON ({e.msg}); this file holds one JSON object per "
+                            f"line with {' and '.join(need)}") from None
+        missing = [k for k in need if not isinstance(obj, dict) or not isinstance(obj.get(k), str)]
+        if missing:
+            names = " and ".join(repr(k) for k in need)
+            found = "missing or not a string" if isinstance(obj, dict) else \
+                f"not an object but {type(obj).__name__}"
+            raise DataError(f"{path}:{i}: expected a JSON object with a string {names}; {found}: "
+                            f"{', '.join(missing)}")
+        items.append(obj if task == "qa" else obj["text"])
+    if not items:
+        raise DataError(f"{path}: no inputs (the file holds only blank lines)")
+    kind = "JSON lines" if as_json else "plain text, one input per line"
+    return items, kind
+
+
 @click.command("predict")
 @click.argument("run")
-@click.option("--input", "source", required=True,
-              help="A file (one text per line; JSONL with question/context for qa) or a text.")
+@click.option("--input", "input_file", default=None, metavar="FILE",
+              help="A file that must exist: one text per line, or JSON lines (.jsonl) with text (qa: "
+                   "question and context, always JSON lines).")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="A text to predict on (repeatable); for qa a JSON object with question and context.")
 @click.option("--task", type=click.Choice(TASK_NAMES), default=None)
-def predict_cmd(run: str, source: str, task: str | None) -> None:
-    """Predict with a fine-tuned RUN; writes one JSON object per input line to stdout (JSONL)."""
+def predict_cmd(run: str, input_file: str | None, texts: tuple[str, ...], task: str | None) -> None:
+    """Predict with a fine-tuned RUN; writes one JSON object per input to stdout (JSONL).
+
+    The inputs are given explicitly: --input FILE (read as a file, never as text) or --text TEXT.
+    """
     from zhixing.tasks.finetune import load_task_run
     from zhixing.tasks.pipeline import Pipeline
 
-    def inputs(kind: str) -> list:
-        path = Path(source)
-        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else [source]
-        lines = [x for x in lines if x.strip()]
-        if kind != "qa":
-            return [json.loads(x)["text"] if x.lstrip().startswith("{") else x for x in lines]
-        out = []
-        for i, x in enumerate(lines, 1):
-            try:
-                obj = json.loads(x)
-            except json.JSONDecodeError:
-                raise click.ClickException(f"{source}:{i}: qa input is one JSON object per line with "
-                                           "question and context") from None
-            out.append(obj)
-        return out
-
+    if (input_file is None) == (not texts):
+        raise click.UsageError("pass either --input FILE or --text TEXT (one or more), not both")
     _, spec, _ = load_task_run(run, task)
+    if input_file is not None:
+        items, kind = read_inputs(Path(input_file), spec.name)
+        click.echo(f"read {len(items)} input(s) from {input_file} ({kind})", err=True)
+    elif spec.name == "qa":
+        items = []
+        for text in texts:
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError:
+                obj = None
+            keys = ("question", "context")
+            if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in keys):
+                raise click.BadParameter("for qa, --text is a JSON object with question and context, e.g. "
+                                         '\'{"question": "...", "context": "..."}\'', param_hint="--text")
+            items.append(obj)
+    else:
+        items = list(texts)
     pipe = Pipeline(spec.name, run)
-    items = inputs(spec.name)
     for item, res in zip(items, pipe(items)):
         if isinstance(res, dict):
             res = {k: v for k, v in res.items() if k != "n_best"}

@@ -126,4 +126,4 @@ def _sentiment_stage(name: str, device: str, progress: bool) -> None:
                   f"(bert-tiny from scratch on 4,000 reviews; run directory {result['run_dir']})")
     for ex in result["examples"]:
         console.print(f"  {ex['text'][:40]!r} -> {ex['label']} ({ex['score']:.2f}); gold {ex['gold']}")
-    console.print(f"use it: zhixing predict {result['run_dir']} --input \"这家酒店的服务很好\"")
+    console.print(f"use it: zhixing predict {result['run_dir']} --text \"这家酒店的服务很好\"")

@@ -242,6 +242,10 @@ class MLMLoader(BaseLoader):
         batch = self._assemble(rows, rng_for(self.seed, epoch, step, TAG_MASK))
         return {k: v[self._rank_slice()] for k, v in batch.items()}
 
+    def num_eval_batches(self) -> int:
+        """Global batches a full evaluation pass holds: the most an evaluation draws."""
+        return len(self._epoch_rows(0)) // self.global_batch_size
+
     def eval_batches(self, num_batches: int | None = None):
         """A finite, deterministic pass over epoch 0's rows (fixed masks); the training position is untouched.
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zhixing.config import nearest
-from zhixing.errors import CorpusError
+from zhixing.errors import CorpusError, DataError
 
 SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
 DATA_ENV = "ZHIXING_DATA"
@@ -37,20 +37,38 @@ DATA_ENV = "ZHIXING_DATA"
 # files
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text without the newline), decoded line by line so a bad byte names its line."""
+def read_lines(path: Path, *, keepends: bool = False, error: type[DataError] = CorpusError,
+               ) -> Iterator[tuple[int, str]]:
+    """(line number, text without the newline), decoded line by line so a bad byte names its file and
+    line. Shared by every reader of text files (corpora here, the fine-tuning readers in zhixing.tasks);
+    `keepends` keeps the line end (csv needs it inside quoted fields), `error` is the class raised."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise CorpusError(
-                    f"{path}: line {lineno}: invalid UTF-8 ({e.reason}); fix: convert the file to UTF-8 "
-                    "(e.g. `iconv -f GB18030 -t UTF-8 in.txt > out.txt`)"
-                ) from None
+                raise error(f"{path}: line {lineno}: {encoding_problem(e)}") from None
             if lineno == 1:
                 text = text.removeprefix("\ufeff")  # a byte-order mark is not text
-            yield lineno, text.rstrip("\r\n")
+            yield lineno, (text if keepends else text.rstrip("\r\n"))
+
+
+def encoding_problem(e: UnicodeDecodeError) -> str:
+    return (f"invalid UTF-8 ({e.reason}); fix: convert the file to UTF-8 "
+            "(e.g. `iconv -f GB18030 -t UTF-8 in.txt > out.txt`)")
+
+
+def read_utf8(path: Path, *, error: type[DataError] = CorpusError) -> str:
+    """A whole UTF-8 file (a JSON document); a bad byte is reported with its file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise error(f"{path}: line {line}: {encoding_problem(e)}") from None
+
+
+_lines = read_lines
 
 
 def read_txt(path: Path, *, blank_lines: bool = False) -> Iterator[str]:
@@ -102,7 +120,23 @@ def read_table(path: Path, *, column: str = "text") -> Iterator[str]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     # TSV datasets (SST-2, GLUE) quote nothing; a stray '"' must not swallow the following lines.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader((line for _, line in _lines(path)), delimiter=delimiter, quoting=quoting)
+    where = [0]
+
+    def lines() -> Iterator[str]:
+        for lineno, line in _lines(path):
+            where[0] = lineno
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter, quoting=quoting)
+    try:
+        yield from _cells(path, reader, column)
+    except csv.Error as e:
+        kind = "CSV" if delimiter == "," else "TSV"
+        raise CorpusError(f"{path}: line {where[0]}: not readable as {kind} ({e}); fix: check the quoting on "
+                          "this line") from None
+
+
+def _cells(path: Path, reader: Iterator[list[str]], column: str) -> Iterator[str]:
     header = next(reader, None)
     if header is None:
         return

@@ -205,6 +205,10 @@ class CLMLoader(BaseLoader):
             starts = self._block_order(epoch)[step * g : (step + 1) * g] * self.block_size
         return self._windows(starts[self._rank_slice()])
 
+    def num_eval_batches(self) -> int:
+        """Global batches of distinct blocks the split holds: the most an evaluation draws."""
+        return max(1, self._num_blocks() // self.global_batch_size)
+
     def eval_batches(self, num_batches: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """A finite, deterministic pass (same batches every call; training position untouched).
 

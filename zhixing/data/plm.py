@@ -180,6 +180,10 @@ class PLMLoader(BaseLoader):
     def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
         return to_tensors(self._rows(epoch, step))
 
+    def num_eval_batches(self) -> int:
+        """Global batches a full evaluation pass holds: the most an evaluation draws."""
+        return self._num_rows() // self.global_batch_size
+
     def eval_batches(self, num_batches: int | None = None):
         """A finite, deterministic pass over the rows in stream order with fixed orders (the training
         position is untouched). num_batches=None: every full global batch of the split."""

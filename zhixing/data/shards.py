@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,6 +161,7 @@ def prepare_shards(
             )
         if stats["max_id"] >= vocab_size:
             raise ShardError(f"the tokenizer produced id {stats['max_id']} >= its vocab_size {vocab_size}")
+        unk_fraction = _check_unknown(build, dtype, tok, stats, source)
         used_split = split
         if split == "tail" or (split == "auto" and val_fraction > 0 and stats["docs"]["val"] == 0):
             used_split = "tail"
@@ -190,6 +192,7 @@ def prepare_shards(
                 "path": str(Path(tokenizer).resolve()) if isinstance(tokenizer, (str, os.PathLike)) else None,
             },
             "options": options,
+            "unk_fraction": unk_fraction,
         }
         # Commit: invalidate the old meta first, move the files in, write the new meta last.
         (out / "meta.json").unlink(missing_ok=True)
@@ -199,6 +202,35 @@ def prepare_shards(
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return out
+
+
+UNK_WARN_FRACTION = 0.01  # above this share of unknown tokens, `prepare` warns
+
+
+def _check_unknown(build: Path, dtype, tok: Any, stats: dict, source: str) -> float | None:
+    """The share of the corpus's tokens that are the tokenizer's unknown token; a warning (with the
+    fraction and a fix) above UNK_WARN_FRACTION: such shards train a model on "[UNK]" and say nothing."""
+    unk = getattr(tok, "unk_id", None)
+    total = stats["tokens"]["train"] + stats["tokens"]["val"]
+    if unk is None or total == 0:
+        return None if unk is None else 0.0
+    count = 0
+    for split in SPLITS:
+        f = build / f"{split}.bin"
+        if f.is_file() and f.stat().st_size:
+            ids = np.memmap(f, dtype=dtype, mode="r")
+            for i in range(0, len(ids), 1 << 24):  # in chunks: a corpus may not fit in memory
+                count += int(np.count_nonzero(ids[i:i + (1 << 24)] == unk))
+            del ids
+    fraction = count / total
+    if fraction > UNK_WARN_FRACTION:
+        warnings.warn(
+            f"corpus {source!r}: {count:,} of {total:,} tokens ({fraction:.1%}) are the unknown token "
+            f"{tok.id_to_token(unk)!r}: the tokenizer does not fit this text (another language or "
+            "script?); fix: train a tokenizer on this corpus (zhixing tokenizer train) or use one made for "
+            "its language",
+            stacklevel=3)
+    return round(fraction, 6)
 
 
 def _is_complete(out: Path, build_key: str) -> bool:

@@ -292,4 +292,11 @@ def exportable(cfg: ModelConfig, model_type: str, wants: dict[str, tuple[Any, ..
     bad = [f"{k}={getattr(cfg, k)!r} (needs one of {list(v)})"
            for k, v in wants.items() if getattr(cfg, k) not in v]
     if bad:
-        raise ConfigError(f"cannot export to Hugging Face {model_type}: {'; '.join(bad)}")
+        def value(v: Any) -> str:
+            return str(v).lower() if isinstance(v, bool) or v is None else str(v)
+
+        fix = " ".join(f"model.{k}={value(v[0])}" for k, v in wants.items() if getattr(cfg, k) not in v)
+        raise ConfigError(f"cannot export to Hugging Face {model_type}: {'; '.join(bad)}; these fix the "
+                          f"architecture, so a trained model cannot be converted: train it with {fix} "
+                          "(e.g. appended to `zhixing pretrain`), or keep it as a zhixing model "
+                          "(zhixing.load reads it)")

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zhixing.data.corpora import read_lines, read_utf8
 from zhixing.errors import DataError
 
 TEXT_COLUMNS = ("sentence", "text", "review", "sentence1", "question", "content")
@@ -83,24 +85,28 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_
     path = _nonempty(path)
     fmt = table_format(path)
     rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        if fmt == "jsonl":
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{i}: not valid JSON ({e.msg}); JSONL holds one object per line")\
-                        from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-                rows.append((i, obj))
-            columns = list(rows[0][1]) if rows else []
-        else:
-            # GLUE TSVs contain bare quote characters inside sentences: read them without quoting.
-            reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",",
-                                quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+    # Decoded line by line (a bad byte names its line); cells of any size (whole articles exceed csv's
+    # default 128 KiB limit).
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    f = (line for _, line in read_lines(path, keepends=True, error=DataError))
+    if fmt == "jsonl":
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{i}: not valid JSON ({e.msg}); JSONL holds one object per line")\
+                    from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+            rows.append((i, obj))
+        columns = list(rows[0][1]) if rows else []
+    else:
+        # GLUE TSVs contain bare quote characters inside sentences: read them without quoting.
+        reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",",
+                            quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+        try:
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{path}: the file is empty; pass a file with a header line and examples")
@@ -113,6 +119,9 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_
                     raise DataError(f"{path}:{line}: {len(row)} fields but the header has {len(columns)} "
                                     f"({', '.join(columns)}); quote fields that contain the delimiter")
                 rows.append((line, dict(zip(columns, row))))
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num + 1}: not readable as {fmt.upper()} ({e}); check the "
+                            "quoting on this line") from None
     if not rows:
         raise DataError(f"{path}: no examples after the header")
     if text_column is None:
@@ -154,30 +163,31 @@ def read_tagged(path: str | os.PathLike, *, token_column: int = 0,
     tags: list[str] = []
     start = 0
     ncols = None
-    with path.open(encoding="utf-8-sig") as f:
-        for i, raw in enumerate(f, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip() or line.startswith("-DOCSTART-"):
-                if tokens:
-                    sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}"))
-                tokens, tags = [], []
-                continue
-            cols = line.split("\t") if "\t" in line else line.split()
-            if ncols is None:
-                ncols = len(cols)
-                if ncols < 2:
-                    raise DataError(f"{path}:{i}: expected at least 2 columns (token and tag), got {line!r}")
-            if len(cols) != ncols:
-                raise DataError(f"{path}:{i}: {len(cols)} columns where the file's first line has {ncols}: "
-                                f"{line!r}; fix the line (tokens containing spaces need tab separators)")
-            tag = cols[tag_column].strip()
-            if tag != "O" and (len(tag) < 3 or tag[0] not in "BIES" or tag[1] not in "-_"):
-                raise DataError(f"{path}:{i}: tag {tag!r} is not O or a B-/I-/E-/S- tag; check tag_column "
-                                f"(now {tag_column}) and the file's tag scheme")
-            if not tokens:
-                start = i
-            tokens.append(cols[token_column])
-            tags.append(tag)
+    for i, line in read_lines(path, error=DataError):
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if tokens:
+                sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}"))
+            tokens, tags = [], []
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        if ncols is None:
+            ncols = len(cols)
+            if ncols < 2:
+                raise DataError(f"{path}:{i}: expected at least 2 columns (token and tag), got {line!r}")
+            for name, col in (("token_column", token_column), ("tag_column", tag_column)):
+                if not -ncols <= col < ncols:
+                    raise DataError(f"{path}:{i}: {name}={col} but the file has {ncols} columns")
+        if len(cols) != ncols:
+            raise DataError(f"{path}:{i}: {len(cols)} columns where the file's first line has {ncols}: "
+                            f"{line!r}; fix the line (tokens containing spaces need tab separators)")
+        tag = cols[tag_column].strip()
+        if tag != "O" and (len(tag) < 3 or tag[0] not in "BIES" or tag[1] not in "-_"):
+            raise DataError(f"{path}:{i}: tag {tag!r} is not O or a B-/I-/E-/S- tag; check tag_column "
+                            f"(now {tag_column}) and the file's tag scheme")
+        if not tokens:
+            start = i
+        tokens.append(cols[token_column])
+        tags.append(tag)
     if tokens:
         sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}"))
     if not sentences:
@@ -190,25 +200,41 @@ def read_squad(path: str | os.PathLike) -> list[QAExample]:
     """
     path = _nonempty(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_utf8(path, error=DataError))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataError(f"{path}: expected SQuAD JSON with a top-level 'data' list")
     out: list[QAExample] = []
     moved = missing = 0
+
+    def need(value: Any, kind: type, where: str) -> Any:
+        if not isinstance(value, kind):
+            raise DataError(f"{path}: {where} should be a JSON {kind.__name__.replace('dict', 'object')}, "
+                            f"got {type(value).__name__}")
+        return value
+
     for a, article in enumerate(doc["data"]):
-        for p, para in enumerate(article.get("paragraphs", [])):
+        need(article, dict, f"data[{a}]")
+        for p, para in enumerate(need(article.get("paragraphs", []), list, f"data[{a}].paragraphs")):
+            need(para, dict, f"data[{a}].paragraphs[{p}]")
             context = para.get("context")
             if not isinstance(context, str):
                 raise DataError(f"{path}: data[{a}].paragraphs[{p}] has no 'context' string")
-            for q, qa in enumerate(para.get("qas", [])):
+            for q, qa in enumerate(need(para.get("qas", []), list, f"data[{a}].paragraphs[{p}].qas")):
                 where = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                need(qa, dict, where)
                 if "question" not in qa or "id" not in qa:
                     raise DataError(f"{path}: {where} lacks 'question' or 'id'")
                 answers = []
-                for ans in qa.get("answers", []):
-                    text, begin = str(ans.get("text", "")), int(ans.get("answer_start", -1))
+                for n, ans in enumerate(need(qa.get("answers", []), list, f"{where}.answers")):
+                    need(ans, dict, f"{where}.answers[{n}]")
+                    text, begin = str(ans.get("text", "")), ans.get("answer_start", -1)
+                    if isinstance(begin, str) and begin.strip().lstrip("-").isdigit():
+                        begin = int(begin)
+                    if not isinstance(begin, int) or isinstance(begin, bool):
+                        raise DataError(f"{path}: {where}.answers[{n}].answer_start should be a character "
+                                        f"offset (a whole number), got {begin!r}")
                     if not text.strip():
                         continue
                     if context[begin:begin + len(text)] != text:
@@ -320,6 +346,9 @@ class TaskLoader:
         for i in range(0, len(self.features), self.batch_size):
             yield collate(self.features[i:i + self.batch_size], self.pad_id)
 
+    def num_eval_batches(self) -> int:
+        return self.steps_per_epoch
+
     def eval_batches(self, n: int) -> Iterator[dict[str, torch.Tensor]]:
         for i, batch in enumerate(self.batches()):
             if i >= n:
@@ -339,20 +368,24 @@ class TaskLoader:
 
 @torch.no_grad()
 def forward_all(model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int,
-                ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
+                description: str = "evaluating") -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
     """(feature indices, CPU batch, output with CPU float logits) for all features; labels go in so the
     output carries the loss. Batches are formed from length-sorted features: evaluation needs no
     particular order, and similar lengths waste few padded positions (callers place rows by index)."""
+    from zhixing.train.logging import progress_bar
+
     device = next(model.parameters()).device
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     was_training = model.training
     model.eval()  # no dropout, whatever mode the caller left the model in
     try:
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            batch = collate([features[i] for i in idx], pad_id)
-            out = model(**{k: v.to(device) for k, v in batch.items()})
-            out.logits = out.logits.float().cpu()
-            yield idx, batch, out
+        with progress_bar(description, len(order)) as advance:  # shown on a terminal (or in the run's bar)
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                batch = collate([features[i] for i in idx], pad_id)
+                out = model(**{k: v.to(device) for k, v in batch.items()})
+                out.logits = out.logits.float().cpu()
+                advance(len(idx))
+                yield idx, batch, out
     finally:
         model.train(was_training)

@@ -194,6 +194,14 @@ def load_tokenizer_json(path: Path, config: dict) -> Loaded:
             f"{path}: not a valid tokenizer.json ({e}); fix: re-save it with tokenizers/transformers "
             "or with Tokenizer.save"
         ) from None
+    unk = getattr(backend.model, "unk_token", None)
+    if unk and unk not in backend.get_vocab(with_added_tokens=False):
+        # Otherwise the first unknown character fails deep inside encoding (a multiprocessing pool in
+        # `zhixing prepare`) with the Rust library's message.
+        raise TokenizerError(
+            f"{path}: the model's unknown token {unk!r} is not in its vocabulary; fix: add {unk!r} to "
+            f"model.vocab (or set model.unk_token to a token of the vocabulary)"
+        )
     # Files saved by transformers often carry a fixed truncation/padding; encode() takes them per call.
     backend.no_truncation()
     backend.no_padding()

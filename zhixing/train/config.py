@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sysconfig
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,14 @@ class TrainConfig(Config):
         if self.min_lr > self.lr:
             raise ConfigError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
         if self.warmup_steps > self.max_steps:
-            raise ConfigError(f"train.warmup_steps={self.warmup_steps} exceeds "
-                              f"train.max_steps={self.max_steps}; lower train.warmup_steps")
+            # A quick run (max_steps lowered on the command line) keeps the recipe's warmup: scale it down
+            # to a tenth of the run instead of failing.
+            scaled = self.max_steps // 10
+            warnings.warn(f"train.warmup_steps={self.warmup_steps} exceeds train.max_steps={self.max_steps}; "
+                          f"using warmup_steps={scaled} (a tenth of the run); set train.warmup_steps to "
+                          "choose",
+                          stacklevel=2)
+            self.warmup_steps = scaled
 
     @property
     def checkpoint_interval(self) -> int:
@@ -197,8 +204,13 @@ class Recipe:
         for key in model:
             if key not in MODEL_KEYS:
                 raise ConfigError(f"{source}: unknown key model.{key}{nearest(key, MODEL_KEYS)}")
-        data_cfg = DataConfig.from_dict(data.get("data") or {}, source=f"{source}: data")
-        train_cfg = TrainConfig.from_dict(data.get("train") or {}, source=f"{source}: train")
+        try:
+            data_cfg = DataConfig.from_dict(data.get("data") or {}, source=f"{source}: data")
+            train_cfg = TrainConfig.from_dict(data.get("train") or {}, source=f"{source}: train")
+        except ConfigError as e:  # a value check (__post_init__) names the field, not the file
+            if str(e).startswith(str(source)):
+                raise
+            raise ConfigError(f"{source}: {e}") from None
         recipe = cls(name=name, model=model, data=data_cfg, train=train_cfg, source=source)
         recipe.model_config()  # validate the model section now, not after the data is prepared
         return recipe
@@ -214,10 +226,18 @@ class Recipe:
             hint = nearest(path.stem, shipped)
             raise ConfigError(f"{path}: recipe not found{hint}; shipped recipes: {', '.join(shipped)}")\
                 from None
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[:e.start].count(b"\n") + 1
+            raise ConfigError(f"{path}: line {line}: not UTF-8 text ({e.reason}); save the recipe as UTF-8")\
+                from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+            problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
+            raise ConfigError(f"{path}:{where} not valid YAML ({problem})") from None
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping with sections name/model/data/train, found "
+                              f"{type(raw).__name__}")
         return cls.from_dict(apply_overrides(raw or {}, overrides), source=str(path))
 
 

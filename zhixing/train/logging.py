@@ -7,14 +7,52 @@ so the file always describes one consistent run.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zhixing.io import atomic_write, atomic_write_text
+
+# The live display of the run in progress: its rich Progress, False when the run shows none
+# (train.progress=false), None outside a run. Evaluations add their bar to it (rich allows one live display).
+_RUN_BAR: ContextVar[Any] = ContextVar("zhixing_run_bar", default=None)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int,
+                 enabled: bool | None = None) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)` for a loop of `total` items (an evaluation, a prediction): a second line in the
+    training run's bar while one is live, else a bar of its own when `enabled` (None: when stderr is a
+    terminal, so tests and logs stay clean); a no-op otherwise."""
+    run_bar = _RUN_BAR.get()
+    if run_bar is not None:
+        if run_bar is False or enabled is False:
+            yield lambda n: None
+            return
+        task = run_bar.add_task(description, total=total, info="")
+        try:
+            yield lambda n: run_bar.update(task, advance=n)
+        finally:
+            run_bar.remove_task(task)
+        return
+    if not (sys.stderr.isatty() if enabled is None else enabled) or total <= 0:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.update(task, advance=n)
 
 
 def _fmt_tokens(x: float) -> str:
@@ -33,6 +71,7 @@ class RunLogger:
         self.enabled = enabled and run_dir is not None
         self.records: list[dict[str, Any]] = []
         self._bar = self._task = self._tb = None
+        self._bar_token = None
         self.total_steps = total_steps
         if not self.enabled:
             return
@@ -57,6 +96,7 @@ class RunLogger:
             )
             self._bar.start()
             self._task = self._bar.add_task("train", total=total_steps, completed=start_step, info="")
+        self._bar_token = _RUN_BAR.set(self._bar if self._bar is not None else False)
 
     def _truncate_after(self, step: int) -> None:
         """Keep the records of steps <= `step` (all of them on a fresh start: step 0 -> none)."""
@@ -115,6 +155,9 @@ class RunLogger:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+        if self._bar_token is not None:
+            _RUN_BAR.reset(self._bar_token)
+            self._bar_token = None
         if self._tb is not None:
             self._tb.close()
         self._file.close()

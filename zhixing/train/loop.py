@@ -38,7 +38,14 @@ from zhixing.objectives.base import Batch, Objective
 from zhixing.train import checkpoint as ckpt
 from zhixing.train import distributed as D
 from zhixing.train.config import TrainConfig
-from zhixing.train.logging import RunLogger, Throughput, flops_per_token, peak_flops, plot_curves
+from zhixing.train.logging import (
+    RunLogger,
+    Throughput,
+    flops_per_token,
+    peak_flops,
+    plot_curves,
+    progress_bar,
+)
 from zhixing.train.schedule import lr_at
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -124,6 +131,9 @@ class Trainer:
         self.train_time = 0.0  # seconds of training over all sessions of this run
         self.status = "running"
         self._stop_signal: int | None = None
+        self._in_eval = False  # a signal during an evaluation abandons it (EvalInterrupted)
+        self._fresh = True
+        self.run_id: str | None = None  # the run's id (run.json); repeated in checkpoints and the summary
         self._last_eval: dict[str, Any] = {}
         self._last_saved = -1
 
@@ -134,31 +144,57 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------------------------
 
     def _prepare_run_dir(self) -> tuple[dict, dict, dict] | None:
-        """Check the run directory against resume/overwrite; load the checkpoint to resume from, if any."""
+        """Check the run directory against resume/overwrite; load the checkpoint to resume from, if any.
+        Writes nothing: what the run directory needs is decided here (self._fresh: start a new run, moving
+        an earlier one aside) and done by `_write_records` once every check has passed."""
         cfg, run = self.cfg, self.run
+        self._fresh = True
         if run is None:
             if cfg.resume:
                 raise ConfigError("train.resume=true needs a run directory to resume from")
             return None
         existing = run.latest_checkpoint()
         if cfg.resume:
-            if existing is None:
+            if existing is None:  # (a run killed before its first checkpoint starts again from 0)
                 if self.dist.is_main:
                     print(f"train.resume=true but {run.checkpoints_dir} holds none; starting from step 0",
                           flush=True)
                 return None
-            return ckpt.load_checkpoint(existing, self.raw.config)
-        if existing is not None and not cfg.overwrite:
+            loaded = ckpt.load_checkpoint(existing, self.raw.config)
+            self._check_same_run(existing, loaded[2])
+            self._fresh = False
+            return loaded
+        if run.holds_run() and not cfg.overwrite:
+            what = existing.relative_to(run.path) if existing is not None else "best/"
             raise TrainingError(
-                f"{run.path} already holds {existing.relative_to(run.path)}; to continue it pass "
+                f"{run.path} already holds {what}; to continue it pass "
                 "train.resume=true, to start it again pass train.overwrite=true, or choose another name=..."
             )
         return None
 
+    def _check_same_run(self, path: Path, state: dict[str, Any]) -> None:
+        """A checkpoint resumes only the run that wrote it (run.json's id; older checkpoints have none)."""
+        own, theirs = self.run.run_id(), state.get("run_id")
+        if own is not None and theirs is not None and own != theirs:
+            raise CheckpointError(
+                f"{path} belongs to run {theirs}, but {self.run.run_file} says this directory holds run "
+                f"{own}; "
+                "the checkpoint was copied in from another run: move it out, or start afresh with "
+                "train.overwrite=true"
+            )
+        self.run_id = own or theirs or RunDir.new_run_id()
+
     def _write_records(self) -> None:
-        """config.yaml (the run's configuration: the recipe, or the model and loop settings) and the
-        run's other records (task.json), written once every check has passed."""
+        """Start afresh (an earlier run moved aside) or continue, then write run.json, config.yaml (the
+        run's configuration: the recipe, or the model and loop settings) and the run's other records
+        (task.json) -- only now, once every check has passed."""
         run = self.run
+        if self._fresh:
+            aside = run.start_fresh()
+            if aside is not None and self.cfg.overwrite:
+                print(f"train.overwrite=true: removed the earlier run in {run.path}", flush=True)
+            self.run_id = RunDir.new_run_id()
+        run.write_run_id(self.run_id)
         doc = run.config if run.config is not None else {"model": self.raw.config.to_dict(),
                                                           "train": self.cfg.to_dict()}
         atomic_write_text(run.config_file, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
@@ -265,6 +301,7 @@ class Trainer:
         """The objective's metrics: its own whole-dev-set evaluation, or its `eval_metrics` of the
         `eval_sums` summed over `eval_batches` validation batches on every rank (None without either)."""
         self.model.eval()
+        self._in_eval = True
         try:
             own = self.objective.evaluate(self.raw)
             if own is not None:
@@ -272,15 +309,31 @@ class Trainer:
             if self.val_data is None:
                 return None
             total = None
-            for batch in self.val_data.eval_batches(self.cfg.eval_batches):
-                with self._autocast():
-                    sums = self.model(self._to_device(batch), evaluate=True)
-                total = sums if total is None else total + sums
+            n = self._eval_batches()
+            with progress_bar("evaluating", n, enabled=None if self.dist.is_main else False) as advance:
+                for batch in self.val_data.eval_batches(n):
+                    with self._autocast():
+                        sums = self.model(self._to_device(batch), evaluate=True)
+                    total = sums if total is None else total + sums
+                    advance(1)
             if total is None:
                 raise TrainingError("the validation data yielded no batches; check data.val_fraction")
             return self.objective.eval_metrics(D.all_reduce_sum(total, self.dist).tolist())
         finally:
+            self._in_eval = False
             self.model.train()
+
+    def _eval_batches(self) -> int:
+        """train.eval_batches, capped (with a note, once) at the batches the validation set holds."""
+        n = self.cfg.eval_batches
+        available = _count_eval_batches(self.val_data)
+        if available is not None and 0 < available < n:
+            if not getattr(self, "_capped_note", False) and self.dist.is_main:
+                print(f"note: train.eval_batches={n} is more than the {available} batches the validation "
+                      f"set holds; evaluating on all {available}", flush=True)
+            self._capped_note = True
+            return available
+        return n
 
     # -- checkpoints -------------------------------------------------------------------------------------
 
@@ -298,7 +351,8 @@ class Trainer:
         model_state, optim_state = self._model_state(with_optimizer=True)
         path = None
         if self.dist.is_main and self.run is not None:
-            state = {"step": self.step, "tokens": self.tokens, "best_metric": self.objective.metric,
+            state = {"run_id": self.run_id, "step": self.step, "tokens": self.tokens,
+                     "best_metric": self.objective.metric,
                      "best_value": self.best_value, "best_step": self.best_step, "bad_evals": self.bad_evals,
                      "train_time_s": self.train_time + (time.perf_counter() - self._t0),
                      "world_size": self.dist.world_size, "ranks": ranks}
@@ -314,7 +368,7 @@ class Trainer:
         model_state, _ = self._model_state(with_optimizer=False)
         if self.dist.is_main and self.run is not None:
             ckpt.save_best(self.run, model_state, self.raw.config, self.run.tokenizer,
-                           {"step": self.step, **metrics})
+                           {"step": self.step, "run_id": self.run_id, **metrics})
         D.barrier(self.dist)
 
     # -- signals -----------------------------------------------------------------------------------------
@@ -323,6 +377,10 @@ class Trainer:
         if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
             raise KeyboardInterrupt
         self._stop_signal = signum
+        # An evaluation can take minutes: abandon it, the loop then saves the step (under torchrun the
+        # ranks must agree, so there the evaluation ends first).
+        if self._in_eval and not self.dist.enabled:
+            raise EvalInterrupted
 
     @contextlib.contextmanager
     def _signals(self):
@@ -350,7 +408,13 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        """Train to `max_steps` (or a stop: signal, time limit, early stopping); return the summary."""
+        """Train to `max_steps` (or a stop: signal, time limit, early stopping); return the summary.
+        The run directory is locked (runs/.<name>.lock) for the whole call, checks included."""
+        lock = self.run.lock() if self.run is not None and self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg, info = self.cfg, self.dist
         state = self._setup()
         main = info.is_main and self.run is not None
@@ -412,7 +476,8 @@ class Trainer:
                     self.status = "completed"
                 if loss_steps:
                     self._log_train(log, loss_sum, loss_steps, lr_at(self.step - 1, cfg), meter.rate())
-                if self.evaluates and self._last_eval.get("step") != self.step:
+                final_eval = self._last_eval.get("step") != self.step and self.status != "interrupted"
+                if self.evaluates and final_eval:  # a signal saves at once: no evaluation first
                     self._run_eval(log)
                 if self._last_saved != self.step:
                     self.save()
@@ -456,9 +521,17 @@ class Trainer:
         return value < self.best_value - delta
 
     def _run_eval(self, log: RunLogger) -> bool:
-        """Evaluate, keep best/, and say whether early stopping has run out of patience."""
-        metrics = self.evaluate() if self.evaluates else None
-        if metrics is None:
+        """Evaluate, keep best/, and say whether early stopping has run out of patience. A signal during
+        the evaluation abandons it (nothing is recorded) so the step can be saved at once."""
+        if not self.evaluates or self._stop_signal is not None:
+            return False
+        try:
+            metrics = self.evaluate()
+        except EvalInterrupted:
+            self.model.train()
+            log.message(f"signal during the evaluation at step {self.step}: evaluation abandoned")
+            return False
+        if metrics is None:  # neither validation batches nor an evaluation of the objective's own
             return False
         record = {"kind": "eval", "step": self.step, **metrics}
         self._last_eval = record
@@ -483,7 +556,8 @@ class Trainer:
         wall = time.perf_counter() - self._t0
         train = [r for r in self.history if r["kind"] == "train"]
         summary: dict[str, Any] = {
-            "name": self.run.name if self.run is not None else None, "status": self.status, "step": self.step,
+            "name": self.run.name if self.run is not None else None, "run_id": self.run_id,
+            "status": self.status, "step": self.step,
             "max_steps": self.cfg.max_steps, "tokens": self.tokens, "wall_time_s": round(wall, 3),
             "train_time_s": round(self.train_time + wall, 3),
             "tokens_per_s": round(self.tokens / max(self.train_time + wall, 1e-9), 1),
@@ -504,6 +578,21 @@ class Trainer:
             except FileNotFoundError:
                 pass
         return summary
+
+
+class EvalInterrupted(BaseException):
+    """Raised (from the signal handler) inside an evaluation that a SIGINT / SIGTERM abandons."""
+
+
+def _count_eval_batches(val_data: Any) -> int | None:
+    """How many batches a full pass over the validation data holds, when the loader can say."""
+    count = getattr(val_data, "num_eval_batches", None)
+    if callable(count):
+        try:
+            return int(count())
+        except Exception:  # a loader that cannot count: no cap
+            return None
+    return None
 
 
 def _best_of(state: dict[str, Any], objective: Objective) -> tuple[float | None, int]:
