@@ -21,6 +21,7 @@ discounts, corpus) that KenLM skips as a comment. Tokens are written escaped (`u
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -71,15 +72,15 @@ def write_arpa(model, path: str | os.PathLike) -> Path:
 
 
 def read_arpa(path: str | os.PathLike):
-    """Read an ARPA file into an `NgramModel`. A truncated or malformed file raises DataError naming the
-    file and line. Words are unescaped; a file without ``<unk>`` gets one with log10 P = -100 (KenLM's
-    choice), without ``<s>`` / ``</s>`` one with -99."""
+    """Read an ARPA file (or ``.arpa.gz``) into an `NgramModel`. A truncated or malformed file raises
+    DataError naming the file and line. Words are unescaped; a file without ``<unk>`` gets one with
+    log10 P = -100 (KenLM's choice), without ``<s>`` / ``</s>`` one with -99."""
     from .model import NgramModel, units_from_meta
 
     path = Path(path)
     meta: dict = {}
     try:
-        f = open(path, encoding="utf-8")
+        f = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such ARPA file") from None
     with f:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -309,7 +310,7 @@ class NgramModel:
             raise FileNotFoundError(f"{path}: no such model file")
         with open(path, "rb") as f:
             magic = f.read(4)
-        if magic != b"PK\x03\x04":  # not a zip: ARPA text
+        if magic != b"PK\x03\x04":  # not a zip: ARPA text (or .arpa.gz)
             from .arpa import read_arpa
 
             return read_arpa(path)
@@ -321,7 +322,7 @@ class NgramModel:
                 logp = [z[f"logp_{n}"] for n in range(1, order + 1)]
                 logb = [z[f"logb_{n}"] for n in range(1, order)]
                 vocab = Vocabulary([unescape(str(t)) for t in z["vocab"]])
-        except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: not a zhixing n-gram model ({type(e).__name__}: {e}); fix: re-save it "
                             "with `zhixing ngram train --out X.npz`") from None
         if meta.get("format") != FORMAT:

@@ -51,10 +51,14 @@ BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 
 
 def discounts(count_of_counts: dict[int, int]) -> tuple[float, float, float]:
-    """(D_1, D_2, D_3+) from t_k = count_of_counts[k] (Chen & Goodman eq. 26)."""
+    """(D_1, D_2, D_3+) from t_k = count_of_counts[k] (Chen & Goodman eq. 26); KenLM's fallback
+    (0.5, 1, 1.5) when a t_k (k <= 3) is 0 or a D_k falls outside [0, k] (tiny or artificial data)."""
     t = count_of_counts
+    if min(t.get(1, 0), t.get(2, 0), t.get(3, 0)) == 0:
+        return (0.5, 1.0, 1.5)
     y = t[1] / (t[1] + 2 * t[2])
-    return tuple(k - (k + 1) * y * t[k + 1] / t[k] for k in (1, 2, 3))  # type: ignore[return-value]
+    d = tuple(k - (k + 1) * y * t.get(k + 1, 0) / t[k] for k in (1, 2, 3))
+    return d if all(0 <= dk <= k for k, dk in zip((1, 2, 3), d)) else (0.5, 1.0, 1.5)  # type: ignore
 
 
 class ReferenceKneserNey:
