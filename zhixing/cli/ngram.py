@@ -45,7 +45,7 @@ def _corpus_options(f):
 @click.option("--unit", type=click.Choice(["char", "word", "tokenizer"]), default="char", show_default=True,
               help="What a token is: a character, a whitespace-separated word, or a tokenizer's id.")
 @click.option("--tokenizer", "-t", type=click.Path(file_okay=False), default=None,
-              help="Tokenizer directory (with --unit tokenizer).")
+              help="Tokenizer directory (with --unit tokenizer, or --shards whose meta.json records none).")
 @_corpus_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def train_cmd(source, out, order, unit, tokenizer, field, column, blank_lines, shards, quiet) -> None:
@@ -65,7 +65,7 @@ def train_cmd(source, out, order, unit, tokenizer, field, column, blank_lines, s
     check_order(order)  # before reading anything
     with _progress(quiet, f"training a {order}-gram model") as say:
         if shards:
-            model = NgramModel.train_shards(source, order, progress=say)
+            model = NgramModel.train_shards(source, order, tokenizer=tokenizer, progress=say)
         else:
             model = NgramModel.train(source, order, unit, tokenizer, field=field, column=column,
                                      blank_lines=blank_lines, progress=say)  # fmt: skip

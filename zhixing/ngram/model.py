@@ -90,11 +90,13 @@ class NgramModel:
 
     @classmethod
     def train_shards(cls, directory: str | os.PathLike, order: int = 3, *, split: str = "train",
+                     tokenizer: str | os.PathLike | Any = None,
                      progress: Callable[[str], None] | None = None) -> NgramModel:  # fmt: skip
         """Train on prepared token shards (`zhixing prepare`): each document is one sentence. Tokens are
-        named by the shards' tokenizer when its directory is recorded, else by their ids."""
+        named by `tokenizer` (a directory or Tokenizer; default: the one recorded in meta.json), which
+        must be the tokenizer the shards were made with."""
         order = check_order(order)
-        shards, units = _open_shards(directory, split)
+        shards, units = _open_shards(directory, split, tokenizer)
         starts, ends = shards.doc_spans()
         say = progress or (lambda _m: None)
         say(f"reading {len(shards):,} tokens from {directory}")
@@ -388,23 +390,26 @@ def _documents(source, field, column, blank_lines) -> Iterable[str]:
     return source
 
 
-def _open_shards(directory, split):
+def _open_shards(directory, split, tokenizer=None, units: Units | None = None):
     from zhixing.data.shards import TokenShards
 
     shards = TokenShards(directory, split)
-    tok_path = (shards.meta.get("tokenizer") or {}).get("path")
-    if tok_path and Path(tok_path).is_dir():
-        units = Units("tokenizer", tokenizer_path=tok_path)
-    else:
-        raise DataError(f"{directory}/meta.json: the tokenizer the shards were made with is not found "
-                        f"({tok_path or 'no path recorded'}); fix: prepare the shards with "
-                        "`zhixing prepare --tokenizer DIR` so the n-gram can name its tokens")
+    if units is None:
+        if tokenizer is None:
+            tok_path = (shards.meta.get("tokenizer") or {}).get("path")
+            if not (tok_path and Path(tok_path).is_dir()):
+                raise DataError(f"{Path(directory) / 'meta.json'}: the tokenizer the shards were made "
+                                f"with is not recorded or not found ({tok_path or 'no path'}); fix: pass "
+                                "tokenizer=DIR (CLI: --tokenizer DIR)")
+            tokenizer = tok_path
+        units = make_units("tokenizer", tokenizer)
+    shards.check_tokenizer(units.tokenizer)
     return shards, units
 
 
 def perplexity_of_shards(model: NgramModel, directory: str | os.PathLike, split: str = "val") -> dict:
     """Perplexity of a shard split under `model` (trained with `train_shards` on the same tokenizer)."""
-    shards, _ = _open_shards(directory, split)
+    shards, _ = _open_shards(directory, split, units=model.units)
     starts, ends = shards.doc_spans()
     enc = encode_token_arrays((shards.tokens[a:b] for a, b in zip(starts, ends)), model.units, model.vocab)
     return model.perplexity(enc)
