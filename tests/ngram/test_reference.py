@@ -75,6 +75,17 @@ def test_fast_equals_reference(shakespeare, order, unit):
         assert 10 ** fast.log10prob(toks[i], ctx) == pytest.approx(ref.prob(toks[i], ctx), rel=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:.*discounts cannot be estimated")
+def test_high_orders_up_to_ten(shakespeare):
+    train = shakespeare[:200]
+    for order in (8, 10):
+        fast = NgramModel.train(train, order=order, unit="char")
+        ref = ReferenceKneserNey([list(s) for s in train], order)
+        for s in shakespeare[950:955]:
+            assert fast.score(s) == pytest.approx(ref.sentence_log10(list(s)), abs=1e-9)
+        assert len(fast.keys) == order and all(len(k) for k in fast.keys)
+
+
 def test_distribution_sums_to_one(word3, shakespeare):
     ids = word3.encode(shakespeare[:3]).ids.tolist()
     for t in range(1, 12):

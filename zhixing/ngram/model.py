@@ -152,7 +152,7 @@ class NgramModel:
         """log10 P(ids[t] | the up to N-1 ids before t) for every t where `predict` is True
         (default: every position that is not <s>). Sentence markers in `ids` bound the contexts."""
         ids = np.asarray(ids, dtype=np.int64)
-        T, N = len(ids), self.order
+        N = self.order
         if predict is None:
             predict = ids != BOS
         t = np.flatnonzero(predict)
@@ -178,7 +178,6 @@ class NgramModel:
             rank[ok] = r[j - 1][start[ok]]
             hit = rank >= 0
             logp[hit] += self.logb[j - 1][rank[hit]]
-        del T
         return logp
 
     def encode(self, texts: Iterable[str], *, markers: bool = True) -> Encoded:
