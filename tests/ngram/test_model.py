@@ -103,3 +103,14 @@ def test_reads_lmplz_arpa_and_scores(tmp_path):
                      "shakespeare-1000.words.o3.kenlm.arpa.gz")  # fmt: skip
     assert arpa.order == 3 and arpa.units.kind == "word"  # no zhixing header: words
     assert arpa.score("First Citizen:") < 0
+
+
+def test_library_needs_neither_torch_nor_the_cli():
+    import subprocess
+    import sys
+
+    code = ("import sys; from zhixing.ngram import NgramModel; "
+            "m = NgramModel.train(['a b c', 'a c'], order=2, unit='word', discounts=[(0.5, 1, 1.5)] * 2); "
+            "m.perplexity(['a b']); print('torch' in sys.modules, 'zhixing.cli' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
