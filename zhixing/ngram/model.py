@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -374,8 +375,9 @@ def units_from_meta(meta: dict) -> Units:
     if unit == "tokenizer" and meta.get("tokenizer"):
         try:
             return Units("tokenizer", tokenizer_path=meta["tokenizer"])
-        except (OSError, ValueError):  # the tokenizer moved: tokens still score as words
-            pass
+        except (OSError, ValueError):  # the tokenizer moved: its tokens can still be scored as words
+            warnings.warn(f"the model's tokenizer {meta['tokenizer']} cannot be loaded; text will be split "
+                          "into whitespace-separated words instead of tokenized", stacklevel=3)
     return Units(unit if unit in ("char", "word") else "word")
 
 
@@ -408,6 +410,9 @@ def _open_shards(directory, split, tokenizer=None, units: Units | None = None):
 
 def perplexity_of_shards(model: NgramModel, directory: str | os.PathLike, split: str = "val") -> dict:
     """Perplexity of a shard split under `model` (trained with `train_shards` on the same tokenizer)."""
+    if model.units.kind != "tokenizer" or model.units.tokenizer is None:
+        raise ConfigError(f"this model counts {model.units.kind}s, not a tokenizer's ids; fix: score shards "
+                          "with a model trained on shards (`zhixing ngram train DIR --shards`)")
     shards, _ = _open_shards(directory, split, units=model.units)
     starts, ends = shards.doc_spans()
     enc = encode_token_arrays((shards.tokens[a:b] for a, b in zip(starts, ends)), model.units, model.vocab)
