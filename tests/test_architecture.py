@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("device", "nn", "tokenizers"),
     ("models", "data"),
-    ("interop",),
+    ("interop", "ngram"),
     ("hub",),
     ("objectives",),
     ("train",),
