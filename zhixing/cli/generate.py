@@ -31,6 +31,9 @@ def decoding_options(f):
         click.option("--stop", "stop_strings", multiple=True, help="Stop at this text (repeatable)."),
         click.option("--truncate-prompt", is_flag=True, default=None,
                      help="Keep the last tokens of a prompt too long for the context instead of failing."),
+        click.option("--sliding-window", is_flag=True, default=None,
+                     help="Generate past the context window: each token is predicted from the last "
+                          "max_seq_len tokens (the cache is rebuilt per token once the window is full)."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
                      help="Weights' dtype (default: bfloat16 on CUDA, float32 on CPU)."),
