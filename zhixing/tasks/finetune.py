@@ -1,4 +1,5 @@
-"""Fine-tuning: a pretrained encoder + a task head, trained by the one training loop (zhixing.train).
+"""Fine-tuning: a pretrained encoder (or, to classify, a decoder) + a task head, trained by the one
+training loop (zhixing.train).
 
     finetune(get_task("classify").settings({"model": "runs/bert", "train": "train.tsv", "dev": "dev.tsv"}))
 
@@ -26,6 +27,8 @@ from zhixing.tasks.base import FinetuneConfig, Task
 
 # Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay).
 ENCODERS = ("bert", "electra")  # families whose heads fine-tuning can swap (seq_cls, token_cls, qa)
+# Decoders classify at their last real token (GPT2ForSequenceClassification); no token or span heads.
+DECODERS, DECODER_HEADS = ("gpt",), ("seq_cls",)
 
 TRAIN_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
@@ -51,9 +54,10 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     if "arch" not in data:  # Hugging Face: from_hf adds (and announces) a fresh head itself
         return load(path, head=head, **extra)
     cfg = ModelConfig.load(directory)
-    if cfg.arch not in ENCODERS:
-        raise ConfigError(f"{directory}: fine-tuning heads need an encoder ({', '.join(ENCODERS)}); "
-                          f"this is a {cfg.arch}")
+    if cfg.arch not in ENCODERS and not (cfg.arch in DECODERS and head in DECODER_HEADS):
+        raise ConfigError(f"{directory}: head {head!r} needs an encoder ({', '.join(ENCODERS)}); this is a "
+                          f"{cfg.arch}" + (f", which fine-tunes with heads {', '.join(DECODER_HEADS)} "
+                                           "(--task classify)" if cfg.arch in DECODERS else ""))
     same = cfg.head == head and all(getattr(cfg, k) == v for k, v in extra.items() if k != "dropout")
     if same:
         return load(path, **extra)
@@ -67,7 +71,7 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     own = model.state_dict()
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(k for k in model.unique_state_dict() if k not in keep)
-    backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler")]
+    backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler", "score")]
     if backbone:
         raise ConfigError(f"{directory}: the checkpoint lacks backbone tensors {', '.join(backbone[:10])}")
     model.load_state_dict(keep, strict=False)
