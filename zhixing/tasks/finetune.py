@@ -124,16 +124,28 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
              train_examples: list | None = None, dev_examples: list | None = None,
              test_examples: list | None = None) -> dict[str, Any]:
     """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
-    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings."""
+    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
+    Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
+    `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given)."""
     import torch
 
+    from zhixing.data import arrow
     from zhixing.tasks.data import TaskLoader
     from zhixing.train.config import TrainConfig
     from zhixing.train.loop import Trainer
 
     task = get_task(cfg.task)
+    if arrow.is_dataset_dict(train_examples):  # a DatasetDict: its train split, and dev from it if not given
+        splits = train_examples
+        train_examples = arrow.split_of(splits, ("train",), "train_examples")
+        if dev_examples is None and not cfg.dev:
+            dev_examples = arrow.split_of(splits, ("validation", "dev", "test"), "dev examples")
+    dev_examples = arrow.split_of(dev_examples, ("validation", "dev", "test"), "dev_examples") \
+        if arrow.is_dataset_dict(dev_examples) else dev_examples
 
-    def examples(given: list | None, path: str) -> list:  # given ones get what `read` does to a file's
+    def examples(given: Any, path: str) -> list:  # given ones get what `read` does to a file's
+        if arrow.is_dataset(given):  # a datasets.Dataset: read like a Parquet file of the task's layout
+            return task.read(given, cfg)
         return task.prepare(list(given), cfg) if given is not None else task.read(path, cfg)
 
     train_ex, dev_ex = examples(train_examples, cfg.train), examples(dev_examples, cfg.dev)
