@@ -80,3 +80,22 @@ def test_unknown_pipeline_task_lists_the_known_ones(hf_bert_dir):
 
     with pytest.raises(ConfigError, match="fill-mask.*text-generation"):
         zhixing.pipeline("fill_mask2", hf_bert_dir)
+
+
+def test_cli_pipeline_prints_json_lines(hf_bert_dir):
+    import json
+
+    from click.testing import CliRunner
+
+    from zhixing.cli import main
+
+    result = CliRunner().invoke(main, ["pipeline", "fill-mask", str(hf_bert_dir), "the quick [MASK] fox",
+                                       "[MASK] dog", "--set", "top_k=2"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.output.splitlines()]
+    assert len(lines) == 2 and all(len(options) == 2 for options in lines)
+    result = CliRunner().invoke(main, ["pipeline", "sentence-embedding", str(hf_bert_dir), "a fox", "a dog",
+                                       "--similarity"])
+    assert result.exit_code == 0, result.output
+    sims = json.loads(result.output)
+    assert len(sims) == 2 and abs(sims[0][0] - 1) < 1e-5
