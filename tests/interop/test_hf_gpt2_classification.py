@@ -68,3 +68,19 @@ def test_lm_checkpoint_gets_a_fresh_score_head(tmp_path):
         model = from_hf(tmp_path, head="seq_cls", num_labels=2)
     assert model.score.weight.shape == (2, 32)
     torch.testing.assert_close(model.tok_embed.weight, lm.transformer.wte.weight)
+
+
+@torch.no_grad()
+def test_mean_pooling_option_reads_every_real_token_and_does_not_export(tmp_path):
+    from zhixing.errors import ConfigError
+
+    hf = classifier()
+    inputs = batch(pad_id=PAD)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    ours = from_hf(hf, seq_pooling="mean")
+    states = hf.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+    m = mask[..., None].float()
+    expected = hf.score((states * m).sum(1) / m.sum(1))
+    torch.testing.assert_close(ours(ids, attention_mask=mask).logits, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="seq_pooling='mean'"):
+        to_hf(ours, tmp_path)

@@ -38,7 +38,7 @@ def examples(n, seed):
 
 
 def test_gpt_classify_learns_and_pipeline_predicts(tiny_gpt, tmp_path):
-    cfg = finetune_config("classify", model=str(tiny_gpt), max_seq_len=32, epochs=3)
+    cfg = finetune_config("classify", model=str(tiny_gpt), max_seq_len=32, epochs=6)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*freshly initialised")
         summary = finetune(cfg, name="gpt-clf", train_examples=examples(240, 0), dev_examples=examples(60, 1),

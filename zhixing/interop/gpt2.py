@@ -49,7 +49,7 @@ def config_from_hf(hf: dict[str, Any], head: str) -> ModelConfig:
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     exportable(cfg, "gpt2", {"arch": ("gpt",), "pre_norm": (True,), "norm": ("layernorm",),
                              "position": ("learned",), "bias": (True,), "final_norm": (True,),
-                             "embed_scale": (False,),
+                             "embed_scale": (False,), "seq_pooling": ("last",),
                              "activation": tuple(ACT_TO_HF), "num_kv_heads": (cfg.num_heads,),
                              "head_dim": (cfg.dim // cfg.num_heads,)})
     return {

@@ -10,7 +10,8 @@ training objective, objectives/clm.py, fuses the output layer with the loss).
 
 Sequence classification (head "seq_cls", as transformers' GPT2ForSequenceClassification): a decoder's
 only state that has read the whole text is the last real token's, so the class scores are
-W_score h_L[last] (no bias), last = the rightmost real token of each row.
+W_score h_L[last] (no bias), last = the rightmost real token of each row. `seq_pooling="mean"` reads
+the mean of the real tokens' states instead (no Hugging Face class has it: such a model does not export).
 """
 
 from __future__ import annotations
@@ -78,8 +79,13 @@ class GPT(Model):
                              output_hidden_states)
         if self.score is not None:
             x = out.last_hidden_state
-            last = self.last_token(input_ids, attention_mask)  # (batch,)
-            out.logits = self.score(x[torch.arange(x.size(0), device=x.device), last])
+            if self.config.seq_pooling == "mean":  # every real token's state, averaged
+                real = self.real_tokens(input_ids, attention_mask).to(x.dtype)[..., None]  # (b, t, 1)
+                pooled = (x * real).sum(1) / real.sum(1).clamp(min=1)
+            else:
+                last = self.last_token(input_ids, attention_mask)  # (batch,)
+                pooled = x[torch.arange(x.size(0), device=x.device), last]
+            out.logits = self.score(pooled)
             if labels is not None:
                 out.loss = classification_loss(out.logits, labels)
             return out
@@ -97,13 +103,16 @@ class GPT(Model):
         """
         t = input_ids.size(1)
         idx = torch.arange(t, device=input_ids.device)
+        return (idx * self.real_tokens(input_ids, attention_mask)).argmax(-1)
+
+    def real_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(batch, seq) bool: the attention mask, else tokens that are not pad_token_id, else all."""
+        t = input_ids.size(1)
         if attention_mask is not None:
-            real = attention_mask[:, -t:].bool()
-        elif self.config.pad_token_id is not None:
-            real = input_ids != self.config.pad_token_id
-        else:
-            return torch.full((input_ids.size(0),), t - 1, dtype=torch.long, device=input_ids.device)
-        return (idx * real).argmax(-1)
+            return attention_mask[:, -t:].bool()
+        if self.config.pad_token_id is not None:
+            return input_ids != self.config.pad_token_id
+        return torch.ones_like(input_ids, dtype=torch.bool)
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                position_ids: torch.Tensor | None = None) -> torch.Tensor:

