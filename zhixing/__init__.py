@@ -31,11 +31,30 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 
 
 def pipeline(task: str, path: str | os.PathLike, **settings: Any):
-    """A fine-tuned model as a callable: `zhixing.pipeline("classify" | "ner" | "qa", "runs/<name>")`
-    (see zhixing.tasks.pipeline); the tasks package is imported on first use."""
+    """A model as a callable, on `device=` ("cpu" by default, "cuda", "auto"), inputs one or batched:
+
+    - "text-generation": a language model (zhixing.generation.pipeline; GenerationConfig settings,
+      stream=True, chats rendered with the model's chat template);
+    - "fill-mask", "feature-extraction", "sentence-embedding": a pretrained encoder
+      (zhixing.tasks.pretrained);
+    - "classify", "ner", "qa": a fine-tuned run (zhixing.tasks.pipeline).
+
+    The packages are imported on first use."""
+    if task == "text-generation":
+        from zhixing.generation.pipeline import TextGenerationPipeline
+
+        return TextGenerationPipeline(path, **settings)
     from zhixing.tasks.pipeline import pipeline as _pipeline
 
     return _pipeline(task, path, **settings)
 
 
-__all__ = ["__version__", "load", "load_tokenizer", "pipeline"]
+def similarity(a, b=None):
+    """Cosine similarities of embeddings (rows of `a` against rows of `b`, default `a`): see
+    zhixing.tasks.pretrained.similarity."""
+    from zhixing.tasks.pretrained import similarity as _similarity
+
+    return _similarity(a, b)
+
+
+__all__ = ["__version__", "load", "load_tokenizer", "pipeline", "similarity"]

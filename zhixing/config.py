@@ -166,6 +166,8 @@ class ModelConfig(Config):
     embed_scale: bool = False  # multiply token embeddings by sqrt(dim) (original Transformer)
     num_labels: int = 2  # classes for seq_cls / token_cls heads
     classifier_dropout: float | None = None  # dropout before classifier heads (None = dropout)
+    # GPT seq_cls: read the last real token (GPT2ForSequenceClassification) or the mean over real tokens
+    seq_pooling: typing.Literal["last", "mean"] = "last"
     pad_token_id: int | None = None  # padding id (RoBERTa positions, encoder–decoder shifting)
     bos_token_id: int | None = None  # beginning-of-sequence id
     eos_token_id: int | None = None  # end-of-sequence id

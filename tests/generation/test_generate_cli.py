@@ -79,3 +79,32 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(model_dir):
         proc.kill()
     assert "[stopped]" in out
     assert proc.returncode == 0
+
+
+def test_chat_renders_the_models_template_and_slides_past_the_window(tmp_path, byte_tokenizer, monkeypatch):
+    """`zhixing chat` renders turns with tokenizer_config.json's chat_template (here one that echoes the
+    conversation into a marker we can check) and --sliding-window generates past a 16-token context."""
+    from zhixing.generation import chat as chat_module
+    from zhixing.generation.chat import save_template
+
+    torch.manual_seed(0)
+    model = build_model("gpt-tiny", vocab_size=byte_tokenizer.vocab_size, dim=32, max_seq_len=16,
+                        eos_token_id=None)
+    model.save_pretrained(tmp_path)
+    byte_tokenizer.save(tmp_path)
+    template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    save_template(tmp_path, template)
+    seen = []
+    real = chat_module.render
+    monkeypatch.setattr(chat_module, "render", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    args = ["chat", str(tmp_path), "--device", "cpu", "--greedy", "--max-new-tokens", "30",
+            "--sliding-window", "--system", "S"]
+    result = CliRunner().invoke(main, args, input="你好\n/exit\n")
+    assert result.exit_code == 0, result.output
+    assert seen == ["<system>S<user>你好<assistant>"]
+    assert len(result.output.split("bot> ", 1)[1]) > 10  # 30 tokens from a 16-token window
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}", encoding="utf-8")
+    result = CliRunner().invoke(main, ["chat", str(tmp_path), "--device", "cpu", "--chat-template", str(bad)])
+    assert result.exit_code != 0 and "does not parse" in result.output

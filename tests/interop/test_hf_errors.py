@@ -53,9 +53,10 @@ def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
 
 
 def test_unsupported_class_lists_the_supported_ones():
-    hf = transformers.GPT2ForSequenceClassification(gpt2_config(pad_token_id=0))
-    with pytest.raises(ConfigError, match="GPT2ForSequenceClassification is not supported; supported gpt2 "
-                                          "classes: GPT2Model, GPT2LMHeadModel"):
+    hf = transformers.GPT2ForTokenClassification(gpt2_config(pad_token_id=0))
+    with pytest.raises(ConfigError, match="GPT2ForTokenClassification is not supported; supported gpt2 "
+                                          "classes: GPT2Model, GPT2LMHeadModel, "
+                                          "GPT2ForSequenceClassification"):
         from_hf(hf)
 
 

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "zhixing.cli.finetune:evaluate_cmd",
     "predict": "zhixing.cli.finetune:predict_cmd",
     "ngram": "zhixing.cli.ngram:ngram_group",
+    "pipeline": "zhixing.cli.pipeline:pipeline_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the

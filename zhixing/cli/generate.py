@@ -31,6 +31,9 @@ def decoding_options(f):
         click.option("--stop", "stop_strings", multiple=True, help="Stop at this text (repeatable)."),
         click.option("--truncate-prompt", is_flag=True, default=None,
                      help="Keep the last tokens of a prompt too long for the context instead of failing."),
+        click.option("--sliding-window", is_flag=True, default=None,
+                     help="Generate past the context window: each token is predicted from the last "
+                          "max_seq_len tokens (the cache is rebuilt per token once the window is full)."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
                      help="Weights' dtype (default: bfloat16 on CUDA, float32 on CPU)."),
@@ -108,29 +111,45 @@ def generate_cmd(model_path: str, prompt: str, **flags: Any) -> None:
         raise click.ClickException(str(e)) from None
 
 
-def chat_prompt(history: list[tuple[str, str]], user: str, system: str | None) -> str:
-    """A plain transcript format; the model is asked to continue after "Assistant:"."""
-    parts = [system.strip() + "\n\n"] if system else []
+def chat_prompt(history: list[tuple[str, str]], user: str, system: str | None, tokenizer=None,
+                template: str | None = None) -> str:
+    """The conversation so far plus the new user turn, rendered with `template` (default: the tokenizer's
+    chat template, else zhixing.generation.chat.DEFAULT_TEMPLATE), ending where the reply begins."""
+    from zhixing.generation.chat import render
+
+    messages = [{"role": "system", "content": system}] if system else []
     for u, a in history:
-        parts.append(f"User: {u}\nAssistant: {a}\n")
-    parts.append(f"User: {user}\nAssistant:")
-    return "".join(parts)
+        messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": user})
+    return render(messages, template, tokenizer=tokenizer, add_generation_prompt=True)
 
 
 @click.command("chat")
 @click.argument("model_path", metavar="MODEL")
 @click.option("--system", default=None, help="A system message placed before the conversation.")
+@click.option("--chat-template", "template_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A Jinja chat template file (default: the tokenizer's chat_template, else a plain "
+                   "User:/Assistant: transcript).")
 @decoding_options
-def chat_cmd(model_path: str, system: str | None, **flags: Any) -> None:
+def chat_cmd(model_path: str, system: str | None, template_file: str | None, **flags: Any) -> None:
     """Chat with MODEL: each reply streams; Ctrl-C stops the reply, /reset clears history, /exit (or
-    Ctrl-D) quits. The oldest turns are dropped when the conversation outgrows the context."""
+    Ctrl-D) quits. Turns are rendered with the model's chat template (tokenizer_config.json's
+    chat_template), or a plain User:/Assistant: transcript for a base model. The oldest tokens are dropped
+    when the conversation outgrows the context."""
+    from zhixing.generation.chat import compile_template, stop_strings_for, template_of
     from zhixing.generation.streaming import stream
 
     model, tokenizer, config = load_for_generation(model_path, flags["device"], flags["dtype"])
     if tokenizer is None:
         raise click.ClickException(f"{model_path}: no tokenizer found next to the model")
     config = apply_flags(config, flags)
-    config = config.replace(stop_strings=[*config.stop_strings, "\nUser:"], truncate_prompt=True)
+    template = Path(template_file).read_text(encoding="utf-8") if template_file else template_of(tokenizer)
+    try:
+        compile_template(template)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--chat-template") from None
+    config = config.replace(stop_strings=[*config.stop_strings, *stop_strings_for(template)],
+                            truncate_prompt=True)
     if config.num_beams > 1 or config.num_return_sequences > 1:
         raise click.BadParameter("chat streams one reply: use --num-beams 1 and --num-return-sequences 1")
     history: list[tuple[str, str]] = []
@@ -152,7 +171,8 @@ def chat_cmd(model_path: str, system: str | None, **flags: Any) -> None:
         reply = []
         click.echo("bot> ", nl=False)
         try:
-            for piece in stream(model, chat_prompt(history, user, system), config, tokenizer):
+            for piece in stream(model, chat_prompt(history, user, system, tokenizer, template), config,
+                                tokenizer):
                 reply.append(piece)
                 click.echo(piece, nl=False)
                 sys.stdout.flush()

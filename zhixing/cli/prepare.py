@@ -45,7 +45,8 @@ import click
     help="Encoding processes (default: CPU count, at most 8).",
 )
 @click.option("--field", default=None, help="JSONL: the field holding the text (default: text).")
-@click.option("--column", default=None, help="CSV/TSV: the column holding the text (default: text).")
+@click.option("--column", default=None,
+              help="CSV/TSV/Parquet/Arrow: the column holding the text (default: text).")
 @click.option(
     "--blank-lines", is_flag=True, help=".txt: documents are blank-line separated (default: lines)."
 )

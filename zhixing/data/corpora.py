@@ -7,10 +7,12 @@ Sources accepted by `read_documents`:
 
 - a built-in name (`BUILTIN_CORPORA`): `peoples-daily`, `reviews-zh`, `python-docs`, `tinyshakespeare`,
   `wikitext-2`;
-- a path, a directory (its `.txt/.jsonl/.csv/.tsv` files, recursively, sorted) or a glob of:
+- a path, a directory (its corpus files, recursively, sorted) or a glob of:
   `.txt` (one document per line, or with ``blank_lines=True`` blank-line separated paragraphs),
   `.jsonl` (the text in ``field``, default ``"text"``), `.csv`/`.tsv` (the text in ``column``,
-  default ``"text"``; the first row is the header).
+  default ``"text"``; the first row is the header), `.parquet`/`.arrow`/`.feather` (the text in
+  ``column`` or ``field``, default ``"text"``; streamed through pyarrow, data/arrow.py);
+- a `datasets.Dataset` / `IterableDataset` / `DatasetDict` (Python API).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from zhixing.config import nearest
 from zhixing.errors import CorpusError, DataError
 
-SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
+SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow", ".feather")
 DATA_ENV = "ZHIXING_DATA"
 
 
@@ -196,6 +198,10 @@ def read_file(
         return read_table(path, column=column or "text")
     if suffix in (".txt", ""):
         return read_txt(path, blank_lines=blank_lines)
+    if suffix in (".parquet", ".arrow", ".feather"):  # streamed a record batch at a time (pyarrow)
+        from zhixing.data.arrow import documents
+
+        return documents(path, column=column or field or "text")
     raise CorpusError(f"{path}: unknown corpus format {suffix!r}; fix: use one of {', '.join(SUFFIXES)}")
 
 
@@ -394,10 +400,20 @@ def read_documents(
 ) -> Iterator[str]:
     """Stream the documents of `source` (a built-in name, file, directory or glob), in a fixed order.
 
+    `source` may also be a `datasets.Dataset` / `IterableDataset` (its `field` / `column`, default
+    "text", streamed) or a `DatasetDict` (its "train" split). Parquet / Arrow files are read through pyarrow
+    (`field` / `column` names the text column).
+
     Empty documents are skipped. Errors about the source itself (missing file, unknown name, missing
     $ZHIXING_DATA) are raised here, before iteration; errors inside a file (bad JSON, missing field)
     are raised while iterating, naming the file and line.
     """
+    from zhixing.data import arrow
+
+    if arrow.is_dataset_dict(source):
+        source = arrow.split_of(source, ("train",), "read_documents")
+    if arrow.is_dataset(source):
+        return arrow.documents(source, column=column or field or "text")
     name = str(source)
     if name in BUILTIN_CORPORA:
         corpus = BUILTIN_CORPORA[name]

@@ -89,9 +89,14 @@ def fit_prompts(prompts: list[list[int]], model, config: GenerationConfig, bos: 
     mc = model.config
     encoder_decoder = mc.arch == "transformer"
     budget = mc.max_seq_len if encoder_decoder else mc.max_seq_len - config.max_new_tokens
+    if config.sliding_window and not encoder_decoder:  # the window slides over prompt and new tokens alike:
+        budget = mc.max_seq_len  # only the last max_seq_len prompt tokens ever count
     if encoder_decoder and 1 + config.max_new_tokens > mc.max_seq_len:
         raise ValueError(f"max_new_tokens={config.max_new_tokens} is invalid: the decoder holds "
                          f"max_seq_len={mc.max_seq_len} positions, so at most {mc.max_seq_len - 1}")
+    if encoder_decoder and config.sliding_window:
+        raise ValueError("sliding_window=True is for decoder-only models; an encoder–decoder's decoder "
+                         f"holds max_seq_len={mc.max_seq_len} positions")
     if not encoder_decoder and budget < 1:
         raise ValueError(f"max_new_tokens={config.max_new_tokens} is invalid: it leaves no room for a prompt "
                          f"in max_seq_len={mc.max_seq_len}; use at most {mc.max_seq_len - 1}")
@@ -103,11 +108,12 @@ def fit_prompts(prompts: list[list[int]], model, config: GenerationConfig, bos: 
                                  "token to start from; give at least one token")
             p = [bos]
         if len(p) > budget:
-            if not config.truncate_prompt:
+            if not config.truncate_prompt and not config.sliding_window:
                 what = "source" if encoder_decoder else f"prompt + max_new_tokens={config.max_new_tokens}"
                 raise ValueError(f"prompt {i} has {len(p)} tokens; {what} exceeds the model's context "
                                  f"(max_seq_len={mc.max_seq_len}). Shorten it, lower max_new_tokens, or "
-                                 "pass truncate_prompt=True to keep its last tokens")
+                                 "pass truncate_prompt=True to keep its last tokens (or sliding_window=True "
+                                 "to generate past the context)")
             p = p[len(p) - budget:]
         out.append(p)
     return out
@@ -167,7 +173,8 @@ class _Plan:
                 ids = ids.repeat_interleave(self.expand, dim=0)
                 mask = mask.repeat_interleave(self.expand, dim=0) if mask is not None else None
             graph = cfg.cuda_graph and cfg.num_beams == 1
-            self.runner = DecoderOnlyRunner(model, ids, mask, cfg.max_new_tokens, cuda_graph=graph)
+            self.runner = DecoderOnlyRunner(model, ids, mask, cfg.max_new_tokens, cuda_graph=graph,
+                                            sliding_window=cfg.sliding_window)
             self.prompt, self.prompt_mask = ids, mask
 
     def buffers(self) -> tuple[torch.Tensor, torch.Tensor | None]:

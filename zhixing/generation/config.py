@@ -37,6 +37,7 @@ class GenerationConfig(Config):
     stop_strings: list[str] = field(default_factory=list)  # stop once the text has one (needs a tokenizer)
     seed: int | None = None  # seed of the sampling generator (None = nondeterministic)
     truncate_prompt: bool = False  # drop the oldest prompt tokens when prompt + new tokens exceed the context
+    sliding_window: bool = False  # past the context: predict from the last max_seq_len tokens (nanoGPT)
     cuda_graph: bool = True  # on CUDA, replay each decode step as one CUDA graph (greedy / sampling)
 
     def validate(self) -> GenerationConfig:
@@ -75,6 +76,9 @@ class GenerationConfig(Config):
             )
         if self.early_stopping not in (True, False, "never"):
             raise bad("early_stopping", "True, False or 'never'")
+        if self.sliding_window and self.num_beams > 1:
+            raise ValueError("sliding_window=True is invalid with beam search (num_beams > 1): use greedy "
+                             "decoding or sampling")
         if any(not s for s in self.stop_strings):
             raise bad("stop_strings", "non-empty strings")
         return self

@@ -8,6 +8,11 @@ next-token logits (rows, vocab) in float32, `reorder(index)` follows beam search
   does, so padded batches give the same tokens as one-by-one decoding.
 - Encoder–decoder: the encoder runs once; cross-attention keys/values are computed at the first
   decoder step and kept in the cache.
+- Past the context window (`sliding_window=True`), decoding goes on as nanoGPT's sampler does: each next
+  token is predicted from the last max_seq_len tokens only. Absolute (learned, sinusoidal) positions make
+  a rolled cache wrong — every cached key was computed at a position that changes when the window slides —
+  so once the window is full the cache is rebuilt from the cropped context at every step: one forward over
+  max_seq_len tokens per new token, exactly what recomputing the cropped context gives.
 - On CUDA, `DecoderOnlyRunner(cuda_graph=True)` captures the decode step as one CUDA graph over a
   static cache: a decode step of a small model is a few hundred tiny kernels whose launch cost, not
   arithmetic or memory traffic, dominates; replaying a graph launches them all at once.
@@ -41,13 +46,25 @@ class DecoderOnlyRunner:
     """Prefill + cached decode steps for a decoder-only model (`GPT`).
 
     ids: (rows, prompt) left-padded prompt; mask: (rows, prompt) 1 = real token, or None (no padding).
+    sliding_window: go on past max_seq_len, predicting from the last max_seq_len tokens (see above).
     """
 
     def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor | None, max_new_tokens: int,
-                 cuda_graph: bool = False, static: bool | None = None):
+                 cuda_graph: bool = False, static: bool | None = None, sliding_window: bool = False):
         self.model = model
         self.ids = ids
         rows, self.prompt_len = ids.shape
+        self.window = model.config.max_seq_len
+        self.history = None  # (rows, prompt + new) every token so far, when the window may slide
+        if sliding_window and self.prompt_len + max_new_tokens > self.window:
+            cuda_graph = static = False  # a rebuilt cache has no static shape to capture
+            self.history = torch.zeros(rows, self.prompt_len + max_new_tokens, dtype=torch.long,
+                                       device=ids.device)
+            self.history[:, : self.prompt_len] = ids
+            self.history_mask = torch.ones_like(self.history)
+            if mask is not None:
+                self.history_mask[:, : self.prompt_len] = mask
+            max_new_tokens = self.window - self.prompt_len  # the cache holds one window
         self.total = self.prompt_len + max_new_tokens
         self.length = self.prompt_len
         self.use_graph = cuda_graph and ids.is_cuda
@@ -92,6 +109,10 @@ class DecoderOnlyRunner:
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (rows,): the tokens just chosen -> logits for the one after them."""
+        if self.history is not None:
+            self.history[:, self.length] = tokens
+            if self.length + 1 > self.window:
+                return self._slide()
         if self.static:
             return self._static_step(tokens)
         mask = pos = None
@@ -102,6 +123,19 @@ class DecoderOnlyRunner:
         out = self.model(tokens[:, None], attention_mask=mask, position_ids=pos, cache=self.cache,
                          last_only=True)
         self.length += 1
+        return out.logits[:, -1].float()
+
+    def _slide(self) -> torch.Tensor:
+        """Recompute the cache over the last `window` tokens (the cropped context) and return the logits
+        after it; position ids restart at 0 (or count each row's real tokens, left-padded rows)."""
+        self.length += 1
+        ids = self.history[:, self.length - self.window: self.length]
+        mask = self.history_mask[:, self.length - self.window: self.length]
+        padded = bool((mask == 0).any())
+        pos = (mask.cumsum(-1) - 1).clamp(min=0) if padded else None
+        self.cache = self.model.new_cache(self.window)
+        out = self.model(ids, attention_mask=mask if padded else None, position_ids=pos, cache=self.cache,
+                         last_only=True)
         return out.logits[:, -1].float()
 
     def reorder(self, index: torch.Tensor) -> None:

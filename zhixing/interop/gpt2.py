@@ -15,6 +15,8 @@ from zhixing.interop.core import (
     Rule,
     activation_from_hf,
     exportable,
+    label_names_from_hf,
+    label_names_to_hf,
     pick,
     rename,
     require,
@@ -29,7 +31,9 @@ def config_from_hf(hf: dict[str, Any], head: str) -> ModelConfig:
                  "add_cross_attention": (False, False)}, mt)
     dim = pick(hf, "n_embd", mt)
     dropout = hf.get("resid_pdrop", 0.1)
+    num_labels, names = label_names_from_hf(hf)
     return ModelConfig(
+        num_labels=num_labels, label_names=names,
         arch="gpt", head=head, vocab_size=pick(hf, "vocab_size", mt), dim=dim,
         num_layers=pick(hf, "n_layer", mt), num_heads=pick(hf, "n_head", mt),
         ffn_dim=hf.get("n_inner") or 4 * dim,
@@ -45,7 +49,7 @@ def config_from_hf(hf: dict[str, Any], head: str) -> ModelConfig:
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     exportable(cfg, "gpt2", {"arch": ("gpt",), "pre_norm": (True,), "norm": ("layernorm",),
                              "position": ("learned",), "bias": (True,), "final_norm": (True,),
-                             "embed_scale": (False,),
+                             "embed_scale": (False,), "seq_pooling": ("last",),
                              "activation": tuple(ACT_TO_HF), "num_kv_heads": (cfg.num_heads,),
                              "head_dim": (cfg.dim // cfg.num_heads,)})
     return {
@@ -57,6 +61,7 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "pad_token_id": cfg.pad_token_id,
         "tie_word_embeddings": cfg.tie_embeddings,
+        **(label_names_to_hf(cfg) if cfg.head == "seq_cls" else {}),
     }
 
 
@@ -73,19 +78,20 @@ def rules(cfg: ModelConfig) -> list[Rule]:
         out += rename(f"{ours}.ffn.down", f"{hf}.mlp.c_proj", transpose=True)
     out += rename("final_norm", "ln_f")
     out += rename("head.proj", "lm_head", bias=False)  # only used when untied
+    out += rename("score", "score", bias=False)  # GPT2ForSequenceClassification
     return out
 
 
 FAMILY = Family(
     model_types=("gpt2",),
     prefix=lambda model_type: "transformer",
-    architectures={"GPT2Model": "none", "GPT2LMHeadModel": "lm"},
+    architectures={"GPT2Model": "none", "GPT2LMHeadModel": "lm", "GPT2ForSequenceClassification": "seq_cls"},
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     rules=rules,
     default_head=lambda hf: "lm",
     # Old checkpoints store the causal-mask buffers h.N.attn.bias / masked_bias; they hold no weights.
     ignored=(r"^h\.\d+\.attn\.(bias|masked_bias)$",),
-    head_prefixes=("lm_head.",),
-    outside_base=("lm_head.",),
+    head_prefixes=("lm_head.", "score."),
+    outside_base=("lm_head.", "score."),
 )

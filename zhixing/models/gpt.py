@@ -7,6 +7,11 @@ options (Touvron et al. 2023): rotary positions, RMSNorm, SwiGLU, grouped-query 
 
 Trained by maximum likelihood: L = -Σ_t log p(x_{t+1} | x_{≤t}) (heads.lm_loss with shift=True; the
 training objective, objectives/clm.py, fuses the output layer with the loss).
+
+Sequence classification (head "seq_cls", as transformers' GPT2ForSequenceClassification): a decoder's
+only state that has read the whole text is the last real token's, so the class scores are
+W_score h_L[last] (no bias), last = the rightmost real token of each row. `seq_pooling="mean"` reads
+the mean of the real tokens' states instead (no Hugging Face class has it: such a model does not export).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from torch import nn
 
 from zhixing.config import ModelConfig
 from zhixing.models.base import Model, ModelOutput, check_length
-from zhixing.models.heads import LMHead, lm_loss
+from zhixing.models.heads import LMHead, classification_loss, lm_loss
 from zhixing.nn.attention import Cache, build_mask
 from zhixing.nn.layers import Block, make_norm
 from zhixing.nn.position import RotaryEmbedding, sinusoidal_table
@@ -39,6 +44,9 @@ class GPT(Model):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.final_norm else None
         self.head = LMHead(cfg, self.tok_embed) if cfg.head == "lm" else None
+        self.score = nn.Linear(cfg.dim, cfg.num_labels, bias=False) if cfg.head == "seq_cls" else None
+        if cfg.head not in ("lm", "none", "seq_cls"):
+            raise ValueError(f"GPT has no {cfg.head!r} head; its heads: lm, seq_cls, none")
         self.init_weights()
         # GPT-2: scale the init of the projections that write into the residual stream by 1/sqrt(2L),
         # so the stream's variance does not grow with depth.
@@ -55,7 +63,7 @@ class GPT(Model):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
         cache: Cache | None = None, output_attentions: bool = False, output_hidden_states: bool = False,
-        last_only: bool = False,
+        last_only: bool = False, token_type_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """input_ids (batch, seq) -> logits (batch, seq, vocab).
 
@@ -64,9 +72,23 @@ class GPT(Model):
         labels: (batch, seq), usually the inputs themselves; shifted inside, -100 ignored.
         cache: a Cache (`new_cache`); each layer appends its new keys/values, then `cache.length` advances.
         last_only: compute logits for the last position only (decoding).
+        token_type_ids: accepted so that the batches of every task fit; GPT has no segment embeddings.
+        seq_cls head: logits (batch, num_labels) at each row's last real token; labels (batch,).
         """
         out = self._backbone(input_ids, attention_mask, position_ids, cache, output_attentions,
                              output_hidden_states)
+        if self.score is not None:
+            x = out.last_hidden_state
+            if self.config.seq_pooling == "mean":  # every real token's state, averaged
+                real = self.real_tokens(input_ids, attention_mask).to(x.dtype)[..., None]  # (b, t, 1)
+                pooled = (x * real).sum(1) / real.sum(1).clamp(min=1)
+            else:
+                last = self.last_token(input_ids, attention_mask)  # (batch,)
+                pooled = x[torch.arange(x.size(0), device=x.device), last]
+            out.logits = self.score(pooled)
+            if labels is not None:
+                out.loss = classification_loss(out.logits, labels)
+            return out
         if self.head is None:
             return out
         x = out.last_hidden_state
@@ -74,6 +96,23 @@ class GPT(Model):
         if labels is not None:
             out.loss = lm_loss(out.logits, labels, shift=True)
         return out
+
+    def last_token(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(batch,) index of each row's rightmost real token: from the attention mask when given, else the
+        rightmost token that is not pad_token_id (transformers' rule, left or right padding), else the last.
+        """
+        t = input_ids.size(1)
+        idx = torch.arange(t, device=input_ids.device)
+        return (idx * self.real_tokens(input_ids, attention_mask)).argmax(-1)
+
+    def real_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(batch, seq) bool: the attention mask, else tokens that are not pad_token_id, else all."""
+        t = input_ids.size(1)
+        if attention_mask is not None:
+            return attention_mask[:, -t:].bool()
+        if self.config.pad_token_id is not None:
+            return input_ids != self.config.pad_token_id
+        return torch.ones_like(input_ids, dtype=torch.bool)
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                position_ids: torch.Tensor | None = None) -> torch.Tensor:

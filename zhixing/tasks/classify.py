@@ -23,6 +23,7 @@ class ClassifyConfig(WeightedConfig):
     text_column: str = ""  # column with the text ("" = sentence/text/review/... whichever exists)
     pair_column: str = ""  # column with the second text of a pair ("" = none / sentence2)
     label_column: str = "label"  # column with the label
+    pooling: str = ""  # decoders (GPT): "last" real token (as transformers) or "mean" of all ("" = keep)
 
 
 def read(path: str, cfg: Any, labeled: bool = True) -> list[TextExample]:
@@ -41,14 +42,24 @@ def label_names(examples: Sequence[TextExample]) -> list[str]:
 
 def encode(examples: Sequence[TextExample], tokenizer: Any, max_seq_len: int,
            names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """[CLS] text [SEP] (pair [SEP]) ids truncated to max_seq_len (longest first), with label indices."""
+    """[CLS] text [SEP] (pair [SEP]) ids truncated to max_seq_len (longest first), with label indices.
+
+    A decoder's tokenizer adds no special tokens; its texts end with the tokenizer's eos instead — the
+    end-of-document token pretraining saw (CLM shards separate documents with it), so the last position,
+    where a decoder's classifier reads (models/gpt.py), is one that has learnt to sum up a whole text
+    (GPT-1's "extract" token, Radford et al. 2018)."""
     texts = [e.text for e in examples]
     pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
     encs = tokenizer.encode_batch(texts, pairs, max_length=max_seq_len, truncation=True)
     index = {n: i for i, n in enumerate(names or [])}
+    eos = getattr(tokenizer, "eos_id", None)
     feats = []
     for e, enc in zip(examples, encs):
-        f: dict[str, Any] = {"input_ids": enc.ids, "token_type_ids": enc.type_ids}
+        ids, types = list(enc.ids), list(enc.type_ids)
+        if eos is not None and pairs is None and not any(enc.special_tokens_mask) and ids[-1:] != [eos]:
+            ids = ids[: max_seq_len - 1] + [eos]
+            types = types[: len(ids) - 1] + [0]
+        f: dict[str, Any] = {"input_ids": ids, "token_type_ids": types}
         if names is not None and e.label is not None:
             f["labels"] = index[e.label]
         feats.append(f)

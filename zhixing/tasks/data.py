@@ -82,6 +82,13 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_
     text_column None = the first of sentence/text/review/sentence1/question/content present; the pair
     column is used only when named (or sentence2/text_b present). Labels are kept as strings.
     """
+    from zhixing.data import arrow
+
+    if arrow.is_dataset(path) or arrow.is_arrow_file(path):  # Parquet / Arrow / datasets.Dataset
+        source = path if arrow.is_dataset(path) else _nonempty(path)
+        return text_examples(list(arrow.rows(source)), arrow.column_names(source),
+                             "dataset" if arrow.is_dataset(path) else str(path), text_column, pair_column,
+                             label_column, require_label, arrow.label_names(source, label_column or ""))
     path = _nonempty(path)
     fmt = table_format(path)
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -122,6 +129,15 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num + 1}: not readable as {fmt.upper()} ({e}); check the "
                             "quoting on this line") from None
+    return text_examples([(f"{path}:{line}", row) for line, row in rows], columns, str(path), text_column,
+                         pair_column, label_column, require_label)
+
+
+def text_examples(rows: list[tuple[str, dict[str, Any]]], columns: list[str], path: str,
+                  text_column: str | None, pair_column: str | None, label_column: str | None,
+                  require_label: bool, class_names: list[str] | None = None) -> list[TextExample]:
+    """TextExamples of table rows ((where, {column: value})), columns picked as `read_table` says;
+    integer labels become `class_names[i]` when the data names its classes (a datasets ClassLabel)."""
     if not rows:
         raise DataError(f"{path}: no examples after the header")
     if text_column is None:
@@ -136,8 +152,7 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_
             raise DataError(f"{path}: {name}={col!r} is not a column; columns: {', '.join(columns)}")
     has_label = label_column is not None and label_column in columns
     out = []
-    for line, row in rows:
-        where = f"{path}:{line}"
+    for where, row in rows:
         text = row.get(text_column)
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{where}: empty or missing {text_column!r}")
@@ -145,6 +160,8 @@ def read_table(path: str | os.PathLike, *, text_column: str | None = None, pair_
         label = row.get(label_column) if has_label else None
         if has_label and (label is None or str(label).strip() == ""):
             raise DataError(f"{where}: empty label in column {label_column!r}")
+        if class_names and isinstance(label, int) and 0 <= label < len(class_names):
+            label = class_names[label]
         out.append(TextExample(text.strip(), None if pair is None else str(pair).strip(),
                                None if label is None else str(label).strip(), where))
     return out
@@ -155,8 +172,13 @@ def read_tagged(path: str | os.PathLike, *, token_column: int = 0,
     """CoNLL column files and MSRA-style char-per-line files; blank lines separate sentences.
 
     Columns split on tabs when the line has one (so a space can be a token), else on whitespace. Every
-    non-blank line must have the same number of columns as the file's first one.
+    non-blank line must have the same number of columns as the file's first one. Parquet / Arrow files
+    and datasets hold one sentence per row instead (tagged_rows).
     """
+    from zhixing.data import arrow
+
+    if arrow.is_dataset(path) or arrow.is_arrow_file(path):
+        return tagged_rows(path if arrow.is_dataset(path) else _nonempty(path))
     path = _nonempty(path)
     sentences: list[TaggedSentence] = []
     tokens: list[str] = []
@@ -195,9 +217,76 @@ def read_tagged(path: str | os.PathLike, *, token_column: int = 0,
     return sentences
 
 
+TOKEN_COLUMNS, TAG_COLUMNS = ("tokens", "words"), ("ner_tags", "tags", "labels")
+
+
+def tagged_rows(source: Any) -> list[TaggedSentence]:
+    """Sentences of a Parquet / Arrow file or dataset with a list-of-tokens column (tokens / words) and a
+    list-of-tags column (ner_tags / tags / labels): tag strings, or class indices that the data names
+    (a datasets ClassLabel, as in conll2003)."""
+    from zhixing.data import arrow
+
+    columns = arrow.column_names(source)
+    name = "dataset" if arrow.is_dataset(source) else str(source)
+    tok_col = next((c for c in TOKEN_COLUMNS if c in columns), None)
+    tag_col = next((c for c in TAG_COLUMNS if c in columns), None)
+    if tok_col is None or tag_col is None:
+        raise DataError(f"{name}: tagged sentences need a token column ({'/'.join(TOKEN_COLUMNS)}) and a tag "
+                        f"column ({'/'.join(TAG_COLUMNS)}); columns: {', '.join(columns)}")
+    names = arrow.label_names(source, tag_col)
+    out = []
+    for where, row in arrow.rows(source):
+        tokens, tags = list(row.get(tok_col) or []), list(row.get(tag_col) or [])
+        if len(tokens) != len(tags):
+            raise DataError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+        if tags and isinstance(tags[0], int):
+            if names is None:
+                raise DataError(f"{where}: tags are class indices and the data does not name the classes; "
+                                "store tag strings (B-PER, O, ...) instead")
+            tags = [names[t] for t in tags]
+        if tokens:
+            out.append(TaggedSentence([str(t) for t in tokens], [str(t) for t in tags], where))
+    if not out:
+        raise DataError(f"{name}: no sentences found")
+    return out
+
+
+def qa_rows(source: Any) -> list[QAExample]:
+    """QA examples of a Parquet / Arrow file or dataset in Hugging Face's squad layout: id, question,
+    context, answers = {"text": [...], "answer_start": [...]}."""
+    from zhixing.data import arrow
+
+    columns = arrow.column_names(source)
+    name = "dataset" if arrow.is_dataset(source) else str(source)
+    missing = [c for c in ("id", "question", "context", "answers") if c not in columns]
+    if missing:
+        raise DataError(f"{name}: no column(s) {', '.join(missing)}; squad-style data has id, question, "
+                        f"context, answers; columns: {', '.join(columns)}")
+    out = []
+    for where, row in arrow.rows(source):
+        answers, context = row["answers"] or {}, row["context"]
+        pairs = []
+        for text, begin in zip(answers.get("text", []), answers.get("answer_start", [])):
+            if context[begin:begin + len(text)] != text:
+                hits = list(_find_all(context, text))
+                begin = min(hits, key=lambda i: abs(i - begin)) if hits else -1
+            pairs.append((text, begin))
+        if not isinstance(context, str):
+            raise DataError(f"{where}: context is not text")
+        out.append(QAExample(str(row["id"]), str(row["question"]).strip(), context, pairs))
+    if not out:
+        raise DataError(f"{name}: no questions found")
+    return out
+
+
 def read_squad(path: str | os.PathLike) -> list[QAExample]:
-    """SQuAD v1.1 JSON: data[].paragraphs[].{context, qas[].{id, question, answers[].{text, answer_start}}}.
+    """SQuAD v1.1 JSON: data[].paragraphs[].{context, qas[].{id, question, answers[].{text, answer_start}}};
+    or a Parquet / Arrow file / datasets Dataset in Hugging Face's squad layout (qa_rows).
     """
+    from zhixing.data import arrow
+
+    if arrow.is_dataset(path) or arrow.is_arrow_file(path):
+        return qa_rows(path if arrow.is_dataset(path) else _nonempty(path))
     path = _nonempty(path)
     try:
         doc = json.loads(read_utf8(path, error=DataError))

@@ -1,4 +1,5 @@
-"""Fine-tuning: a pretrained encoder + a task head, trained by the one training loop (zhixing.train).
+"""Fine-tuning: a pretrained encoder (or, to classify, a decoder) + a task head, trained by the one
+training loop (zhixing.train).
 
     finetune(get_task("classify").settings({"model": "runs/bert", "train": "train.tsv", "dev": "dev.tsv"}))
 
@@ -26,15 +27,18 @@ from zhixing.tasks.base import FinetuneConfig, Task
 
 # Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay).
 ENCODERS = ("bert", "electra")  # families whose heads fine-tuning can swap (seq_cls, token_cls, qa)
+# Decoders classify at their last real token (GPT2ForSequenceClassification); no token or span heads.
+DECODERS, DECODER_HEADS = ("gpt",), ("seq_cls",)
 
 TRAIN_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
 
 
-def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout: float | None = None):
+def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout: float | None = None,
+                  **config: Any):
     """A model with `head` (num_labels / label_names from `labels`) from a zhixing or HF directory or a
     run. Backbone weights are loaded; head tensors the checkpoint lacks are freshly initialised, and a
-    warning says which."""
+    warning says which. `config`: other ModelConfig fields to set (seq_pooling="mean")."""
     from zhixing.config import ModelConfig
     from zhixing.hub import load, load_tokenizer, resolve
     from zhixing.models import build_model
@@ -46,14 +50,16 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     if dropout is not None:
         extra["dropout"] = dropout
         extra["classifier_dropout"] = dropout
+    extra.update(config)
     directory, _ = resolve(path)
     data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     if "arch" not in data:  # Hugging Face: from_hf adds (and announces) a fresh head itself
         return load(path, head=head, **extra)
     cfg = ModelConfig.load(directory)
-    if cfg.arch not in ENCODERS:
-        raise ConfigError(f"{directory}: fine-tuning heads need an encoder ({', '.join(ENCODERS)}); "
-                          f"this is a {cfg.arch}")
+    if cfg.arch not in ENCODERS and not (cfg.arch in DECODERS and head in DECODER_HEADS):
+        raise ConfigError(f"{directory}: head {head!r} needs an encoder ({', '.join(ENCODERS)}); this is a "
+                          f"{cfg.arch}" + (f", which fine-tunes with heads {', '.join(DECODER_HEADS)} "
+                                           "(--task classify)" if cfg.arch in DECODERS else ""))
     same = cfg.head == head and all(getattr(cfg, k) == v for k, v in extra.items() if k != "dropout")
     if same:
         return load(path, **extra)
@@ -67,7 +73,7 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     own = model.state_dict()
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(k for k in model.unique_state_dict() if k not in keep)
-    backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler")]
+    backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler", "score")]
     if backbone:
         raise ConfigError(f"{directory}: the checkpoint lacks backbone tensors {', '.join(backbone[:10])}")
     model.load_state_dict(keep, strict=False)
@@ -120,16 +126,28 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
              train_examples: list | None = None, dev_examples: list | None = None,
              test_examples: list | None = None) -> dict[str, Any]:
     """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
-    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings."""
+    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
+    Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
+    `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given)."""
     import torch
 
+    from zhixing.data import arrow
     from zhixing.tasks.data import TaskLoader
     from zhixing.train.config import TrainConfig
     from zhixing.train.loop import Trainer
 
     task = get_task(cfg.task)
+    if arrow.is_dataset_dict(train_examples):  # a DatasetDict: its train split, and dev from it if not given
+        splits = train_examples
+        train_examples = arrow.split_of(splits, ("train",), "train_examples")
+        if dev_examples is None and not cfg.dev:
+            dev_examples = arrow.split_of(splits, ("validation", "dev", "test"), "dev examples")
+    dev_examples = arrow.split_of(dev_examples, ("validation", "dev", "test"), "dev_examples") \
+        if arrow.is_dataset_dict(dev_examples) else dev_examples
 
-    def examples(given: list | None, path: str) -> list:  # given ones get what `read` does to a file's
+    def examples(given: Any, path: str) -> list:  # given ones get what `read` does to a file's
+        if arrow.is_dataset(given):  # a datasets.Dataset: read like a Parquet file of the task's layout
+            return task.read(given, cfg)
         return task.prepare(list(given), cfg) if given is not None else task.read(path, cfg)
 
     train_ex, dev_ex = examples(train_examples, cfg.train), examples(dev_examples, cfg.dev)
@@ -143,7 +161,9 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     train_cfg = TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(train_overrides)
     given = {item.split("=", 1)[0].strip() for item in train_overrides}
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
-    model = load_for_task(cfg.model, task.head, labels, cfg.dropout)
+    pooling = getattr(cfg, "pooling", "")
+    model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
+                          **({"seq_pooling": pooling} if pooling else {}))
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; fine-tuning needs its tokenizer")

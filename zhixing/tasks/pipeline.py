@@ -7,7 +7,9 @@
     qa = zhixing.pipeline("qa", "runs/cmrc")
     qa({"question": "...", "context": "..."})       # {"answer", "start", "end", "score", "n_best"}
 
-A single input gives a single result, a list gives a list.
+Pretrained models need no fine-tuning for "fill-mask", "feature-extraction" and "sentence-embedding"
+(zhixing/tasks/pretrained.py); "text-generation" lives with generation (zhixing/generation/pipeline.py)
+and `zhixing.pipeline` reaches both. A single input gives a single result, a list gives a list.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ class Pipeline:
         cfg = cfg or spec.config(task=task)
         self.cfg = cfg.replace(**settings) if settings else cfg
         self.task, self.spec = task, spec
-        self.model, self.tokenizer = model.to(device).eval(), model.tokenizer
+        from zhixing.device import pick_device
+
+        where = pick_device(str(device), field="device")
+        self.model, self.tokenizer = model.to(where).eval(), model.tokenizer
 
     def __call__(self, inputs: Any) -> Any:
         single = isinstance(inputs, (str, dict)) or (self.task == "qa" and isinstance(inputs, tuple))
@@ -46,7 +51,19 @@ class Pipeline:
         return out[0] if single else out
 
 
-def pipeline(task: str, path: str | os.PathLike, device: str = "cpu", **settings: Any) -> Pipeline:
-    """A callable for `task` ("classify" | "ner" | "qa") from a fine-tuning run or model directory.
-    `settings` override the run's task settings (max_seq_len, max_answer_len, n_best, ...)."""
+def pipeline(task: str, path: str | os.PathLike, device: str = "cpu", **settings: Any) -> Any:
+    """A callable for `task` ("classify" | "ner" | "qa") from a fine-tuning run or model directory, or
+    ("fill-mask" | "feature-extraction" | "sentence-embedding") from a pretrained model.
+    `settings` override the run's task settings (max_seq_len, max_answer_len, n_best, ...), or are the
+    pretrained pipeline's options (top_k, pooling, normalize, max_length, batch_size)."""
+    from zhixing.tasks import TASKS
+    from zhixing.tasks.pretrained import PIPELINES
+
+    if task in PIPELINES:
+        return PIPELINES[task](path, device=device, **settings)
+    if task not in TASKS:
+        from zhixing.config import nearest
+
+        known = [*TASKS, *PIPELINES, "text-generation"]
+        raise ConfigError(f"unknown pipeline task {task!r}{nearest(task, known)}; known: {', '.join(known)}")
     return Pipeline(task, path, device=device, **settings)

@@ -134,6 +134,21 @@ def read_config(d: Path) -> dict:
     return config
 
 
+def read_chat_template(d: Path, config: dict) -> str | None:
+    """The chat template of a tokenizer directory: tokenizer_config.json's `chat_template` (a string, or
+    transformers' list of named templates, of which "default" is taken), else a `chat_template.jinja` file
+    (where transformers >= 4.43 may save it)."""
+    value = config.get("chat_template")
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        value = named.get("default") or next(iter(named.values()), None)
+    if isinstance(value, str):
+        return value
+    if (d / "chat_template.jinja").is_file():
+        return (d / "chat_template.jinja").read_text(encoding="utf-8")
+    return None
+
+
 def token_str(value) -> str | None:
     # transformers writes a token either as a string or as {"content": "[PAD]", ...}.
     if isinstance(value, str):

@@ -124,6 +124,8 @@ class Tokenizer:
         self.padding_side = padding_side  # "left" for XLNet, whose <cls> is the last token
         self.pad_type_id = pad_type_id  # token type id of padding (XLNet: 3)
         self.tokenizer_class = tokenizer_class  # transformers class written on save (None: the generic one)
+        # the Hugging Face chat template (Jinja, tokenizer_config.json); zhixing.generation.chat renders it
+        self.chat_template: str | None = None
         self._state: tuple | None = None  # truncation/padding currently set on the backend
 
     # ------------------------------------------------------------------------------------------
@@ -242,8 +244,10 @@ class Tokenizer:
         config = formats.read_config(Path(path))
         max_len = config.get("model_max_length")
         max_len = max_len if isinstance(max_len, int) and 0 < max_len < 10**9 else None
-        return cls(loaded.backend, loaded.kind, loaded.roles, loaded.extras, loaded.chinese_words, max_len,
-                   loaded.padding_side, loaded.pad_type_id, loaded.tokenizer_class)
+        tok = cls(loaded.backend, loaded.kind, loaded.roles, loaded.extras, loaded.chinese_words, max_len,
+                  loaded.padding_side, loaded.pad_type_id, loaded.tokenizer_class)
+        tok.chat_template = formats.read_chat_template(Path(path), config)
+        return tok
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write tokenizer.json + tokenizer_config.json (+ vocab.txt or vocab.json/merges.txt) to `path`."""
@@ -258,6 +262,8 @@ class Tokenizer:
             hf_keys["tokenizer_class"] = self.tokenizer_class
         if self.padding_side != "right":
             hf_keys["padding_side"] = self.padding_side
+        if self.chat_template is not None:
+            hf_keys["chat_template"] = self.chat_template
         ours = {"chinese_words": self.chinese_words}
         if self.pad_type_id:
             ours["pad_type_id"] = self.pad_type_id

@@ -63,13 +63,16 @@ class TrainConfig(Config):
     save_interval: int = 0  # checkpoint every N steps (0 = at eval_interval); always at the end
     keep_last: int = 2  # keep the newest K step checkpoints (best/ is kept apart)
     save_best: bool = True  # copy the model with the lowest val loss to best/
-    resume: bool = False  # continue from the newest checkpoint of this run (exactly: data, RNG, LR)
+    # continue from the newest checkpoint of this run (exactly: data, RNG, LR); "auto": resume when the run
+    # directory holds a checkpoint of this same run (same config), else start fresh (scheduler restarts)
+    resume: bool | typing.Literal["auto"] = False
     overwrite: bool = False  # start afresh in a run directory that already holds checkpoints
     # -- logging ------------------------------------------------------------------------------------
     log_interval: int = 10  # read the loss back from the device every N steps (a sync; keep it sparse)
     progress: bool = True  # live progress bar (rank 0)
     tensorboard: bool = True  # write <run>/tb/ when the `tensorboard` package is installed
     plots: bool = True  # loss / LR curves as PNG at the end
+    loggers: list[str] = field(default_factory=list)  # experiment trackers: wandb, mlflow (callbacks.py)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval",

@@ -19,11 +19,12 @@ and at checkpoints: target counts are taken on the CPU batch before it is copied
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from zhixing.models.base import Model
 from zhixing.objectives.base import Batch, Objective
 from zhixing.train import checkpoint as ckpt
 from zhixing.train import distributed as D
+from zhixing.train.callbacks import Callback, loggers_from_names
 from zhixing.train.config import TrainConfig
 from zhixing.train.logging import (
     RunLogger,
@@ -107,12 +109,15 @@ class Trainer:
     run: a RunDir (or a path) that receives config.yaml, metrics, checkpoints, best/ and summary.json
     (its `tokenizer` is saved with every model, its `config` and `records` when the run starts), or None
     to write nothing. lr_scale(name): a parameter's share of the learning rate (layer-wise decay).
+    callbacks: zhixing.train.callbacks.Callback objects called at the loop's events (on rank 0); the
+    loggers named in `config.loggers` (wandb, mlflow) are added after them.
     After `fit()`, `history` holds every logged record (train and eval) of this process.
     """
 
     def __init__(self, model: Model, objective: Objective, config: TrainConfig, train_data: Any,
                  val_data: Any = None, run: RunDir | str | Path | None = None, *,
-                 dist: D.DistInfo | None = None, lr_scale: Callable[[str], float] | None = None):
+                 dist: D.DistInfo | None = None, lr_scale: Callable[[str], float] | None = None,
+                 callbacks: Sequence[Callback] = ()):
         objective.check(model)
         self.raw, self.objective, self.cfg = model, objective, config
         self.train_data, self.val_data = train_data, val_data
@@ -136,6 +141,14 @@ class Trainer:
         self.run_id: str | None = None  # the run's id (run.json); repeated in checkpoints and the summary
         self._last_eval: dict[str, Any] = {}
         self._last_saved = -1
+        self.callbacks = list(callbacks)
+        if config.loggers and self.dist.is_main:
+            self.callbacks += loggers_from_names(config.loggers)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        if self.dist.is_main:
+            for cb in self.callbacks:
+                getattr(cb, event)(self, *args)
 
     @property
     def run_dir(self) -> Path | None:
@@ -150,10 +163,25 @@ class Trainer:
         cfg, run = self.cfg, self.run
         self._fresh = True
         if run is None:
-            if cfg.resume:
+            if cfg.resume is True:
                 raise ConfigError("train.resume=true needs a run directory to resume from")
             return None
         existing = run.latest_checkpoint()
+        if cfg.resume == "auto":
+            if existing is None:
+                return None
+            other = self._other_run(existing)
+            if other is None:
+                loaded = ckpt.load_checkpoint(existing, self.raw.config)
+                self._check_same_run(existing, loaded[2])
+                self._fresh = False
+                return loaded
+            if not cfg.overwrite:
+                raise TrainingError(
+                    f"train.resume=auto: {run.path} holds {existing.relative_to(run.path)} of another run "
+                    f"({other}); start this one under another name=..., or pass train.overwrite=true to "
+                    "start it afresh there")
+            return None
         if cfg.resume:
             if existing is None:  # (a run killed before its first checkpoint starts again from 0)
                 if self.dist.is_main:
@@ -184,6 +212,34 @@ class Trainer:
             )
         self.run_id = own or theirs or RunDir.new_run_id()
 
+    def _config_doc(self) -> dict[str, Any]:
+        """What config.yaml holds for this run: the recipe, or the model and loop settings."""
+        run = self.run
+        return run.config if run.config is not None else {"model": self.raw.config.to_dict(),
+                                                          "train": self.cfg.to_dict()}
+
+    def _other_run(self, existing: Path) -> str | None:
+        """None when checkpoint `existing` belongs to this run (resume=auto may continue it), else why not:
+        a run id that differs (when the run directory and the checkpoint both carry one), or a config.yaml
+        that differs from this run's in anything but how to resume and how to show progress."""
+        theirs = json.loads((existing / "trainer_state.json").read_text(encoding="utf-8")).get("run_id") \
+            if (existing / "trainer_state.json").is_file() else None
+        mine = self.run.run_id()
+        if mine is not None and theirs is not None and mine != theirs:
+            return f"run id {theirs}, this is {mine}"
+        if not self.run.config_file.is_file():
+            return f"no {RunDir.CONFIG} next to it"
+        recorded = yaml.safe_load(self.run.config_file.read_text(encoding="utf-8"))
+        new = yaml.safe_load(yaml.safe_dump(self._config_doc(), sort_keys=False, allow_unicode=True))
+        for doc in (recorded, new):
+            train = doc.get("train") if isinstance(doc, dict) else None
+            for key in RESUME_NEUTRAL if isinstance(train, dict) else ():
+                train.pop(key, None)
+        if recorded != new:
+            diff = _first_difference(recorded, new)
+            return f"its {RunDir.CONFIG} differs: {diff}"
+        return None
+
     def _write_records(self) -> None:
         """Start afresh (an earlier run moved aside) or continue, then write run.json, config.yaml (the
         run's configuration: the recipe, or the model and loop settings) and the run's other records
@@ -195,8 +251,7 @@ class Trainer:
                 print(f"train.overwrite=true: removed the earlier run in {run.path}", flush=True)
             self.run_id = RunDir.new_run_id()
         run.write_run_id(self.run_id)
-        doc = run.config if run.config is not None else {"model": self.raw.config.to_dict(),
-                                                          "train": self.cfg.to_dict()}
+        doc = self._config_doc()
         atomic_write_text(run.config_file, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
         for name, record in run.records.items():
             atomic_write_json(run.path / name, record)
@@ -360,6 +415,7 @@ class Trainer:
                      else None}
             path = ckpt.save_checkpoint(self.run, self.step, model_state, self.raw.config, optim, state,
                                         self.run.tokenizer, self.cfg.keep_last)
+            self._emit("on_checkpoint", self.step, path)
         D.barrier(self.dist)
         self._last_saved = self.step
         return path
@@ -369,6 +425,7 @@ class Trainer:
         if self.dist.is_main and self.run is not None:
             ckpt.save_best(self.run, model_state, self.raw.config, self.run.tokenizer,
                            {"step": self.step, "run_id": self.run_id, **metrics})
+            self._emit("on_checkpoint", self.step, self.run.best)
         D.barrier(self.dist)
 
     # -- signals -----------------------------------------------------------------------------------------
@@ -432,6 +489,7 @@ class Trainer:
             torch.manual_seed(cfg.seed + info.rank)  # dropout differs per rank; data order is the loader's
         self.history = list(log.records)
         self._t0 = time.perf_counter()
+        self._emit("on_start")
         deadline = self._t0 + cfg.max_time if cfg.max_time else None
         check_every = cfg.log_interval if info.enabled else 1  # stop checks are collective under torchrun
         it = iter(self.train_data)
@@ -454,10 +512,12 @@ class Trainer:
                     self.step += 1
                     self.tokens += step_tokens
                     meter.add(step_tokens)
+                    logs = None
                     if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
-                        self._log_train(log, loss_sum, loss_steps, lr, meter.rate())
+                        logs = self._log_train(log, loss_sum, loss_steps, lr, meter.rate())
                         loss_sum.zero_()
                         loss_steps = 0
+                    self._emit("on_step", self.step, logs)
                     if cfg.eval_interval and self.step % cfg.eval_interval == 0 and self.step < cfg.max_steps:
                         if self._run_eval(log):
                             self.status = "early_stopped"
@@ -488,9 +548,11 @@ class Trainer:
             if cfg.plots:
                 plot_curves(self.run_dir, self.history)
             self.run.write_summary(summary)
+        self._emit("on_end", summary)
         return summary
 
-    def _log_train(self, log: RunLogger, loss_sum: torch.Tensor, steps: int, lr: float, tok_s: float) -> None:
+    def _log_train(self, log: RunLogger, loss_sum: torch.Tensor, steps: int, lr: float, tok_s: float
+                   ) -> dict[str, Any]:
         loss_t = D.all_reduce_sum(loss_sum.clone(), self.dist)  # ranks hold parts of one mean; sum them
         loss = loss_t.item() / steps  # the one host sync of a log interval
         if not math.isfinite(loss):
@@ -510,6 +572,7 @@ class Trainer:
         self.history.append(record)
         log.log(record)
         log.progress(self.step, loss, lr, tok_s, note=f"MFU {record['mfu']:.0%}" if "mfu" in record else "")
+        return record
 
     def _improves(self, value: float) -> bool:
         """Whether `value` of the objective's metric beats the best so far by early_stopping_min_delta."""
@@ -537,6 +600,7 @@ class Trainer:
         self._last_eval = record
         self.history.append(record)
         log.log(record)
+        self._emit("on_eval", self.step, metrics)
         text = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         log.message(f"step {self.step}: {text}")
         name = self.objective.metric
@@ -593,6 +657,19 @@ def _count_eval_batches(val_data: Any) -> int | None:
         except Exception:  # a loader that cannot count: no cap
             return None
     return None
+
+
+# TrainConfig fields that may change between a run and its resumption (resume=auto still resumes)
+RESUME_NEUTRAL = ("resume", "overwrite", "max_time", "progress", "num_threads", "device", "loggers")
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    """The first key path at which two config documents differ, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+    return f"{where or 'config'}: {a!r} there, {b!r} now"
 
 
 def _best_of(state: dict[str, Any], objective: Objective) -> tuple[float | None, int]:
