@@ -101,7 +101,8 @@ def quickstart_cmd(minutes: float, name: str, device: str, progress: bool, finet
     from zhixing.recipes.quickstart import run_quickstart
 
     summary = run_quickstart(minutes=minutes, name=name, device=device, progress=progress)
-    if finetune and summary.get("status") == "completed":
+    # A first stage cut by its time budget (a slow or busy machine) still leaves a saved model: go on.
+    if finetune and summary.get("status") in ("completed", "time_limit", "early_stopped"):
         _sentiment_stage(f"{name}-sentiment", device, progress, pretrained=summary.get("model_dir"))
     _exit_for(summary)
 
