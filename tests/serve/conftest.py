@@ -38,7 +38,7 @@ def tiny_ner(tmp_path_factory) -> Path:
     from zhixing.tokenizers import Tokenizer
 
     corpus = [" ".join(random.Random(i).choices(WORDS, k=8)) for i in range(100)] + WORDS * 3
-    tok = Tokenizer.train(iter(corpus), kind="wordpiece", vocab_size=120, min_frequency=1, show_progress=False)
+    tok = Tokenizer.train(iter(corpus), kind="wordpiece", vocab_size=64, min_frequency=1, show_progress=False)
     torch.manual_seed(0)
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     model = build_model("bert-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=2, num_layers=2,
@@ -48,3 +48,51 @@ def tiny_ner(tmp_path_factory) -> Path:
     model.save_pretrained(d)
     tok.save(d)
     return d
+
+
+class LiveServer:
+    """A uvicorn server in a thread on 127.0.0.1 at a free port."""
+
+    def __init__(self, app):
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+API_KEY = "sk-zhixing-test"
+
+
+@pytest.fixture(scope="session")
+def server(tiny_gpt, tiny_ner):
+    from zhixing.serve.app import ServeSettings, create_app
+
+    app = create_app({"gpt": str(tiny_gpt), "ner": str(tiny_ner)},
+                     ServeSettings(api_key=API_KEY, max_body_bytes=64 * 1024, max_tokens_limit=64, max_batch=8,
+                                   max_queue=64))
+    with LiveServer(app) as live:
+        yield live
