@@ -116,16 +116,29 @@ class Guard:
                     self._count(endpoint, 413, "request_too_large", started)
                     return await reply(413, f"request body is {size} bytes; the limit is {limit}",
                                        "invalid_request_error", "request_too_large")
+        # Read the whole body first (it is small: at most the limit), so an oversized one is refused
+        # before any handler parses it, whether or not it announced its length.
+        body, more = [], True
         seen = 0
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body.append(message.get("body", b""))
+            seen += len(body[-1])
+            more = message.get("more_body", False)
+            if seen > limit:
+                self._count(endpoint, 413, "request_too_large", started)
+                return await reply(413, f"request body is over the limit of {limit} bytes",
+                                   "invalid_request_error", "request_too_large")
+        replayed = False
 
         async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge()
-            return message
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(body), "more_body": False}
+            return await receive()
 
         async def tracked_send(message):
             if message["type"] == "http.response.start":
@@ -134,11 +147,6 @@ class Guard:
 
         try:
             await self.app(scope, limited_receive, tracked_send)
-        except _TooLarge:
-            if not status["sent"]:
-                status["code"] = 413
-                await reply(413, f"request body is over the limit of {limit} bytes", "invalid_request_error",
-                            "request_too_large")
         except Exception:
             if not status["sent"]:
                 status["code"] = 500
@@ -151,10 +159,6 @@ class Guard:
         if code >= 400:
             m.errors.labels(endpoint, type_ or str(code)).inc()
         m.latency.labels(endpoint).observe(time.monotonic() - started)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | None = None) -> FastAPI:
