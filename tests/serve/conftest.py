@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-TEXT = ["知行合一，知是行的主意，行是知的功夫。", "Knowing and doing are one.", "你好，世界！Hello.",
-        "The quick brown fox jumps over the lazy dog.", "User: hi\nAssistant: hello there"] * 20
+TEXT = [
+    "知行合一，知是行的主意，行是知的功夫。",
+    "Knowing and doing are one.",
+    "你好，世界！Hello.",
+    "The quick brown fox jumps over the lazy dog.",
+    "User: hi\nAssistant: hello there",
+] * 20
 WORDS = ["alice", "bob", "paris", "london", "went", "to", "saw", "the", "city", "and", "met", "in"]
 
 
@@ -19,11 +24,18 @@ def tiny_gpt(tmp_path_factory) -> Path:
     from zhixing.models import build_model
     from zhixing.tokenizers import Tokenizer
 
-    tok = Tokenizer.train(iter(TEXT), kind="byte_bpe", vocab_size=320, min_frequency=2, show_progress=False,
-                          special_tokens={"bos": "<s>", "eos": "</s>", "pad": "<pad>"})
+    tok = Tokenizer.train(
+        iter(TEXT),
+        kind="byte_bpe",
+        vocab_size=320,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens={"bos": "<s>", "eos": "</s>", "pad": "<pad>"},
+    )
     torch.manual_seed(0)
-    model = build_model("gpt-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=4, num_layers=2,
-                        max_seq_len=96, dropout=0.0)
+    model = build_model(
+        "gpt-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=4, num_layers=2, max_seq_len=96, dropout=0.0
+    )
     d = tmp_path_factory.mktemp("tiny-gpt")
     model.save_pretrained(d)
     tok.save(d)
@@ -41,9 +53,18 @@ def tiny_ner(tmp_path_factory) -> Path:
     tok = Tokenizer.train(iter(corpus), kind="wordpiece", vocab_size=64, min_frequency=1, show_progress=False)
     torch.manual_seed(0)
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    model = build_model("bert-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=2, num_layers=2,
-                        max_seq_len=64, dropout=0.0, head="token_cls", num_labels=len(labels),
-                        label_names=labels)
+    model = build_model(
+        "bert-tiny",
+        vocab_size=tok.vocab_size,
+        dim=32,
+        num_heads=2,
+        num_layers=2,
+        max_seq_len=64,
+        dropout=0.0,
+        head="token_cls",
+        num_labels=len(labels),
+        label_names=labels,
+    )
     d = tmp_path_factory.mktemp("tiny-ner")
     model.save_pretrained(d)
     tok.save(d)
@@ -64,8 +85,11 @@ class LiveServer:
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    timeout_graceful_shutdown=5))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=5
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -91,8 +115,11 @@ API_KEY = "sk-zhixing-test"
 def server(tiny_gpt, tiny_ner):
     from zhixing.serve.app import ServeSettings, create_app
 
-    app = create_app({"gpt": str(tiny_gpt), "ner": str(tiny_ner)},
-                     ServeSettings(api_key=API_KEY, max_body_bytes=64 * 1024, max_tokens_limit=64, max_batch=8,
-                                   max_queue=64))
+    app = create_app(
+        {"gpt": str(tiny_gpt), "ner": str(tiny_ner)},
+        ServeSettings(
+            api_key=API_KEY, max_body_bytes=64 * 1024, max_tokens_limit=64, max_batch=8, max_queue=64
+        ),
+    )
     with LiveServer(app) as live:
         yield live

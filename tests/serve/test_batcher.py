@@ -32,6 +32,7 @@ def run(batcher: Batcher, prompts, params, stagger: int = 0):
                 reasons[i] = ev.finish_reason
                 if len(reasons) == len(prompts):
                     done.set()
+
         return emit
 
     batcher.start_thread()
@@ -51,7 +52,9 @@ def run(batcher: Batcher, prompts, params, stagger: int = 0):
 
 def test_batched_rows_decode_as_alone(gpt):
     g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(5, gpt.config.vocab_size, (n,), generator=g).tolist() for n in (3, 17, 8, 30, 1, 12)]
+    prompts = [
+        torch.randint(5, gpt.config.vocab_size, (n,), generator=g).tolist() for n in (3, 17, 8, 30, 1, 12)
+    ]
     news = [40, 25, 60, 33, 50, 20]  # long enough that the shared column wraps (max_seq_len 96): compaction
     params = [SamplingParams(max_tokens=m, temperature=0, ignore_eos=True) for m in news]
     b = Batcher(gpt, gpt.tokenizer, max_batch=4)
@@ -78,8 +81,12 @@ def test_cancel_frees_the_slot(gpt):
     b = Batcher(gpt, gpt.tokenizer, max_batch=2).start_thread()
     try:
         got = []
-        seq = Sequence([5, 6], SamplingParams(max_tokens=80, temperature=0, ignore_eos=True),
-                       lambda ev: got.append(ev), gpt.tokenizer)
+        seq = Sequence(
+            [5, 6],
+            SamplingParams(max_tokens=80, temperature=0, ignore_eos=True),
+            lambda ev: got.append(ev),
+            gpt.tokenizer,
+        )
         b.submit(seq)
         deadline = time.monotonic() + 5
         while b.num_active == 0 and time.monotonic() < deadline:

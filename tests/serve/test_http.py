@@ -28,18 +28,22 @@ def check_error(r: httpx.Response, status: int) -> dict:
 
 
 def test_malformed_json(http):
-    err = check_error(http.post("/v1/completions", content=b"{not json", headers={"content-type":
-                                                                                   "application/json"}), 400)
+    err = check_error(
+        http.post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"}), 400
+    )
     assert err["code"] == "invalid_json"
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": "gpt", "prompt": "x", "max_tokens": "many"}, "max_tokens"),
-    ({"model": "gpt", "prompt": {"a": 1}}, "prompt"),
-    ({"prompt": "x"}, "model"),
-    ({"model": "gpt", "prompt": "x", "temperature": 5}, "temperature"),
-    ({"model": "gpt", "messages": "hi"}, "messages"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "gpt", "prompt": "x", "max_tokens": "many"}, "max_tokens"),
+        ({"model": "gpt", "prompt": {"a": 1}}, "prompt"),
+        ({"prompt": "x"}, "model"),
+        ({"model": "gpt", "prompt": "x", "temperature": 5}, "temperature"),
+        ({"model": "gpt", "messages": "hi"}, "messages"),
+    ],
+)
 def test_wrong_types(http, body, param):
     route = "/v1/chat/completions" if "messages" in body else "/v1/completions"
     err = check_error(http.post(route, json=body), 422)
@@ -50,14 +54,18 @@ def test_bad_values(http):
     check_error(http.post("/v1/completions", json={"model": "gpt", "prompt": "x", "max_tokens": 65}), 400)
     check_error(http.post("/v1/completions", json={"model": "gpt", "prompt": [10**9]}), 400)
     check_error(http.post("/v1/completions", json={"model": "gpt", "prompt": "x", "stop": ["a"] * 5}), 400)
-    check_error(http.post("/v1/completions", json={"model": "gpt", "prompt": "x " * 200}), 400)  # over context
+    check_error(
+        http.post("/v1/completions", json={"model": "gpt", "prompt": "x " * 200}), 400
+    )  # over context
     check_error(http.post("/v1/embeddings", json={"model": "gpt", "input": [""]}), 400)
     check_error(http.post("/v1/ner", json={"model": "gpt", "input": "x"}), 400)  # not a tagger
 
 
 def test_unknown_model_and_route(http):
-    assert check_error(http.post("/v1/embeddings", json={"model": "nope", "input": "x"}), 404)["code"] == \
-        "model_not_found"
+    assert (
+        check_error(http.post("/v1/embeddings", json={"model": "nope", "input": "x"}), 404)["code"]
+        == "model_not_found"
+    )
     check_error(http.get("/v1/nothing-here"), 404)
 
 
@@ -75,11 +83,16 @@ def test_huge_body(http):
     def chunks():  # no content-length: counted as it arrives
         for _ in range(20):
             yield b"x" * 8192
-    check_error(http.post("/v1/completions", content=chunks(), headers={"content-type": "application/json"}), 413)
+
+    check_error(
+        http.post("/v1/completions", content=chunks(), headers={"content-type": "application/json"}), 413
+    )
 
 
 def test_cors_off_by_default(http):
-    r = http.options("/v1/models", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+    r = http.options(
+        "/v1/models", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+    )
     assert "access-control-allow-origin" not in r.headers
 
 
@@ -90,7 +103,7 @@ def test_ner_endpoint(http):
     assert len(data) == 2 and all(isinstance(d["result"], list) for d in data)
     for ent in data[0]["result"]:
         assert {"type", "text", "start", "end"} <= set(ent)
-        assert "alice went to paris"[ent["start"]: ent["end"]] == ent["text"]
+        assert "alice went to paris"[ent["start"] : ent["end"]] == ent["text"]
 
 
 def test_attention_endpoint(http, server):
@@ -111,9 +124,15 @@ def test_health_and_metrics(http):
     http.post("/v1/completions", json={"model": "gpt", "prompt": "x", "max_tokens": 3})
     assert http.get("/health").json()["status"] == "ok"
     text = http.get("/metrics").text
-    for name in ("zhixing_requests_total", "zhixing_request_errors_total", "zhixing_queue_length",
-                 "zhixing_generated_tokens_total", "zhixing_request_latency_seconds_bucket",
-                 "zhixing_time_to_first_token_seconds_bucket", "zhixing_active_sequences"):
+    for name in (
+        "zhixing_requests_total",
+        "zhixing_request_errors_total",
+        "zhixing_queue_length",
+        "zhixing_generated_tokens_total",
+        "zhixing_request_latency_seconds_bucket",
+        "zhixing_time_to_first_token_seconds_bucket",
+        "zhixing_active_sequences",
+    ):
         assert name in text, name
     assert 'zhixing_requests_total{endpoint="/v1/completions",status="200"}' in text
 
@@ -121,8 +140,10 @@ def test_health_and_metrics(http):
 def test_disconnect_frees_the_slot(http, server):
     batcher = server.app.state.served["gpt"].batcher
     body = {"model": "gpt", "prompt": "The", "max_tokens": 64, "stream": True, "ignore_eos": True}
-    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c, c.stream("POST", "/v1/completions",
-                                                                                     json=body) as r:
+    with (
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c,
+        c.stream("POST", "/v1/completions", json=body) as r,
+    ):
         for line in r.iter_lines():
             if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
                 break

@@ -32,8 +32,16 @@ def test_completion(client):
 
 
 def test_completion_n_seed_logprobs(client):
-    kw = dict(model="gpt", prompt=["你好", "The quick"], max_tokens=6, temperature=1.0, seed=3, n=2,
-              logprobs=2, extra_body={"ignore_eos": True})
+    kw = dict(
+        model="gpt",
+        prompt=["你好", "The quick"],
+        max_tokens=6,
+        temperature=1.0,
+        seed=3,
+        n=2,
+        logprobs=2,
+        extra_body={"ignore_eos": True},
+    )
     r = client.completions.create(**kw)
     assert sorted(c.index for c in r.choices) == [0, 1, 2, 3]
     for c in r.choices:
@@ -44,11 +52,19 @@ def test_completion_n_seed_logprobs(client):
 
 
 def test_stream_matches_non_stream(client):
-    full = client.completions.create(model="gpt", prompt="知行", max_tokens=20, temperature=0,
-                                     extra_body={"ignore_eos": True})
+    full = client.completions.create(
+        model="gpt", prompt="知行", max_tokens=20, temperature=0, extra_body={"ignore_eos": True}
+    )
     pieces, usage = [], None
-    for chunk in client.completions.create(model="gpt", prompt="知行", max_tokens=20, temperature=0, stream=True,
-                                           stream_options={"include_usage": True}, extra_body={"ignore_eos": True}):
+    for chunk in client.completions.create(
+        model="gpt",
+        prompt="知行",
+        max_tokens=20,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    ):
         if chunk.choices:
             pieces.append(chunk.choices[0].text)
         if chunk.usage:
@@ -61,12 +77,19 @@ def test_stream_matches_non_stream(client):
 
 def test_chat_and_stream(client):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-    r = client.chat.completions.create(model="gpt", messages=msgs, max_tokens=10, temperature=0, logprobs=True,
-                                       top_logprobs=3)
+    r = client.chat.completions.create(
+        model="gpt", messages=msgs, max_tokens=10, temperature=0, logprobs=True, top_logprobs=3
+    )
     assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
     assert r.choices[0].logprobs.content and len(r.choices[0].logprobs.content[0].top_logprobs) == 3
-    stream = client.chat.completions.create(model="gpt", messages=msgs, max_tokens=10, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="gpt",
+        messages=msgs,
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -77,21 +100,28 @@ def test_chat_and_stream(client):
 
 
 def test_stop_string(client):
-    full = client.completions.create(model="gpt", prompt="The", max_tokens=30, temperature=0,
-                                     extra_body={"ignore_eos": True}).choices[0].text
+    full = (
+        client.completions.create(
+            model="gpt", prompt="The", max_tokens=30, temperature=0, extra_body={"ignore_eos": True}
+        )
+        .choices[0]
+        .text
+    )
     if len(full) < 4:
         pytest.skip("the random model wrote too little text to cut")
     stop = full[2:4]
-    r = client.completions.create(model="gpt", prompt="The", max_tokens=30, temperature=0, stop=[stop],
-                                  extra_body={"ignore_eos": True})
+    r = client.completions.create(
+        model="gpt", prompt="The", max_tokens=30, temperature=0, stop=[stop], extra_body={"ignore_eos": True}
+    )
     assert r.choices[0].text == full[: full.index(stop)] and r.choices[0].finish_reason == "stop"
 
 
 def test_embeddings(client):
     r = client.embeddings.create(model="gpt", input=["hello", "你好世界"])
     assert [d.index for d in r.data] == [0, 1] and len(r.data[0].embedding) == 32
-    b64 = client.embeddings.with_raw_response.create(model="ner", input="alice went to paris",
-                                                     encoding_format="base64").http_response.json()
+    b64 = client.embeddings.with_raw_response.create(
+        model="ner", input="alice went to paris", encoding_format="base64"
+    ).http_response.json()
     vec = struct.unpack("<32f", base64.b64decode(b64["data"][0]["embedding"]))
     assert len(vec) == 32
 

@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "finetune": "zhixing.cli.finetune:finetune_cmd",
     "evaluate": "zhixing.cli.finetune:evaluate_cmd",
     "predict": "zhixing.cli.finetune:predict_cmd",
+    "serve": "zhixing.cli.serve:serve_cmd",
+    "viz": "zhixing.cli.viz:viz_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the

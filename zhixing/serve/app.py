@@ -28,7 +28,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zhixing.serve import protocol as P
@@ -53,15 +60,22 @@ class ServeSettings:
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
 
 
 def error_body(status: int, message: str, type_: str, param: str | None = None, code: str | None = None):
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
-                        status_code=status)
+    return JSONResponse(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}, status_code=status
+    )
 
 
 class Metrics:
@@ -70,21 +84,45 @@ class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
         self.requests = Counter("zhixing_requests", "HTTP requests", ["endpoint", "status"], registry=r)
-        self.errors = Counter("zhixing_request_errors", "Requests answered with an error", ["endpoint", "type"],
-                              registry=r)
-        self.queue = Gauge("zhixing_queue_length", "Sequences waiting for a batch slot", ["model"], registry=r)
+        self.errors = Counter(
+            "zhixing_request_errors", "Requests answered with an error", ["endpoint", "type"], registry=r
+        )
+        self.queue = Gauge(
+            "zhixing_queue_length", "Sequences waiting for a batch slot", ["model"], registry=r
+        )
         self.active = Gauge("zhixing_active_sequences", "Sequences being decoded", ["model"], registry=r)
         self.tokens = Counter("zhixing_generated_tokens", "Tokens generated", ["model"], registry=r)
-        self.prompt_tokens = Counter("zhixing_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
-        self.latency = Histogram("zhixing_request_latency_seconds", "Request latency (to the last byte)",
-                                 ["endpoint"], registry=r,
-                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.ttft = Histogram("zhixing_time_to_first_token_seconds", "Time to the first generated text",
-                              ["model"], registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.prompt_tokens = Counter(
+            "zhixing_prompt_tokens", "Prompt tokens processed", ["model"], registry=r
+        )
+        self.latency = Histogram(
+            "zhixing_request_latency_seconds",
+            "Request latency (to the last byte)",
+            ["endpoint"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.ttft = Histogram(
+            "zhixing_time_to_first_token_seconds",
+            "Time to the first generated text",
+            ["model"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
 
 
-ENDPOINTS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/classify",
-             "/v1/ner", "/v1/qa", "/v1/attention", "/health", "/metrics")
+ENDPOINTS = (
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/classify",
+    "/v1/ner",
+    "/v1/qa",
+    "/v1/attention",
+    "/health",
+    "/metrics",
+)
 
 
 class Guard:
@@ -114,8 +152,12 @@ class Guard:
                     size = 0
                 if size > limit:
                     self._count(endpoint, 413, "request_too_large", started)
-                    return await reply(413, f"request body is {size} bytes; the limit is {limit}",
-                                       "invalid_request_error", "request_too_large")
+                    return await reply(
+                        413,
+                        f"request body is {size} bytes; the limit is {limit}",
+                        "invalid_request_error",
+                        "request_too_large",
+                    )
         # Read the whole body first (it is small: at most the limit), so an oversized one is refused
         # before any handler parses it, whether or not it announced its length.
         body, more = [], True
@@ -129,8 +171,12 @@ class Guard:
             more = message.get("more_body", False)
             if seen > limit:
                 self._count(endpoint, 413, "request_too_large", started)
-                return await reply(413, f"request body is over the limit of {limit} bytes",
-                                   "invalid_request_error", "request_too_large")
+                return await reply(
+                    413,
+                    f"request body is over the limit of {limit} bytes",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
         replayed = False
 
         async def limited_receive():
@@ -170,13 +216,19 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
     created = int(time.time())
 
     for name, m in models.items():
-        served[name] = m if isinstance(m, ServedModel) else load_model(
-            name, m, max_batch=settings.max_batch, max_queue=settings.max_queue, device=settings.device)
+        served[name] = (
+            m
+            if isinstance(m, ServedModel)
+            else load_model(
+                name, m, max_batch=settings.max_batch, max_queue=settings.max_queue, device=settings.device
+            )
+        )
 
     def on_step_for(name: str):
         def on_step(active: int, waiting: int) -> None:
             metrics.active.labels(name).set(active)
             metrics.queue.labels(name).set(waiting)
+
         return on_step
 
     @asynccontextmanager
@@ -206,11 +258,14 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
         first = errs[0] if errs else {}
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         if first.get("type") == "json_invalid":
-            return error_body(400, "the request body is not valid JSON", "invalid_request_error", None,
-                              "invalid_json")
+            return error_body(
+                400, "the request body is not valid JSON", "invalid_request_error", None, "invalid_json"
+            )
         param = ".".join(loc) or None
         msg = first.get("msg", "invalid request")
-        return error_body(422, f"{param}: {msg}" if param else msg, "invalid_request_error", param, "invalid_type")
+        return error_body(
+            422, f"{param}: {msg}" if param else msg, "invalid_request_error", param, "invalid_type"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
@@ -226,71 +281,125 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(),
-                                                                    settings.api_key.encode()):
-            raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           "authentication_error", None, "invalid_api_key")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            token.strip().encode(), settings.api_key.encode()
+        ):
+            raise APIError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "authentication_error",
+                None,
+                "invalid_api_key",
+            )
 
     def get_model(name: str, need: str | None = None) -> ServedModel:
         s = served.get(name)
         if s is None:
-            raise APIError(404, f"the model {name!r} does not exist; served: {', '.join(served)}",
-                           "not_found_error", "model", "model_not_found")
+            raise APIError(
+                404,
+                f"the model {name!r} does not exist; served: {', '.join(served)}",
+                "not_found_error",
+                "model",
+                "model_not_found",
+            )
         if need == "generate" and not s.generates:
-            raise APIError(400, f"the model {name!r} does not generate text (it is a {s.model.config.arch} with "
-                           f"a {s.model.config.head!r} head)", "invalid_request_error", "model", "model_not_supported")
+            raise APIError(
+                400,
+                f"the model {name!r} does not generate text (it is a {s.model.config.arch} with "
+                f"a {s.model.config.head!r} head)",
+                "invalid_request_error",
+                "model",
+                "model_not_supported",
+            )
         if need in ("classify", "ner", "qa") and s.task != need:
-            raise APIError(400, f"the model {name!r} is not fine-tuned for {need}"
-                           + (f" (it does {s.task})" if s.task else ""), "invalid_request_error", "model",
-                           "model_not_supported")
+            raise APIError(
+                400,
+                f"the model {name!r} is not fine-tuned for {need}"
+                + (f" (it does {s.task})" if s.task else ""),
+                "invalid_request_error",
+                "model",
+                "model_not_supported",
+            )
         return s
 
     def encode(s: ServedModel, text: str) -> list[int]:
         return list(s.tokenizer.encode(text).ids)
 
-    def sampling(s: ServedModel, req: P._Sampling, prompt_len: int, extra_stop: list[str],
-                 logprobs: int | None, default_max: int | None) -> SamplingParams:
+    def sampling(
+        s: ServedModel,
+        req: P._Sampling,
+        prompt_len: int,
+        extra_stop: list[str],
+        logprobs: int | None,
+        default_max: int | None,
+    ) -> SamplingParams:
         try:
             stops = req.stop_list()
         except ValueError as e:
             raise APIError(400, str(e), param="stop") from None
         room = s.context - prompt_len
         if room < 1:
-            raise APIError(400, f"the prompt has {prompt_len} tokens; the model's context is {s.context}",
-                           param="prompt" if isinstance(req, P.CompletionRequest) else "messages",
-                           code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"the prompt has {prompt_len} tokens; the model's context is {s.context}",
+                param="prompt" if isinstance(req, P.CompletionRequest) else "messages",
+                code="context_length_exceeded",
+            )
         asked = req.max_completion_tokens or req.max_tokens
         if asked is not None and asked > settings.max_tokens_limit:
-            raise APIError(400, f"max_tokens={asked} is over this server's limit of {settings.max_tokens_limit}",
-                           param="max_tokens")
+            raise APIError(
+                400,
+                f"max_tokens={asked} is over this server's limit of {settings.max_tokens_limit}",
+                param="max_tokens",
+            )
         if asked is not None and prompt_len + asked > s.context:
-            raise APIError(400, f"this model's context is {s.context} tokens; the prompt has {prompt_len} and "
-                           f"max_tokens={asked} asks for {prompt_len + asked}; lower max_tokens",
-                           param="max_tokens", code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"this model's context is {s.context} tokens; the prompt has {prompt_len} and "
+                f"max_tokens={asked} asks for {prompt_len + asked}; lower max_tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         max_tokens = asked if asked is not None else min(default_max or room, room, settings.max_tokens_limit)
-        return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                              presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-                              stop=stops + [x for x in extra_stop if x not in stops], seed=req.seed,
-                              logprobs=logprobs, ignore_eos=req.ignore_eos)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            stop=stops + [x for x in extra_stop if x not in stops],
+            seed=req.seed,
+            logprobs=logprobs,
+            ignore_eos=req.ignore_eos,
+        )
 
-    def start(s: ServedModel, prompt: list[int], params: SamplingParams, n: int, index0: int,
-              q: asyncio.Queue) -> list[Sequence]:
+    def start(
+        s: ServedModel, prompt: list[int], params: SamplingParams, n: int, index0: int, q: asyncio.Queue
+    ) -> list[Sequence]:
         loop = asyncio.get_running_loop()
         seqs = []
         for i in range(n):
             p = params
             if params.seed is not None and n > 1:  # n samples of one seeded request differ, reproducibly
                 p = SamplingParams(**{**params.__dict__, "seed": params.seed + i})
-            seqs.append(Sequence(prompt, p, lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev), s.tokenizer,
-                                 index=index0 + i))
+            seqs.append(
+                Sequence(
+                    prompt,
+                    p,
+                    lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
+                    s.tokenizer,
+                    index=index0 + i,
+                )
+            )
         try:
             for seq in seqs:
                 s.batcher.submit(seq)
         except QueueFull as e:
             for seq in seqs:
                 seq.cancel()
-            raise APIError(429, f"the server is busy: {e}; retry later", "rate_limit_error", None,
-                           "queue_full") from None
+            raise APIError(
+                429, f"the server is busy: {e}; retry later", "rate_limit_error", None, "queue_full"
+            ) from None
         return seqs
 
     # -- generation ------------------------------------------------------------------------------------
@@ -305,9 +414,13 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
         elif prompt and all(isinstance(x, list) for x in prompt):
             out = [list(x) for x in prompt]
         else:
-            raise APIError(400, "prompt must be a non-empty string, list of strings, or token ids", param="prompt")
+            raise APIError(
+                400, "prompt must be a non-empty string, list of strings, or token ids", param="prompt"
+            )
         if len(out) > settings.max_inputs:
-            raise APIError(400, f"{len(out)} prompts; at most {settings.max_inputs} per request", param="prompt")
+            raise APIError(
+                400, f"{len(out)} prompts; at most {settings.max_inputs} per request", param="prompt"
+            )
         vocab = s.model.config.vocab_size
         for ids in out:
             if any(not 0 <= t < vocab for t in ids):
@@ -315,8 +428,9 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
         bos = getattr(s.tokenizer, "bos_id", None)
         return [ids if ids else ([bos] if bos is not None else [0]) for ids in out]
 
-    async def run_all(s: ServedModel, name: str, prompts: list[list[int]], params: list[SamplingParams],
-                      n: int) -> tuple[asyncio.Queue, list[Sequence], int]:
+    async def run_all(
+        s: ServedModel, name: str, prompts: list[list[int]], params: list[SamplingParams], n: int
+    ) -> tuple[asyncio.Queue, list[Sequence], int]:
         q: asyncio.Queue = asyncio.Queue()
         seqs: list[Sequence] = []
         try:
@@ -329,8 +443,9 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
         metrics.prompt_tokens.labels(name).inc(sum(len(p) for p in prompts) * n)
         return q, seqs, len(seqs)
 
-    async def events(q: asyncio.Queue, total: int, seqs: list[Sequence], name: str, t0: float
-                     ) -> AsyncIterator[Event]:
+    async def events(
+        q: asyncio.Queue, total: int, seqs: list[Sequence], name: str, t0: float
+    ) -> AsyncIterator[Event]:
         """Events of all sequences until each has finished; cancels the rest when closed early."""
         done, first = 0, True
         try:
@@ -354,25 +469,51 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
             return tok.decode([i], skip_special_tokens=False)
 
         if chat:
-            return [{"token": piece(t.id), "logprob": t.logprob, "bytes": list(piece(t.id).encode()),
-                     "top_logprobs": [{"token": piece(i), "logprob": lp, "bytes": list(piece(i).encode())}
-                                      for i, lp in (t.top or [])]} for t in ev.tokens if t.logprob is not None]
-        return {"tokens": [piece(t.id) for t in ev.tokens],
-                "token_logprobs": [t.logprob for t in ev.tokens],
-                "top_logprobs": [{piece(i): lp for i, lp in (t.top or [])} for t in ev.tokens]}
+            return [
+                {
+                    "token": piece(t.id),
+                    "logprob": t.logprob,
+                    "bytes": list(piece(t.id).encode()),
+                    "top_logprobs": [
+                        {"token": piece(i), "logprob": lp, "bytes": list(piece(i).encode())}
+                        for i, lp in (t.top or [])
+                    ],
+                }
+                for t in ev.tokens
+                if t.logprob is not None
+            ]
+        return {
+            "tokens": [piece(t.id) for t in ev.tokens],
+            "token_logprobs": [t.logprob for t in ev.tokens],
+            "top_logprobs": [{piece(i): lp for i, lp in (t.top or [])} for t in ev.tokens],
+        }
 
     def usage(prompt_tokens: int, completion: int) -> dict[str, int]:
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion}
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        }
 
     def finish(reason: str | None) -> str | None:
         if reason in ("error", "abort"):
-            raise APIError(503, "generation was interrupted (the server is shutting down or failed)",
-                           "server_error", None, "generation_aborted")
+            raise APIError(
+                503,
+                "generation was interrupted (the server is shutting down or failed)",
+                "server_error",
+                None,
+                "generation_aborted",
+            )
         return reason
 
-    async def generate(s: ServedModel, name: str, req: P._Sampling, prompts: list[list[int]],
-                       extra_stop: list[str], chat: bool) -> Response:
+    async def generate(
+        s: ServedModel,
+        name: str,
+        req: P._Sampling,
+        prompts: list[list[int]],
+        extra_stop: list[str],
+        chat: bool,
+    ) -> Response:
         if isinstance(req, P.CompletionRequest):
             if req.echo:
                 raise APIError(400, "echo is not supported", param="echo")
@@ -412,27 +553,50 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                     if chat:
                         logprobs = {"content": [e for part in lps[i] for e in part]}
                     else:
-                        logprobs = {k: [x for part in lps[i] for x in part[k]]
-                                    for k in ("tokens", "token_logprobs", "top_logprobs")}
+                        logprobs = {
+                            k: [x for part in lps[i] for x in part[k]]
+                            for k in ("tokens", "token_logprobs", "top_logprobs")
+                        }
                         offsets, at = [], 0
                         for t in logprobs["tokens"]:
                             offsets.append(at)
                             at += len(t)
                         logprobs["text_offset"] = offsets
                 if chat:
-                    choices.append({"index": i, "message": {"role": "assistant", "content": texts[i]},
-                                    "logprobs": logprobs, "finish_reason": reasons[i]})
+                    choices.append(
+                        {
+                            "index": i,
+                            "message": {"role": "assistant", "content": texts[i]},
+                            "logprobs": logprobs,
+                            "finish_reason": reasons[i],
+                        }
+                    )
                 else:
-                    choices.append({"index": i, "text": texts[i], "logprobs": logprobs, "finish_reason": reasons[i]})
-            return JSONResponse({"id": rid, "object": obj, "created": created_at, "model": name,
-                                 "choices": choices, "usage": usage(prompt_tokens, sum(counts)),
-                                 "system_fingerprint": None})
+                    choices.append(
+                        {"index": i, "text": texts[i], "logprobs": logprobs, "finish_reason": reasons[i]}
+                    )
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": created_at,
+                    "model": name,
+                    "choices": choices,
+                    "usage": usage(prompt_tokens, sum(counts)),
+                    "system_fingerprint": None,
+                }
+            )
 
         chunk_obj = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(choices: list[dict[str, Any]], use: dict[str, int] | None = None) -> str:
-            body: dict[str, Any] = {"id": rid, "object": chunk_obj, "created": created_at, "model": name,
-                                    "choices": choices}
+            body: dict[str, Any] = {
+                "id": rid,
+                "object": chunk_obj,
+                "created": created_at,
+                "model": name,
+                "choices": choices,
+            }
             if include_usage:
                 body["usage"] = use
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
@@ -442,13 +606,25 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
             try:
                 if chat:
                     for i in range(total):
-                        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
-                                      "logprobs": None, "finish_reason": None}])
+                        yield chunk(
+                            [
+                                {
+                                    "index": i,
+                                    "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None,
+                                    "finish_reason": None,
+                                }
+                            ]
+                        )
                 async for ev in events(q, total, seqs, name, t0):
                     reason = ev.finish_reason
                     if reason in ("error", "abort"):
-                        err = {"message": "generation was interrupted (the server is shutting down or failed)",
-                               "type": "server_error", "param": None, "code": "generation_aborted"}
+                        err = {
+                            "message": "generation was interrupted (the server is shutting down or failed)",
+                            "type": "server_error",
+                            "param": None,
+                            "code": "generation_aborted",
+                        }
                         yield f"data: {json.dumps({'error': err})}\n\n"
                         return
                     if reason:
@@ -457,14 +633,34 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                         continue
                     logprobs = None
                     if lp is not None and ev.tokens:
-                        logprobs = {"content": logprob_entries(s, ev, True)} if chat else logprob_entries(s, ev, False)
+                        logprobs = (
+                            {"content": logprob_entries(s, ev, True)}
+                            if chat
+                            else logprob_entries(s, ev, False)
+                        )
                     if chat:
                         delta = {"content": ev.text} if ev.text else {}
-                        yield chunk([{"index": ev.index, "delta": delta, "logprobs": logprobs,
-                                      "finish_reason": reason}])
+                        yield chunk(
+                            [
+                                {
+                                    "index": ev.index,
+                                    "delta": delta,
+                                    "logprobs": logprobs,
+                                    "finish_reason": reason,
+                                }
+                            ]
+                        )
                     else:
-                        yield chunk([{"index": ev.index, "text": ev.text, "logprobs": logprobs,
-                                      "finish_reason": reason}])
+                        yield chunk(
+                            [
+                                {
+                                    "index": ev.index,
+                                    "text": ev.text,
+                                    "logprobs": logprobs,
+                                    "finish_reason": reason,
+                                }
+                            ]
+                        )
                 if include_usage:
                     yield chunk([], usage(prompt_tokens, completion))
                 yield "data: [DONE]\n\n"
@@ -472,8 +668,11 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                 for seq in seqs:
                     seq.cancel()
 
-        return StreamingResponse(sse(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            sse(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     auth = [Depends(authorize)]
 
@@ -486,7 +685,9 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
     async def chat_completions(req: P.ChatRequest):
         s = get_model(req.model, "generate")
         try:
-            text, extra_stop = render_chat([m.model_dump() for m in req.messages], s.tokenizer, s.chat_template)
+            text, extra_stop = render_chat(
+                [m.model_dump() for m in req.messages], s.tokenizer, s.chat_template
+            )
         except Exception as e:  # a template error is the request's (or the model's) problem, not a crash
             raise APIError(400, f"could not render the chat template: {e}", param="messages") from None
         return await generate(s, req.model, req, [encode(s, text)], extra_stop, chat=True)
@@ -501,7 +702,9 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
         if not items:
             raise APIError(400, f"{param} must not be empty", param=param)
         if len(items) > settings.max_inputs:
-            raise APIError(400, f"{len(items)} inputs; at most {settings.max_inputs} per request", param=param)
+            raise APIError(
+                400, f"{len(items)} inputs; at most {settings.max_inputs} per request", param=param
+            )
         return items
 
     @app.post("/v1/embeddings", dependencies=auth)
@@ -516,8 +719,12 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
             if not x:
                 raise APIError(400, "input must not contain empty strings", param="input")
             if len(x) > s.context:
-                raise APIError(400, f"an input has {len(x)} tokens; the model's context is {s.context}",
-                               param="input", code="context_length_exceeded")
+                raise APIError(
+                    400,
+                    f"an input has {len(x)} tokens; the model's context is {s.context}",
+                    param="input",
+                    code="context_length_exceeded",
+                )
             if any(not 0 <= t < s.model.config.vocab_size for t in x):
                 raise APIError(400, "token ids out of the vocabulary", param="input")
         if req.dimensions is not None:
@@ -530,20 +737,29 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                 emb = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(len(x) for x in ids)
-        return {"object": "list", "data": data, "model": req.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": req.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     async def run_task(s: ServedModel, inputs: Any, single: bool, task: str) -> dict[str, Any]:
         def call():
             with s.lock:
                 return s.pipeline(inputs)
+
         try:
             out = await in_thread(call)
         except ValueError as e:
             raise APIError(400, str(e), param="input") from None
         out = out if isinstance(out, list) else [out]
-        return {"object": "list", "model": s.name, "task": task,
-                "data": [{"index": i, "result": r} for i, r in enumerate(out)]}
+        return {
+            "object": "list",
+            "model": s.name,
+            "task": task,
+            "data": [{"index": i, "result": r} for i, r in enumerate(out)],
+        }
 
     @app.post("/v1/classify", dependencies=auth)
     async def classify(req: P.TaskRequest):
@@ -567,7 +783,9 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
         elif req.question is not None and req.context is not None:
             items = [{"question": req.question, "context": req.context}]
         else:
-            raise APIError(400, "give question and context, or input: [{question, context}, ...]", param="input")
+            raise APIError(
+                400, "give question and context, or input: [{question, context}, ...]", param="input"
+            )
         items = inputs_of(items, "input")
         return await run_task(s, items, False, "qa")
 
@@ -581,7 +799,10 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
 
         def call():
             with s.lock:
-                return attention_maps(s.model, s.tokenizer, req.text, req.target, max_tokens=min(128, s.context))
+                return attention_maps(
+                    s.model, s.tokenizer, req.text, req.target, max_tokens=min(128, s.context)
+                )
+
         try:
             maps = await in_thread(call)
         except ValueError as e:
@@ -600,9 +821,13 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
 
     @app.get("/health")
     async def health():
-        body = {"status": "draining" if state["draining"] else "ok",
-                "models": {n: {"active": s.batcher.num_active, "waiting": s.batcher.num_waiting}
-                           if s.batcher else {} for n, s in served.items()}}
+        body = {
+            "status": "draining" if state["draining"] else "ok",
+            "models": {
+                n: {"active": s.batcher.num_active, "waiting": s.batcher.num_waiting} if s.batcher else {}
+                for n, s in served.items()
+            },
+        }
         return JSONResponse(body, status_code=503 if state["draining"] else 200)
 
     @app.get("/metrics")
@@ -622,7 +847,11 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     app.add_middleware(Guard, settings=settings, metrics=metrics)
     return app

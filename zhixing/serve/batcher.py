@@ -79,8 +79,14 @@ class Event:
 class Sequence:
     """One sequence to generate. `emit(event)` is called from the scheduler thread."""
 
-    def __init__(self, prompt: list[int], params: SamplingParams, emit: Callable[[Event], None],
-                 tokenizer, index: int = 0):
+    def __init__(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        emit: Callable[[Event], None],
+        tokenizer,
+        index: int = 0,
+    ):
         self.prompt, self.params, self.emit, self.index = prompt, params, emit, index
         self.streamer = TextStreamer(tokenizer, params.stop)
         self.cancelled = False
@@ -105,8 +111,15 @@ class Batcher:
     `submit` refuses more. max_batch=1 serves requests one at a time (the benchmark's baseline).
     """
 
-    def __init__(self, model, tokenizer, max_batch: int = 32, max_queue: int = 256, eos: list[int] | None = None,
-                 on_step: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_batch: int = 32,
+        max_queue: int = 256,
+        eos: list[int] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
@@ -125,7 +138,9 @@ class Batcher:
         self.V: list[torch.Tensor] | None = None
         self.mask = torch.zeros(max_batch, self.capacity, dtype=torch.long, device=self.device)
         self.start = [0] * max_batch  # first cache column of each slot's row
-        self.pos = torch.zeros(max_batch, dtype=torch.long, device=self.device)  # position id of the next input
+        self.pos = torch.zeros(
+            max_batch, dtype=torch.long, device=self.device
+        )  # position id of the next input
         self.last = torch.zeros(max_batch, dtype=torch.long, device=self.device)  # the next input token
         self.counts = torch.zeros(max_batch, self.vocab, device=self.device)  # generated token counts
         self.t = 0  # the shared write column
@@ -218,8 +233,17 @@ class Batcher:
         cache = self.model.new_cache(p)
         logits = self.model(ids, cache=cache, last_only=True).logits[:, -1].float()  # (1, vocab)
         if self.K is None:
-            self.K = [torch.zeros(self.max_batch, *c.k.shape[1:2], self.capacity, c.k.size(3), dtype=c.k.dtype,
-                                  device=self.device) for c in cache.layers]
+            self.K = [
+                torch.zeros(
+                    self.max_batch,
+                    *c.k.shape[1:2],
+                    self.capacity,
+                    c.k.size(3),
+                    dtype=c.k.dtype,
+                    device=self.device,
+                )
+                for c in cache.layers
+            ]
             self.V = [torch.zeros_like(k) for k in self.K]
         if self.t < p:
             self.t = p  # the other rows' masks are 0 in the skipped columns
@@ -227,15 +251,15 @@ class Batcher:
             self._compact(extra=p)
         i = len(self.active)
         for layer, c in enumerate(cache.layers):
-            self.K[layer][i, :, self.t - p: self.t] = c.k[0, :, :p]
-            self.V[layer][i, :, self.t - p: self.t] = c.v[0, :, :p]
+            self.K[layer][i, :, self.t - p : self.t] = c.k[0, :, :p]
+            self.V[layer][i, :, self.t - p : self.t] = c.v[0, :, :p]
         self.mask[i].zero_()
-        self.mask[i, self.t - p: self.t] = 1
+        self.mask[i, self.t - p : self.t] = 1
         self.start[i] = self.t - p
         self.pos[i] = p
         self.counts[i].zero_()
         self.active.append(seq)
-        self._advance([i], *self._choose(logits, [seq], self.counts[i: i + 1]))
+        self._advance([i], *self._choose(logits, [seq], self.counts[i : i + 1]))
 
     def _step(self) -> None:
         n = len(self.active)
@@ -247,8 +271,13 @@ class Batcher:
         for layer, c in enumerate(cache.layers):
             c.k, c.v = self.K[layer][:n], self.V[layer][:n]
         cache.length = t
-        out = self.model(self.last[:n, None], attention_mask=self.mask[:n, : t + 1],
-                         position_ids=self.pos[:n, None], cache=cache, last_only=True)
+        out = self.model(
+            self.last[:n, None],
+            attention_mask=self.mask[:n, : t + 1],
+            position_ids=self.pos[:n, None],
+            cache=cache,
+            last_only=True,
+        )
         self.t = t + 1
         self.pos[:n] += 1
         self._advance(list(range(n)), *self._choose(out.logits[:, -1].float(), self.active, self.counts[:n]))
@@ -272,7 +301,8 @@ class Batcher:
                 index = src[:, None, :, None].expand(n, buf.size(1), self.capacity, buf.size(3))
                 bufs[layer][:n] = buf[:n].gather(2, index)
         keep = (cols[None] >= torch.tensor([new_t - ln for ln in lengths], device=self.device)[:, None]) & (
-            cols[None] < new_t)
+            cols[None] < new_t
+        )
         self.mask[:n] = keep.long()
         for i in range(n):
             self.start[i] = new_t - lengths[i]
@@ -299,8 +329,9 @@ class Batcher:
 
     # -- choosing tokens ------------------------------------------------------------------------------
 
-    def _choose(self, logits: torch.Tensor, seqs: list[Sequence], counts: torch.Tensor
-                ) -> tuple[torch.Tensor, list[TokenInfo]]:
+    def _choose(
+        self, logits: torch.Tensor, seqs: list[Sequence], counts: torch.Tensor
+    ) -> tuple[torch.Tensor, list[TokenInfo]]:
         """logits (rows, vocab) float32 -> one token per row (rows,), with the row's own settings;
         counts (rows, vocab): the tokens each row generated so far (for the penalties)."""
         params = [s.params for s in seqs]
@@ -317,15 +348,20 @@ class Batcher:
             scaled = logits / temp.clamp(min=1e-5)[:, None]
             top_p = torch.tensor([p.top_p for p in params], device=logits.device)
             if bool((top_p < 1).any()):
-                sorted_scores, order = scaled.sort(dim=-1)  # ascending; see generation.processors.top_p_filter
+                sorted_scores, order = scaled.sort(
+                    dim=-1
+                )  # ascending; see generation.processors.top_p_filter
                 tail = sorted_scores.softmax(-1).cumsum(-1)
                 drop = tail <= (1 - top_p)[:, None]
                 drop[:, -1] = False
                 scaled = scaled.masked_fill(drop.scatter(1, order, drop), float("-inf"))
             probs = scaled.softmax(-1)
             cdf = probs.cumsum(-1)
-            u = torch.tensor([s.rng.random() if s.rng is not None else random.random() for s in seqs],
-                             device=logits.device, dtype=cdf.dtype)
+            u = torch.tensor(
+                [s.rng.random() if s.rng is not None else random.random() for s in seqs],
+                device=logits.device,
+                dtype=cdf.dtype,
+            )
             sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp(max=self.vocab - 1)
             token = torch.where(temp > 0, sampled, greedy)
         else:
@@ -342,8 +378,8 @@ class Batcher:
                 out[r].logprob = chosen[r]
                 if k > 0:
                     out[r].top = list(zip(top_i[r, :k].tolist(), top_v[r, :k].tolist()))
-        for r, info in enumerate(out):
-            if math.isnan(info.logprob or 0.0):
+        for info in out:  # JSON has no NaN / infinity
+            if not math.isfinite(info.logprob if info.logprob is not None else 0.0):
                 info.logprob = None
         return token, out
 
@@ -351,7 +387,9 @@ class Batcher:
         """Record the chosen tokens, emit text, retire finished rows."""
         index = torch.tensor(rows, device=self.device)
         self.last[index] = token
-        self.counts.index_put_((index, token), torch.ones_like(token, dtype=self.counts.dtype), accumulate=True)
+        self.counts.index_put_(
+            (index, token), torch.ones_like(token, dtype=self.counts.dtype), accumulate=True
+        )
         finished = []
         for i, info in zip(rows, tokens):
             seq = self.active[i]
@@ -365,7 +403,9 @@ class Batcher:
                 piece = seq.streamer.push(info.id)
                 if seq.streamer.stopped:
                     reason = "stop"
-                elif seq.generated >= seq.params.max_tokens or len(seq.prompt) + seq.generated > self.capacity:
+                elif (
+                    seq.generated >= seq.params.max_tokens or len(seq.prompt) + seq.generated > self.capacity
+                ):
                     reason = "length"
                     piece += seq.streamer.finish()
             if piece or reason:

@@ -24,7 +24,13 @@ TASK_OF_HEAD = {"seq_cls": "classify", "token_cls": "ner", "qa": "qa"}
 # The plain chat template of a base LM without one of its own: each message on its own line(s) as
 # "<Role>: content", then "Assistant:" for the model to continue. Generation stops at "\nUser:" so that
 # the model does not write the user's next turn.
-PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool", "developer": "System"}
+PLAIN_ROLES = {
+    "system": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+    "developer": "System",
+}
 PLAIN_STOP = ["\nUser:"]
 
 
@@ -34,11 +40,17 @@ def message_text(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+    return "".join(
+        part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+    )
 
 
-def render_chat(messages: list[dict[str, Any]], tokenizer: Any, template: str | None = None,
-                add_generation_prompt: bool = True) -> tuple[str, list[str]]:
+def render_chat(
+    messages: list[dict[str, Any]],
+    tokenizer: Any,
+    template: str | None = None,
+    add_generation_prompt: bool = True,
+) -> tuple[str, list[str]]:
     """(prompt text, extra stop strings) for a chat. With `template` (a Hugging Face `chat_template`, Jinja)
     it is rendered in Jinja's sandbox; otherwise the plain template (PLAIN_ROLES) is used.
 
@@ -56,10 +68,13 @@ def render_chat(messages: list[dict[str, Any]], tokenizer: Any, template: str | 
         env.globals["raise_exception"] = raise_exception
         special = {f"{role}_token": tok for role, tok in getattr(tokenizer, "special_tokens", {}).items()}
         msgs = [{**m, "content": message_text(m.get("content"))} for m in messages]
-        text = env.from_string(template).render(messages=msgs, add_generation_prompt=add_generation_prompt,
-                                                **special)
+        text = env.from_string(template).render(
+            messages=msgs, add_generation_prompt=add_generation_prompt, **special
+        )
         return text, []
-    lines = [f"{PLAIN_ROLES.get(m['role'], m['role'].title())}: {message_text(m.get('content'))}" for m in messages]
+    lines = [
+        f"{PLAIN_ROLES.get(m['role'], m['role'].title())}: {message_text(m.get('content'))}" for m in messages
+    ]
     if add_generation_prompt:
         lines.append("Assistant:")
     return "\n".join(lines), list(PLAIN_STOP)
@@ -108,8 +123,15 @@ class ServedModel:
         caps = (["completions", "chat"] if self.generates else []) + ["embeddings", "attention"]
         if self.task:
             caps.append(self.task)
-        return {"id": self.name, "object": "model", "created": created, "owned_by": "zhixing",
-                "max_model_len": self.context, "capabilities": caps, "arch": self.model.config.arch}
+        return {
+            "id": self.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "zhixing",
+            "max_model_len": self.context,
+            "capabilities": caps,
+            "arch": self.model.config.arch,
+        }
 
     @torch.no_grad()
     def embed(self, inputs: list[list[int]], pooling: str = "mean") -> list[list[float]]:
@@ -123,8 +145,9 @@ class ServedModel:
         return out
 
 
-def load_model(name: str, path: str | os.PathLike, max_batch: int = 32, max_queue: int = 256,
-               device: str = "cpu") -> ServedModel:
+def load_model(
+    name: str, path: str | os.PathLike, max_batch: int = 32, max_queue: int = 256, device: str = "cpu"
+) -> ServedModel:
     """Load a model or run directory (or Hub id) and set it up for serving."""
     from zhixing.hub import load, resolve
     from zhixing.tasks.pipeline import Pipeline

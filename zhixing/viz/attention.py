@@ -20,8 +20,9 @@ import torch
 
 
 @torch.no_grad()
-def attention_maps(model, tokenizer, text: str, target: str | None = None, max_tokens: int = 128
-                   ) -> dict[str, Any]:
+def attention_maps(
+    model, tokenizer, text: str, target: str | None = None, max_tokens: int = 128
+) -> dict[str, Any]:
     """{"tokens", "layers": [{"kind", "layer", "q_tokens", "k_tokens", "weights": [head][q][k]}, ...]}.
 
     target: the decoder text of an encoder–decoder model (default: empty, the start token only).
@@ -38,8 +39,15 @@ def attention_maps(model, tokenizer, text: str, target: str | None = None, max_t
 
         def add(kind: str, weights: list[torch.Tensor], q_tokens: list[str], k_tokens: list[str]) -> None:
             for i, w in enumerate(weights):
-                maps.append({"kind": kind, "layer": i, "q_tokens": q_tokens, "k_tokens": k_tokens,
-                             "weights": w[0].float().clamp(min=0).tolist()})
+                maps.append(
+                    {
+                        "kind": kind,
+                        "layer": i,
+                        "q_tokens": q_tokens,
+                        "k_tokens": k_tokens,
+                        "weights": w[0].float().clamp(min=0).tolist(),
+                    }
+                )
 
         if model.config.arch == "transformer":
             start = model.config.decoder_start_token_id or 0
@@ -49,7 +57,7 @@ def attention_maps(model, tokenizer, text: str, target: str | None = None, max_t
             out = model(input_ids=x, decoder_input_ids=y, output_attentions=True)
             n_dec = len(out.cross_attentions)
             add("encoder", out.attentions[: len(out.attentions) - n_dec], tokens, tokens)
-            add("decoder", out.attentions[len(out.attentions) - n_dec:], tgt_tokens, tgt_tokens)
+            add("decoder", out.attentions[len(out.attentions) - n_dec :], tgt_tokens, tgt_tokens)
             add("cross", out.cross_attentions, tgt_tokens, tokens)
         else:
             out = model(x, output_attentions=True)
@@ -61,8 +69,13 @@ def attention_maps(model, tokenizer, text: str, target: str | None = None, max_t
     return {"tokens": tokens, "num_heads": heads, "layers": maps}
 
 
-def plot_attention(maps: dict[str, Any], out: str | os.PathLike, layer: int | None = None, head: int | None = None,
-                   kind: str | None = None) -> Path:
+def plot_attention(
+    maps: dict[str, Any],
+    out: str | os.PathLike,
+    layer: int | None = None,
+    head: int | None = None,
+    kind: str | None = None,
+) -> Path:
     """Write a PNG: the head view of (kind, layer, head) when a layer is given, else the model view
     (every layer x head of `kind`). kind defaults to the first kind present."""
     import matplotlib
@@ -92,8 +105,9 @@ def plot_attention(maps: dict[str, Any], out: str | os.PathLike, layer: int | No
             for i in range(len(q)):
                 for j in range(len(k)):
                     if w[i][j] > 0.01:
-                        ax.plot([0.1, 0.9], [-i, -j], color=colors(h % 10), alpha=min(1.0, w[i][j]),
-                                linewidth=1.5)
+                        ax.plot(
+                            [0.1, 0.9], [-i, -j], color=colors(h % 10), alpha=min(1.0, w[i][j]), linewidth=1.5
+                        )
         for i, t in enumerate(q):
             ax.text(0.08, -i, t, ha="right", va="center", fontsize=9)
         for j, t in enumerate(k):
@@ -116,6 +130,8 @@ def plot_attention(maps: dict[str, Any], out: str | os.PathLike, layer: int | No
                     ax.set_title(f"H{h}", fontsize=9)
         fig.suptitle(f"{kind} attention: layers x heads")
     try:
-        return atomic_write(Path(out), lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+        return atomic_write(
+            Path(out), lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        )
     finally:
         plt.close(fig)
