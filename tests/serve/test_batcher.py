@@ -50,15 +50,17 @@ def run(batcher: Batcher, prompts, params, stagger: int = 0):
     return out, reasons
 
 
-def test_batched_rows_decode_as_alone(gpt):
+@pytest.mark.parametrize("stagger", [3, 0], ids=["joining-between-steps", "prefilled-together"])
+def test_batched_rows_decode_as_alone(gpt, stagger):
     g = torch.Generator().manual_seed(0)
     prompts = [
         torch.randint(5, gpt.config.vocab_size, (n,), generator=g).tolist() for n in (3, 17, 8, 30, 1, 12)
     ]
     news = [40, 25, 60, 33, 50, 20]  # long enough that the shared column wraps (max_seq_len 96): compaction
     params = [SamplingParams(max_tokens=m, temperature=0, ignore_eos=True) for m in news]
-    b = Batcher(gpt, gpt.tokenizer, max_batch=4)
-    out, reasons = run(b, prompts, params, stagger=3)
+    # 2 slots: >= 114 steps for the 228 tokens, so the shared column must wrap the 96 columns
+    b = Batcher(gpt, gpt.tokenizer, max_batch=2)
+    out, reasons = run(b, prompts, params, stagger=stagger)
     for i, (p, m) in enumerate(zip(prompts, news)):
         alone = generate(gpt, [p], max_new_tokens=m, eos_token_ids=[]).tokens[0].tolist()
         assert out[i] == alone, f"row {i} differs from decoding alone"

@@ -148,6 +148,7 @@ class Batcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.prefill_batch = 8  # prompts prefilled together
         self.compactions = 0
         self.error: BaseException | None = None
 
@@ -216,50 +217,64 @@ class Batcher:
 
     def _admit(self) -> None:
         self._retire_cancelled()
-        while len(self.active) < self.max_batch:
+        batch = []
+        while len(self.active) + len(batch) < self.max_batch:
             try:
                 seq = self.waiting.get_nowait()
             except queue.Empty:
-                return
-            if seq.cancelled:
-                continue
-            self._prefill(seq)
+                break
+            if not seq.cancelled:
+                batch.append(seq)
+        for i in range(0, len(batch), self.prefill_batch):
+            self._prefill(batch[i : i + self.prefill_batch])
 
-    def _prefill(self, seq: Sequence) -> None:
-        """Run the prompt alone, copy its keys/values into the next slot right-aligned at column t, and
-        choose its first token."""
-        p = len(seq.prompt)
-        ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.device)
-        cache = self.model.new_cache(p)
-        logits = self.model(ids, cache=cache, last_only=True).logits[:, -1].float()  # (1, vocab)
+    def _prefill(self, seqs: list[Sequence]) -> None:
+        """Run the new prompts together (left-padded, positions counted from each row's first real token),
+        copy each row's keys/values into the next free slot right-aligned at column t, and choose each
+        row's first token."""
+        lengths = [len(s.prompt) for s in seqs]
+        width = max(lengths)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long, device=self.device)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long, device=self.device)
+        for r, s in enumerate(seqs):
+            ids[r, width - lengths[r] :] = torch.tensor(s.prompt, device=self.device)
+            mask[r, width - lengths[r] :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = self.model.new_cache(width)
+        padded = min(lengths) != width
+        logits = (
+            self.model(
+                ids,
+                attention_mask=mask if padded else None,
+                position_ids=pos if padded else None,
+                cache=cache,
+                last_only=True,
+            )
+            .logits[:, -1]
+            .float()
+        )  # (rows, vocab)
         if self.K is None:
-            self.K = [
-                torch.zeros(
-                    self.max_batch,
-                    *c.k.shape[1:2],
-                    self.capacity,
-                    c.k.size(3),
-                    dtype=c.k.dtype,
-                    device=self.device,
-                )
-                for c in cache.layers
-            ]
-            self.V = [torch.zeros_like(k) for k in self.K]
-        if self.t < p:
-            self.t = p  # the other rows' masks are 0 in the skipped columns
-        if self.t >= self.capacity:
-            self._compact(extra=p)
-        i = len(self.active)
-        for layer, c in enumerate(cache.layers):
-            self.K[layer][i, :, self.t - p : self.t] = c.k[0, :, :p]
-            self.V[layer][i, :, self.t - p : self.t] = c.v[0, :, :p]
-        self.mask[i].zero_()
-        self.mask[i, self.t - p : self.t] = 1
-        self.start[i] = self.t - p
-        self.pos[i] = p
-        self.counts[i].zero_()
-        self.active.append(seq)
-        self._advance([i], *self._choose(logits, [seq], self.counts[i : i + 1]))
+            k = cache.layers[0].k
+            shape = (self.max_batch, k.size(1), self.capacity, k.size(3))
+            self.K = [torch.zeros(shape, dtype=k.dtype, device=self.device) for _ in cache.layers]
+            self.V = [torch.zeros(shape, dtype=k.dtype, device=self.device) for _ in cache.layers]
+        if self.t < width:
+            self.t = width  # the other rows' masks are 0 in the skipped columns
+        t, rows = self.t, []
+        for r, (s, p) in enumerate(zip(seqs, lengths)):
+            i = len(self.active)
+            for layer, c in enumerate(cache.layers):
+                self.K[layer][i, :, t - p : t] = c.k[r, :, width - p : width]
+                self.V[layer][i, :, t - p : t] = c.v[r, :, width - p : width]
+            self.mask[i].zero_()
+            self.mask[i, t - p : t] = 1
+            self.start[i] = t - p
+            self.pos[i] = p
+            self.counts[i].zero_()
+            self.active.append(s)
+            rows.append(i)
+        first = len(self.active) - len(seqs)
+        self._advance(rows, *self._choose(logits, seqs, self.counts[first : first + len(seqs)]))
 
     def _step(self) -> None:
         n = len(self.active)
