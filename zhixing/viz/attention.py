@@ -31,6 +31,11 @@ def attention_maps(
         raise ValueError("text must be a non-empty string")
     enc = tokenizer.encode(text)
     ids, tokens = list(enc.ids)[:max_tokens], list(enc.tokens)[:max_tokens]
+    if (
+        getattr(tokenizer, "kind", None) == "byte_bpe"
+    ):  # show "Ġw" as " w" where the bytes are whole characters
+        shown = [tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+        tokens = [s if s and "\ufffd" not in s else t for s, t in zip(shown, tokens)]
     was_training = model.training
     model.eval()
     try:
