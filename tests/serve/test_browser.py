@@ -60,7 +60,8 @@ def test_streamed_completion(page, tmp_path):
     page.evaluate("""() => {
         window.__lens = [];
         new MutationObserver(() => window.__lens.push($('#output').textContent.length))
-            .observe(document.querySelector('#output'), {childList: true, characterData: true, subtree: true});
+            .observe(document.querySelector('#output'),
+                     {childList: true, characterData: true, subtree: true});
     }""")
     page.click("#generate")
     page.wait_for_function("document.querySelector('#usage').textContent.includes('completion')")
@@ -101,8 +102,10 @@ def test_attention_view(page, tmp_path, model, heads):
     kind = "encoder" if model == "ner" else "decoder"
     page.wait_for_function(f"document.querySelector('#head-view').dataset.drawn === '{kind}:1:0'")
     inked = page.evaluate("""() => {
-        const c = document.querySelector('#head-view'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 200 || d[i + 1] < 200 || d[i + 2] < 200) n++;
+        const c = document.querySelector('#head-view');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] < 200 || d[i + 1] < 200 || d[i + 2] < 200) n++;
         return n; }""")
     assert inked > 200  # tokens and lines drawn
     page.locator("#model-view canvas").nth(heads + 1).click()  # layer 1, head 1
