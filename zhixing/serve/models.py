@@ -140,7 +140,10 @@ class ServedModel:
         with self.lock:
             for ids in inputs:  # one at a time: no padding, so every model family pools the same way
                 x = torch.tensor([ids], device=next(self.model.parameters()).device)
-                h = self.model(x).last_hidden_state[0].float()  # (seq, dim)
+                if self.model.config.arch == "transformer":  # encoder–decoder: the encoder's states
+                    h = self.model.encode(x, None)[0][0].float()
+                else:
+                    h = self.model(x).last_hidden_state[0].float()  # (seq, dim)
                 out.append((h[0] if pooling == "cls" else h.mean(0)).tolist())
         return out
 
