@@ -1,4 +1,4 @@
-"""Attention maps: encoder–decoder models give encoder, decoder and cross-attention; rows are distributions."""
+"""Attention maps: encoder–decoder models give encoder, decoder and cross-attention (rows sum to 1)."""
 
 from __future__ import annotations
 
