@@ -616,6 +616,7 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                                 }
                             ]
                         )
+                pending: list[str] = []
                 async for ev in events(q, total, seqs, name, t0):
                     reason = ev.finish_reason
                     if reason in ("error", "abort"):
@@ -625,12 +626,13 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                             "param": None,
                             "code": "generation_aborted",
                         }
-                        yield f"data: {json.dumps({'error': err})}\n\n"
+                        yield "".join(pending) + f"data: {json.dumps({'error': err})}\n\n"
                         return
                     if reason:
                         completion += ev.completion_tokens
                     if not ev.text and not reason:
                         continue
+                    # chunks that are ready together go out in one write (fewer sends at high concurrency)
                     logprobs = None
                     if lp is not None and ev.tokens:
                         logprobs = (
@@ -640,27 +642,36 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                         )
                     if chat:
                         delta = {"content": ev.text} if ev.text else {}
-                        yield chunk(
-                            [
-                                {
-                                    "index": ev.index,
-                                    "delta": delta,
-                                    "logprobs": logprobs,
-                                    "finish_reason": reason,
-                                }
-                            ]
+                        pending.append(
+                            chunk(
+                                [
+                                    {
+                                        "index": ev.index,
+                                        "delta": delta,
+                                        "logprobs": logprobs,
+                                        "finish_reason": reason,
+                                    }
+                                ]
+                            )
                         )
                     else:
-                        yield chunk(
-                            [
-                                {
-                                    "index": ev.index,
-                                    "text": ev.text,
-                                    "logprobs": logprobs,
-                                    "finish_reason": reason,
-                                }
-                            ]
+                        pending.append(
+                            chunk(
+                                [
+                                    {
+                                        "index": ev.index,
+                                        "text": ev.text,
+                                        "logprobs": logprobs,
+                                        "finish_reason": reason,
+                                    }
+                                ]
+                            )
                         )
+                    if q.empty():
+                        yield "".join(pending)
+                        pending.clear()
+                if pending:
+                    yield "".join(pending)
                 if include_usage:
                     yield chunk([], usage(prompt_tokens, completion))
                 yield "data: [DONE]\n\n"
