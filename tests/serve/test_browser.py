@@ -95,11 +95,15 @@ def test_attention_view(page, tmp_path, model, heads):
     page.select_option("#attn-model", model)
     page.fill("#attn-text", "alice went to paris")
     page.click("#attn-run")
-    page.wait_for_function("document.querySelectorAll('#attn-layer option').length === 2")
-    assert page.locator("#model-view canvas").count() == 2 * heads  # layers x heads thumbnails
+    kind = "encoder" if model == "ner" else "decoder"
+    # this model's answer is drawn: its kind is selected and the model view has layers x heads thumbnails
+    page.wait_for_function(
+        f"document.querySelector('#attn-kind').value === '{kind}' && "
+        f"document.querySelectorAll('#model-view canvas').length === {2 * heads}"
+    )
+    assert page.locator("#attn-layer option").count() == 2
     page.select_option("#attn-layer", "1")
     page.select_option("#attn-head", "0")
-    kind = "encoder" if model == "ner" else "decoder"
     page.wait_for_function(f"document.querySelector('#head-view').dataset.drawn === '{kind}:1:0'")
     inked = page.evaluate("""() => {
         const c = document.querySelector('#head-view');
