@@ -113,3 +113,25 @@ def test_serve_sigterm_drains(slow_gpt):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_parse_models(tiny_gpt):
+    from zhixing.cli.serve import parse_models
+
+    assert parse_models(("gpt=runs/x", str(tiny_gpt))) == {"gpt": "runs/x", tiny_gpt.name: str(tiny_gpt)}
+    with pytest.raises(ValueError, match="two models"):
+        parse_models(("a=x", "a=y"))
+
+
+def test_cors_when_asked(tiny_gpt):
+    from conftest import LiveServer
+
+    from zhixing.serve.app import ServeSettings, create_app
+
+    app = create_app({"gpt": str(tiny_gpt)}, ServeSettings(cors_origins=("http://ui.example",)))
+    with LiveServer(app) as live:
+        headers = {"Origin": "http://ui.example", "Access-Control-Request-Method": "POST"}
+        r = httpx.options(live.url + "/v1/completions", headers=headers)
+        assert r.headers.get("access-control-allow-origin") == "http://ui.example"
+        r = httpx.options(live.url + "/v1/completions", headers={**headers, "Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
