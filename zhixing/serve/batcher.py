@@ -278,7 +278,10 @@ class Batcher:
 
     def _step(self) -> None:
         n = len(self.active)
-        if self.t + 1 > self.capacity:
+        longest = self.t - min(self.start[:n])
+        # Compact when the window is full, or when more than half of it (and > 32 columns) is columns no row
+        # uses any more: attention reads the whole window every step.
+        if self.t + 1 > self.capacity or self.t > 2 * longest + 32:
             self._compact(extra=1)
         t = self.t
         self.mask[:n, t] = 1
@@ -308,17 +311,16 @@ class Batcher:
         new_t = max(lengths, default=0)
         if new_t + extra > self.capacity:
             raise RuntimeError(f"a row needs {new_t + extra} cache columns; the model holds {self.capacity}")
-        cols = torch.arange(self.capacity, device=self.device)
-        shift = torch.tensor([self.start[i] - (new_t - lengths[i]) for i in range(n)], device=self.device)
-        src = (cols[None] + shift[:, None]).clamp(0, self.capacity - 1)  # (n, capacity)
+        cols = torch.arange(new_t, device=self.device)
+        first = torch.tensor([new_t - ln for ln in lengths], device=self.device)  # new start of each row
+        shift = torch.tensor([self.start[i] for i in range(n)], device=self.device) - first
+        src = (cols[None] + shift[:, None]).clamp(0, self.capacity - 1)  # (n, new_t): source of column c
         for bufs in (self.K, self.V):
-            for layer, buf in enumerate(bufs):
-                index = src[:, None, :, None].expand(n, buf.size(1), self.capacity, buf.size(3))
-                bufs[layer][:n] = buf[:n].gather(2, index)
-        keep = (cols[None] >= torch.tensor([new_t - ln for ln in lengths], device=self.device)[:, None]) & (
-            cols[None] < new_t
-        )
-        self.mask[:n] = keep.long()
+            for buf in bufs:
+                index = src[:, None, :, None].expand(n, buf.size(1), new_t, buf.size(3))
+                buf[:n, :, :new_t] = buf[:n].gather(2, index)
+        self.mask[:n].zero_()
+        self.mask[:n, :new_t] = (cols[None] >= first[:, None]).long()
         for i in range(n):
             self.start[i] = new_t - lengths[i]
         self.t = new_t
@@ -328,9 +330,10 @@ class Batcher:
         """Slot i leaves: the last active row moves into it."""
         last = len(self.active) - 1
         if i != last:
+            s0 = self.start[last]  # only the moving row's own columns need copying
             for bufs in (self.K, self.V):
                 for buf in bufs:
-                    buf[i] = buf[last]
+                    buf[i, :, s0 : self.t] = buf[last, :, s0 : self.t]
             self.mask[i] = self.mask[last]
             self.start[i] = self.start[last]
             self.pos[i] = self.pos[last]
