@@ -1,8 +1,9 @@
 """Serving throughput: continuous batching vs one request at a time vs transformers `generate` per request.
 
 A small GPT (GPT-2-style, transformers' GPT2LMHeadModel converted to zhixing, so both peers hold the same
-weights) is served by `zhixing serve` in a subprocess on 127.0.0.1 — once with --max-batch 64
-(continuous batching) and once with --max-batch 1 (the same server, one request at a time). For 1, 8, 32
+weights) is served by two `zhixing serve` subprocesses on 127.0.0.1, side by side — one with --max-batch 64
+(continuous batching), one with --max-batch 1 (the same server, one request at a time) — and the two are
+measured alternately, level by level. For 1, 8, 32
 and 64 concurrent streaming clients (each sends --rounds requests one after the other: prompt of ~16
 tokens, --max-tokens new tokens, greedy, ignore_eos so every request makes exactly that many), it
 measures aggregate generated tokens/s, time to first token and request latency (p50 / p99).
@@ -274,18 +275,32 @@ def main() -> None:
             "torch": torch.__version__,
         }
         rows: dict[tuple[str, int], dict] = {}
-        for impl, max_batch in (("zhixing-batched", 64), ("zhixing-one-at-a-time", 1)):
-            with Server(model_dir, max_batch, args.max_tokens) as server:
+        # Both servers run side by side (an idle one only waits) and the peers alternate level by level,
+        # so that the machine's drift (a shared CPU) hits them alike; transformers' time per request is
+        # sampled between the levels too.
+        hf_times: list[float] = []
+        with (
+            Server(model_dir, 64, args.max_tokens) as batched,
+            Server(model_dir, 1, args.max_tokens) as single,
+        ):
+            servers = {"zhixing-batched": batched, "zhixing-one-at-a-time": single}
+            for server in servers.values():
                 asyncio.run(load(server.url, 2, 1, prompts, 8, args.timeout))  # warm-up
-                for c in levels:
+            if not args.skip_hf:
+                hf_per_request(hf, prompts, 8, 2)  # warm-up
+            for c in levels:
+                for impl, server in servers.items():
                     row = asyncio.run(
                         load(server.url, c, args.rounds, prompts, args.max_tokens, args.timeout)
                     )
                     rows[impl, c] = row = {**common, "impl": impl, "clients": c, **row}
                     print(json.dumps(row), flush=True)
+                if not args.skip_hf:
+                    hf_times += hf_per_request(
+                        hf, prompts, args.max_tokens, max(1, args.hf_requests // len(levels))
+                    )
         if not args.skip_hf:
-            hf_per_request(hf, prompts, 8, 2)  # warm-up
-            per_request = statistics.median(hf_per_request(hf, prompts, args.max_tokens, args.hf_requests))
+            per_request = statistics.median(hf_times)
             for c in levels:
                 row = {
                     **common,
