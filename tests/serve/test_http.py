@@ -151,3 +151,39 @@ def test_disconnect_frees_the_slot(http, server):
     while batcher.num_active and time.monotonic() < deadline:
         time.sleep(0.01)
     assert batcher.num_active == 0 and int(batcher.mask.sum()) == 0
+
+
+ODD_BODIES = [
+    ("/v1/completions", b"null"),
+    ("/v1/completions", b"[]"),
+    ("/v1/completions", b"\xff\xfe{"),
+    ("/v1/completions", b'{"model": "gpt", "prompt": "x", "temperature": NaN}'),
+    ("/v1/completions", b'{"model": "gpt", "prompt": "x", "top_p": Infinity}'),
+    ("/v1/completions", b'{"model": "gpt", "prompt": "x", "seed": 1e30}'),
+    (
+        "/v1/completions",
+        b'{"model": "gpt", "prompt": "x", "max_tokens": 4, "seed": 100000000000000000000000000000}',
+    ),
+    ("/v1/completions", b'{"model": "gpt", "prompt": [[]], "max_tokens": 2}'),
+    ("/v1/completions", b'{"model": "gpt", "prompt": [[1, "a"]]}'),
+    ("/v1/completions", b'{"model": "gpt", "prompt": ""}'),
+    ("/v1/completions", b'{"model": "gpt", "prompt": [-1]}'),
+    ("/v1/completions", b'{"model": "gpt", "prompt": "x", "stream_options": 3}'),
+    ("/v1/completions", b'{"model": "gpt", "prompt": "x", "max_tokens": 1e100}'),
+    ("/v1/chat/completions", b'{"model": "gpt", "messages": []}'),
+    ("/v1/chat/completions", b'{"model": "gpt", "messages": [{"role": "x", "content": "a"}]}'),
+    ("/v1/chat/completions", b'{"model": "gpt", "messages": [{"role": "user"}], "max_tokens": 2}'),
+    ("/v1/embeddings", b'{"model": "gpt", "input": [[]]}'),
+    ("/v1/embeddings", b'{"model": "gpt", "input": [99999]}'),
+    ("/v1/attention", b'{"model": "gpt", "text": "   "}'),
+    ("/v1/ner", b'{"model": "ner", "input": [""]}'),
+    ("/v1/qa", b'{"model": "ner", "question": "a", "context": "b"}'),
+]
+
+
+@pytest.mark.parametrize("route, body", ODD_BODIES)
+def test_odd_bodies_never_500(http, route, body):
+    r = http.post(route, content=body, headers={"content-type": "application/json"})
+    assert r.status_code in (200, 400, 404, 422), r.text
+    if r.status_code != 200:
+        check_error(r, r.status_code)
