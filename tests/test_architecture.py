@@ -20,8 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("hub",),
     ("objectives",),
     ("train",),
-    ("generation", "tasks"),
-    ("recipes",),
+    ("generation", "tasks", "viz"),
+    ("recipes", "serve"),
     ("cli",),
     ("",),  # zhixing/__init__.py: the public face, may use everything (lazily)
 ]

@@ -34,6 +34,8 @@ COMMANDS: dict[str, str] = {
     "predict": "zhixing.cli.finetune:predict_cmd",
     "ngram": "zhixing.cli.ngram:ngram_group",
     "pipeline": "zhixing.cli.pipeline:pipeline_cmd",
+    "serve": "zhixing.cli.serve:serve_cmd",
+    "viz": "zhixing.cli.viz:viz_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the

@@ -1,0 +1,175 @@
+"""The models one server holds, each under a name: what each can do (generate, embed, classify, ner, qa,
+attention), its batcher, and the chat template seam.
+
+A model directory or run is classified by its head: an `lm` head on a decoder-only model generates
+(completions, chat) through a continuous-batching `Batcher`; a fine-tuned run (seq_cls / token_cls / qa
+head) answers its task endpoint through `zhixing.pipeline`; every model embeds and shows its attention.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zhixing.serve.batcher import Batcher
+
+TASK_OF_HEAD = {"seq_cls": "classify", "token_cls": "ner", "qa": "qa"}
+
+# The plain chat template of a base LM without one of its own: each message on its own line(s) as
+# "<Role>: content", then "Assistant:" for the model to continue. Generation stops at "\nUser:" so that
+# the model does not write the user's next turn.
+PLAIN_ROLES = {
+    "system": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+    "developer": "System",
+}
+PLAIN_STOP = ["\nUser:"]
+
+
+def message_text(content: Any) -> str:
+    """OpenAI message content: a string, or a list of parts of which the text parts are kept."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(
+        part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+    )
+
+
+def render_chat(
+    messages: list[dict[str, Any]],
+    tokenizer: Any,
+    template: str | None = None,
+    add_generation_prompt: bool = True,
+) -> tuple[str, list[str]]:
+    """(prompt text, extra stop strings) for a chat. With `template` (a Hugging Face `chat_template`, Jinja)
+    it is rendered in Jinja's sandbox; otherwise the plain template (PLAIN_ROLES) is used.
+
+    This is the one seam to the shared chat-template module (zhixing.generation.chat, issue #24): point
+    it there when both are merged.
+    """
+    if template:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(f"chat template: {message}")
+
+        env.globals["raise_exception"] = raise_exception
+        special = {f"{role}_token": tok for role, tok in getattr(tokenizer, "special_tokens", {}).items()}
+        msgs = [{**m, "content": message_text(m.get("content"))} for m in messages]
+        text = env.from_string(template).render(
+            messages=msgs, add_generation_prompt=add_generation_prompt, **special
+        )
+        return text, []
+    lines = [
+        f"{PLAIN_ROLES.get(m['role'], m['role'].title())}: {message_text(m.get('content'))}" for m in messages
+    ]
+    if add_generation_prompt:
+        lines.append("Assistant:")
+    return "\n".join(lines), list(PLAIN_STOP)
+
+
+def stored_chat_template(directory: Path) -> str | None:
+    """The `chat_template` of tokenizer_config.json (or chat_template.jinja) next to the model, if any."""
+    for d in (directory, directory / "tokenizer"):
+        jinja = d / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text(encoding="utf-8")
+        cfg = d / "tokenizer_config.json"
+        if cfg.is_file():
+            try:
+                template = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+            except (OSError, ValueError):
+                continue
+            if isinstance(template, str):
+                return template
+    return None
+
+
+@dataclass
+class ServedModel:
+    """One model in the server."""
+
+    name: str
+    path: str
+    model: Any
+    tokenizer: Any
+    task: str | None = None  # classify | ner | qa for a fine-tuned run
+    pipeline: Any = None
+    batcher: Batcher | None = None
+    chat_template: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one forward at a time outside the batcher
+
+    @property
+    def generates(self) -> bool:
+        return self.batcher is not None
+
+    @property
+    def context(self) -> int:
+        return self.model.config.max_seq_len
+
+    def card(self, created: int) -> dict[str, Any]:
+        caps = (["completions", "chat"] if self.generates else []) + ["embeddings", "attention"]
+        if self.task:
+            caps.append(self.task)
+        return {
+            "id": self.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "zhixing",
+            "max_model_len": self.context,
+            "capabilities": caps,
+            "arch": self.model.config.arch,
+        }
+
+    @torch.no_grad()
+    def embed(self, inputs: list[list[int]], pooling: str = "mean") -> list[list[float]]:
+        """Mean-pooled (over real tokens) or first-token (CLS) final hidden states, one per input."""
+        out = []
+        with self.lock:
+            for ids in inputs:  # one at a time: no padding, so every model family pools the same way
+                x = torch.tensor([ids], device=next(self.model.parameters()).device)
+                if self.model.config.arch == "transformer":  # encoder–decoder: the encoder's states
+                    h = self.model.encode(x, None)[0][0].float()
+                else:
+                    h = self.model(x).last_hidden_state[0].float()  # (seq, dim)
+                out.append((h[0] if pooling == "cls" else h.mean(0)).tolist())
+        return out
+
+
+def load_model(
+    name: str, path: str | os.PathLike, max_batch: int = 32, max_queue: int = 256, device: str = "cpu"
+) -> ServedModel:
+    """Load a model or run directory (or Hub id) and set it up for serving."""
+    from zhixing.hub import load, resolve
+    from zhixing.tasks.pipeline import Pipeline
+
+    model = load(path).to(device).eval()
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"{path}: no tokenizer found next to the model; a served model needs one")
+    cfg = model.config
+    served = ServedModel(name, str(path), model, tokenizer)
+    task = TASK_OF_HEAD.get(cfg.head)
+    if task:
+        served.task = task
+        served.pipeline = Pipeline(task, path, device=device)
+    if cfg.head == "lm" and cfg.arch == "gpt":
+        served.batcher = Batcher(model, tokenizer, max_batch=max_batch, max_queue=max_queue)
+        try:
+            directory, named = resolve(path)
+        except Exception:
+            directory = named = Path(str(path))
+        served.chat_template = stored_chat_template(Path(directory)) or stored_chat_template(Path(named))
+    return served
