@@ -33,9 +33,12 @@ def test_quickstart_end_to_end(tmp_path, monkeypatch):
         assert (run / name).is_file(), name
     saved = json.loads((run / "summary.json").read_text())
     assert saved["unigram_entropy"] > 0 and f"{saved['unigram_entropy']:.3f}" in result.output
-    # stage 2: the sentiment classifier is trained, scored on held-out reviews and usable
-    assert "held-out accuracy" in result.output
+    # stage 2: the GPT of stage 1 becomes a sentiment classifier, next to a random twin trained alike
+    assert "held-out accuracy" in result.output and "randomly initialised GPT" in result.output
     assert (tmp_path / "runs" / "qs-sentiment" / "best" / "model.safetensors").is_file()
+    clf = json.loads((tmp_path / "runs" / "qs-sentiment" / "best" / "config.json").read_text())
+    assert clf["arch"] == "gpt" and clf["head"] == "seq_cls"
+    assert (tmp_path / "runs" / "qs-sentiment-random" / "summary.json").is_file()
     # A third of a minute is too short to beat the unigram entropy; it must beat uniform guessing.
     assert saved["final_val_loss"] < math.log(6000) - 0.5
     assert set(saved["continuations"]) and all(isinstance(t, str) for t in saved["continuations"].values())

@@ -137,7 +137,8 @@ def _sentiment_stage(name: str, device: str, progress: bool, pretrained: str | N
                       f"({result['step']}):")
         console.print(f"  pretrained GPT (stage 1)   {dev['accuracy']:.3f}  (macro-F1 {dev['macro_f1']:.3f})")
         console.print(f"  randomly initialised GPT   {rnd['accuracy']:.3f}  (macro-F1 {rnd['macro_f1']:.3f})")
-        console.print(f"pretraining is worth {100 * (dev['accuracy'] - rnd['accuracy']):+.1f} points here "
+        gap = 100 * (dev["accuracy"] - rnd["accuracy"])
+        console.print(f"pretrained minus random: {gap:+.1f} accuracy points "
                       f"({time.perf_counter() - t:.0f} s; run directory {result['run_dir']})")
     else:
         console.print(f"held-out accuracy {dev['accuracy']:.3f}, macro-F1 {dev['macro_f1']:.3f} "
