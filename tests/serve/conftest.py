@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from serve_support import API_KEY, TEXT, WORDS, LiveServer  # noqa: F401  (shared with the tests)
+from serve_helpers import API_KEY, TEXT, WORDS, LiveServer
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +63,6 @@ def tiny_ner(tmp_path_factory) -> Path:
     model.save_pretrained(d)
     tok.save(d)
     return d
-
-
 
 
 @pytest.fixture(scope="session")

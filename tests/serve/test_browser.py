@@ -8,7 +8,7 @@ import io
 import shutil
 
 import pytest
-from serve_support import API_KEY
+from serve_helpers import API_KEY
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from serve_support import LiveServer
+from serve_helpers import LiveServer
 
 from zhixing.serve.models import load_model, render_chat
 

@@ -124,7 +124,7 @@ def test_parse_models(tiny_gpt):
 
 
 def test_cors_when_asked(tiny_gpt):
-    from serve_support import LiveServer
+    from serve_helpers import LiveServer
 
     from zhixing.serve.app import ServeSettings, create_app
 

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from serve_support import API_KEY
+from serve_helpers import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 

@@ -6,7 +6,7 @@ import base64
 import struct
 
 import pytest
-from serve_support import API_KEY
+from serve_helpers import API_KEY
 
 openai = pytest.importorskip("openai")
 

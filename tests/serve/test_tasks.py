@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import torch
-from serve_support import WORDS, LiveServer
+from serve_helpers import WORDS, LiveServer
 
 
 def bert_with_head(tiny_ner, tmp_path, head: str, **extra):

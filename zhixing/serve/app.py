@@ -755,7 +755,7 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    async def run_task(s: ServedModel, inputs: Any, single: bool, task: str) -> dict[str, Any]:
+    async def run_task(s: ServedModel, inputs: Any, task: str) -> dict[str, Any]:
         def call():
             with s.lock:
                 return s.pipeline(inputs)
@@ -775,7 +775,7 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
     @app.post("/v1/classify", dependencies=auth)
     async def classify(req: P.TaskRequest):
         s = get_model(req.model, "classify")
-        return await run_task(s, inputs_of(req.input, "input"), False, "classify")
+        return await run_task(s, inputs_of(req.input, "input"), "classify")
 
     @app.post("/v1/ner", dependencies=auth)
     async def ner(req: P.TaskRequest):
@@ -783,7 +783,7 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
         items = inputs_of(req.input, "input")
         if any(not x.strip() for x in items):
             raise APIError(400, "input must not contain empty strings", param="input")
-        return await run_task(s, items, False, "ner")
+        return await run_task(s, items, "ner")
 
     @app.post("/v1/qa", dependencies=auth)
     async def qa(req: P.QARequest):
@@ -798,7 +798,7 @@ def create_app(models: dict[str, str | ServedModel], settings: ServeSettings | N
                 400, "give question and context, or input: [{question, context}, ...]", param="input"
             )
         items = inputs_of(items, "input")
-        return await run_task(s, items, False, "qa")
+        return await run_task(s, items, "qa")
 
     @app.post("/v1/attention", dependencies=auth)
     async def attention(req: P.AttentionRequest):

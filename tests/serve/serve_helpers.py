@@ -1,5 +1,4 @@
-"""What the serving tests share besides fixtures (a module of its own: test modules import it by a name
-no other test folder uses, unlike `conftest`)."""
+"""Helpers of the serving tests (a module with its own name: `conftest` is ambiguous across test folders)."""
 
 from __future__ import annotations
 
@@ -11,6 +10,8 @@ TEXT = [
     "User: hi\nAssistant: hello there",
 ] * 20
 WORDS = ["alice", "bob", "paris", "london", "went", "to", "saw", "the", "city", "and", "met", "in"]
+
+API_KEY = "sk-zhixing-test"
 
 
 class LiveServer:
@@ -48,6 +49,3 @@ class LiveServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(15)
-
-
-API_KEY = "sk-zhixing-test"
