@@ -23,7 +23,7 @@ def test_plain_template():
     text, stop = render_chat(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}], None
     )
-    assert text == "System: Be brief.\nUser: hi\nAssistant:" and stop == ["\nUser:"]
+    assert text == "Be brief.\n\nUser: hi\nAssistant:" and stop == ["\nUser:"]  # as `zhixing chat` renders
 
 
 def test_stored_template(tiny_gpt, tmp_path):

@@ -8,7 +8,6 @@ head) answers its task endpoint through `zhixing.pipeline`; every model embeds a
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -17,22 +16,10 @@ from typing import Any
 
 import torch
 
+from zhixing.generation import chat
 from zhixing.serve.batcher import Batcher
 
 TASK_OF_HEAD = {"seq_cls": "classify", "token_cls": "ner", "qa": "qa"}
-
-# The plain chat template of a base LM without one of its own: each message on its own line(s) as
-# "<Role>: content", then "Assistant:" for the model to continue. Generation stops at "\nUser:" so that
-# the model does not write the user's next turn.
-PLAIN_ROLES = {
-    "system": "System",
-    "user": "User",
-    "assistant": "Assistant",
-    "tool": "Tool",
-    "developer": "System",
-}
-PLAIN_STOP = ["\nUser:"]
-
 
 def message_text(content: Any) -> str:
     """OpenAI message content: a string, or a list of parts of which the text parts are kept."""
@@ -51,48 +38,26 @@ def render_chat(
     template: str | None = None,
     add_generation_prompt: bool = True,
 ) -> tuple[str, list[str]]:
-    """(prompt text, extra stop strings) for a chat. With `template` (a Hugging Face `chat_template`, Jinja)
-    it is rendered in Jinja's sandbox; otherwise the plain template (PLAIN_ROLES) is used.
-
-    This is the one seam to the shared chat-template module (zhixing.generation.chat, issue #24): point
-    it there when both are merged.
-    """
-    if template:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-        def raise_exception(message: str) -> None:
-            raise ValueError(f"chat template: {message}")
-
-        env.globals["raise_exception"] = raise_exception
-        special = {f"{role}_token": tok for role, tok in getattr(tokenizer, "special_tokens", {}).items()}
-        msgs = [{**m, "content": message_text(m.get("content"))} for m in messages]
-        text = env.from_string(template).render(
-            messages=msgs, add_generation_prompt=add_generation_prompt, **special
-        )
-        return text, []
-    lines = [
-        f"{PLAIN_ROLES.get(m['role'], m['role'].title())}: {message_text(m.get('content'))}" for m in messages
-    ]
-    if add_generation_prompt:
-        lines.append("Assistant:")
-    return "\n".join(lines), list(PLAIN_STOP)
+    """(prompt text, extra stop strings) for a chat: the model's stored `chat_template` (Jinja, rendered in
+    its sandbox by zhixing.generation.chat, exactly as transformers' apply_chat_template), else that
+    module's documented default transcript for base models ("User: ...\nAssistant:"), whose replies stop
+    at "\nUser:". The same rendering as `zhixing chat` and the text-generation pipeline."""
+    msgs = [{**m, "content": message_text(m.get("content"))} for m in messages]
+    text = chat.render(msgs, template if template else chat.DEFAULT_TEMPLATE, tokenizer=tokenizer,
+                       add_generation_prompt=add_generation_prompt)
+    return text, chat.stop_strings_for(template or None)
 
 
 def stored_chat_template(directory: Path) -> str | None:
-    """The `chat_template` of tokenizer_config.json (or chat_template.jinja) next to the model, if any."""
+    """The `chat_template` of tokenizer_config.json (or chat_template.jinja) next to the model, or in its
+    tokenizer/ folder, if any."""
     for d in (directory, directory / "tokenizer"):
-        jinja = d / "chat_template.jinja"
-        if jinja.is_file():
-            return jinja.read_text(encoding="utf-8")
-        cfg = d / "tokenizer_config.json"
-        if cfg.is_file():
+        if d.is_dir():
             try:
-                template = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+                template = chat.load_template(d)
             except (OSError, ValueError):
                 continue
-            if isinstance(template, str):
+            if template:
                 return template
     return None
 
