@@ -255,6 +255,12 @@ def encode_documents(
             vocab = Vocabulary(list(MARKERS) + sorted(word_index, key=word_index.get))
         return Encoded(np.asarray(words, dtype=np.int32), vocab, n_docs, n_tokens, n_oov)
 
+    return _encoded_ids(chunks, units, vocab, n_docs, n_tokens)
+
+
+def _encoded_ids(chunks: list[np.ndarray], units: Units, vocab: Vocabulary | None, n_docs: int,
+                 n_tokens: int) -> Encoded:
+    """Raw tokenizer ids (with BOS/EOS markers) -> the model's vocabulary ids, counting the unknown ones."""
     raw = units.mask_specials(np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
     if vocab is None:
         vocab = units.vocabulary(raw)
@@ -274,10 +280,4 @@ def encode_token_arrays(
         chunks.append(np.concatenate([[_BOS_RAW], a, [_EOS_RAW]]))
         n_docs += 1
         n_tokens += len(a)
-    raw = units.mask_specials(np.concatenate(chunks) if chunks else np.zeros(0, np.int64))
-    if vocab is None:
-        vocab = units.vocabulary(raw)
-    syms, ids = vocab.symbol_table(units)
-    out = _map_known(raw, syms, ids)
-    oov = int(((out == UNK) & (raw >= 0)).sum())
-    return Encoded(out.astype(np.int32), vocab, n_docs, n_tokens, oov)
+    return _encoded_ids(chunks, units, vocab, n_docs, n_tokens)
