@@ -126,7 +126,6 @@ class Trainer:
         self.dist = dist or D.setup(config.device)
         self.device = self.dist.device
         self.dtype = resolve_dtype(config.dtype, self.device)
-        self.evaluates = val_data is not None or type(objective).evaluate is not Objective.evaluate
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self.tokens = 0
@@ -172,10 +171,7 @@ class Trainer:
                 return None
             other = self._other_run(existing)
             if other is None:
-                loaded = ckpt.load_checkpoint(existing, self.raw.config)
-                self._check_same_run(existing, loaded[2])
-                self._fresh = False
-                return loaded
+                return self._resume_from(existing)
             if not cfg.overwrite:
                 raise TrainingError(
                     f"train.resume=auto: {run.path} holds {existing.relative_to(run.path)} of another run "
@@ -188,10 +184,7 @@ class Trainer:
                     print(f"train.resume=true but {run.checkpoints_dir} holds none; starting from step 0",
                           flush=True)
                 return None
-            loaded = ckpt.load_checkpoint(existing, self.raw.config)
-            self._check_same_run(existing, loaded[2])
-            self._fresh = False
-            return loaded
+            return self._resume_from(existing)
         if run.holds_run() and not cfg.overwrite:
             what = existing.relative_to(run.path) if existing is not None else "best/"
             raise TrainingError(
@@ -199,6 +192,13 @@ class Trainer:
                 "train.resume=true, to start it again pass train.overwrite=true, or choose another name=..."
             )
         return None
+
+    def _resume_from(self, existing: Path) -> tuple[dict, dict, dict]:
+        """Load checkpoint `existing` (every file checked) to continue this run from it."""
+        loaded = ckpt.load_checkpoint(existing, self.raw.config)
+        self._check_same_run(existing, loaded[2])
+        self._fresh = False
+        return loaded
 
     def _check_same_run(self, path: Path, state: dict[str, Any]) -> None:
         """A checkpoint resumes only the run that wrote it (run.json's id; older checkpoints have none)."""
@@ -537,7 +537,7 @@ class Trainer:
                 if loss_steps:
                     self._log_train(log, loss_sum, loss_steps, lr_at(self.step - 1, cfg), meter.rate())
                 final_eval = self._last_eval.get("step") != self.step and self.status != "interrupted"
-                if self.evaluates and final_eval:  # a signal saves at once: no evaluation first
+                if final_eval:  # a signal saves at once: no evaluation first
                     self._run_eval(log)
                 if self._last_saved != self.step:
                     self.save()
@@ -586,7 +586,7 @@ class Trainer:
     def _run_eval(self, log: RunLogger) -> bool:
         """Evaluate, keep best/, and say whether early stopping has run out of patience. A signal during
         the evaluation abandons it (nothing is recorded) so the step can be saved at once."""
-        if not self.evaluates or self._stop_signal is not None:
+        if self._stop_signal is not None:
             return False
         try:
             metrics = self.evaluate()
