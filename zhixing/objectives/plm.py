@@ -13,13 +13,11 @@ query rows alone (about T/6 per sequence), never on the T content positions.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zhixing.errors import ConfigError, TrainingError
+from zhixing.errors import ConfigError
 from zhixing.models.heads import IGNORE
 from zhixing.objectives.base import Batch, Objective
 
@@ -64,10 +62,7 @@ class PLM(Objective):
         return torch.stack([total.detach().double(), n.double(), correct.double()])
 
     def eval_metrics(self, sums: list[float]) -> dict[str, float]:
-        if sums[1] == 0:
-            raise TrainingError("the validation batches hold no targets; check data.val_fraction")
-        loss = sums[0] / sums[1]
-        return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_acc": sums[2] / sums[1]}
+        return {**super().eval_metrics(sums[:2]), "val_acc": sums[2] / sums[1]}  # loss, perplexity + accuracy
 
 
 __all__ = ["PLM"]
