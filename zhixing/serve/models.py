@@ -19,7 +19,6 @@ import torch
 from zhixing.generation import chat
 from zhixing.serve.batcher import Batcher
 
-TASK_OF_HEAD = {"seq_cls": "classify", "token_cls": "ner", "qa": "qa"}
 
 def message_text(content: Any) -> str:
     """OpenAI message content: a string, or a list of parts of which the text parts are kept."""
@@ -118,6 +117,7 @@ def load_model(
 ) -> ServedModel:
     """Load a model or run directory (or Hub id) and set it up for serving."""
     from zhixing.hub import load, resolve
+    from zhixing.tasks import task_for_head
     from zhixing.tasks.pipeline import Pipeline
 
     model = load(path).to(device).eval()
@@ -126,10 +126,10 @@ def load_model(
         raise ValueError(f"{path}: no tokenizer found next to the model; a served model needs one")
     cfg = model.config
     served = ServedModel(name, str(path), model, tokenizer)
-    task = TASK_OF_HEAD.get(cfg.head)
-    if task:
-        served.task = task
-        served.pipeline = Pipeline(task, path, device=device)
+    task = task_for_head(cfg.head)  # the registry's head -> task mapping
+    if task is not None:
+        served.task = task.name
+        served.pipeline = Pipeline(task.name, path, device=device)
     if cfg.head == "lm" and cfg.arch == "gpt":
         served.batcher = Batcher(model, tokenizer, max_batch=max_batch, max_queue=max_queue)
         try:
