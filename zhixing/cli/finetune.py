@@ -53,6 +53,28 @@ def split_overrides(task: str, items: tuple[str, ...]) -> tuple[dict[str, str], 
     return settings, train, name
 
 
+def parse_range(text: str) -> tuple[float, float]:
+    """--find-lr-range START:END -> (start, end)."""
+    try:
+        start, end = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected START:END, e.g. 1e-7:1",
+                                 param_hint="--find-lr-range") from None
+    return start, end
+
+
+def echo_lr_find(result, out) -> None:
+    """The range test's outcome in a few lines (shared by finetune and pretrain)."""
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if result.suggestion is not None:
+        click.echo(f"suggested lr: {result.suggestion:.2e} (steepest descent of the smoothed loss)")
+    if result.lr_at_min is not None:
+        click.echo(f"lowest loss at lr {result.lr_at_min:.2e} (its tenth: {result.lr_at_min / 10:.2e})")
+    stop = "stopped when the loss diverged" if result.stopped_early else "swept the whole range"
+    click.echo(f"{len(result.lrs)} steps, {stop}; curve: {out / 'lr_find.png'}")
+
+
 TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --help needs no import
 
 
@@ -62,13 +84,19 @@ TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --
 @click.option("--train", "train_file", required=True, help="Training file.")
 @click.option("--dev", "dev_file", required=True, help="Development file (model selection).")
 @click.option("--test", "test_file", default="", help="Optional test file, scored with the best model.")
+@click.option("--find-lr", is_flag=True,
+              help="Run the learning-rate range test instead of training: writes runs/<name>/lr_find.png "
+                   "and prints the suggested train.lr.")
+@click.option("--find-lr-steps", default=200, show_default=True, help="Steps of the range test.")
+@click.option("--find-lr-range", default="1e-7:1", show_default=True, metavar="START:END",
+              help="The rates the range test sweeps (exponentially).")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_file: str,
-                 overrides: tuple[str, ...]) -> None:
+def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_file: str, find_lr: bool,
+                 find_lr_steps: int, find_lr_range: str, overrides: tuple[str, ...]) -> None:
     """Fine-tune an encoder for classification, NER or extractive QA with the training loop.
 
     Writes runs/<name>/ (best/ holds the best dev model, task.json the task settings) and prints the
-    dev (and test) metrics of the best model.
+    dev (and test) metrics of the best model; with seeds=N, N runs <name>-seed<k> and their mean ± std.
     """
     from zhixing.tasks import get_task
     from zhixing.tasks.finetune import finetune
@@ -76,7 +104,25 @@ def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_fil
     settings, train, name = split_overrides(task, overrides)
     fields = {**settings, "model": model, "train": train_file, "dev": dev_file, "test": test_file}
     cfg = get_task(task).settings(fields, source="finetune")
-    summary = finetune(cfg, name=name or f"finetune-{task}", train_overrides=train)
+    name = name or f"finetune-{task}"
+    if find_lr:
+        from zhixing.tasks.finetune import find_lr as run_find_lr
+
+        start, end = parse_range(find_lr_range)
+        result, out = run_find_lr(cfg, name=name, train_overrides=train, start_lr=start, end_lr=end,
+                                  steps=find_lr_steps)
+        echo_lr_find(result, out)
+        return
+    summary = finetune(cfg, name=name, train_overrides=train)
+    if "runs" in summary:  # seeds=N
+        for split in ("dev", "test"):
+            if split in summary:
+                s = summary[split]
+                values = ", ".join(f"{v:.4f}" for v in s["values"])
+                click.echo(f"{split} {summary['metric']}: {s['mean']:.4f} ± {s['std']:.4f} "
+                           f"over {len(s['values'])} seeds ({values})")
+        click.echo(f"best run: {summary['best_run']}")
+        return
     for split in ("dev", "test"):
         if split in summary:
             text = ", ".join(f"{k} {v:.4f}" for k, v in summary[split].items() if isinstance(v, float))

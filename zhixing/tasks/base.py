@@ -38,12 +38,15 @@ class FinetuneConfig(Config):
     metric: str = ""  # dev metric for best/ and early stopping ("" = the task's: accuracy / f1)
     limit_train: int = 0  # use the first N training examples (0 = all)
     limit_dev: int = 0  # use the first N dev examples (0 = all)
+    seeds: int = 1  # train with seeds 0 … seeds-1 (runs <name>-seed<k>), report mean ± std, name the best
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 8:
             raise ConfigError(f"max_seq_len must be >= 8, got {self.max_seq_len}")
         if self.epochs <= 0 or self.eval_every <= 0:
             raise ConfigError("epochs and eval_every must be > 0")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
 

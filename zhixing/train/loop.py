@@ -571,8 +571,19 @@ class Trainer:
             record["grad_norm"] = float(gn)
         self.history.append(record)
         log.log(record)
-        log.progress(self.step, loss, lr, tok_s, note=f"MFU {record['mfu']:.0%}" if "mfu" in record else "")
+        notes = [f"MFU {record['mfu']:.0%}"] if "mfu" in record else []
+        log.progress(self.step, loss, lr, tok_s, note=" · ".join(notes + self._dev_note()))
         return record
+
+    def _dev_note(self) -> list[str]:
+        """The progress bar's view of the last evaluation: the selecting metric, and the best so far."""
+        name = self.objective.metric
+        value = self._last_eval.get(name)
+        if not isinstance(value, (int, float)):
+            return []
+        shown = self.best_value is not None and self.best_value != value
+        best = f" (best {self.best_value:.4f})" if shown else ""
+        return [f"dev {name} {value:.4f}{best}"]
 
     def _improves(self, value: float) -> bool:
         """Whether `value` of the objective's metric beats the best so far by early_stopping_min_delta."""
@@ -613,6 +624,7 @@ class Trainer:
                 self._save_best(metrics)
         else:
             self.bad_evals += 1
+        log.progress(self.step, note=" · ".join(self._dev_note()))
         patience = self.cfg.early_stopping_patience
         return bool(patience and self.bad_evals >= patience)
 
