@@ -140,8 +140,10 @@ class FinetuneJob:
 
 
 def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
-              train_examples: list | None = None, dev_examples: list | None = None) -> FinetuneJob:
-    """Read and encode the data, load the model with the task's head, and build the Trainer."""
+              train_examples: list | None = None, dev_examples: list | None = None,
+              callbacks: typing.Sequence[Any] = ()) -> FinetuneJob:
+    """Read and encode the data, load the model with the task's head, and build the Trainer (with
+    `callbacks`: zhixing.train.callbacks.Callback objects)."""
     import torch
 
     from zhixing.data import arrow
@@ -197,23 +199,24 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     run = RunDir(Path(train_cfg.out_dir) / name, tokenizer=tokenizer,
                  records={RunDir.TASK: cfg.to_dict()})
     lr_scale = layer_scale(model.config.num_layers, cfg.layer_decay) if cfg.layer_decay < 1 else None
-    trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale)
+    trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale, callbacks=callbacks)
     return FinetuneJob(task, cfg, trainer, run, tokenizer, labels, train_ex, dev_ex, feats, examples)
 
 
 def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
              train_examples: list | None = None, dev_examples: list | None = None,
-             test_examples: list | None = None) -> dict[str, Any]:
+             test_examples: list | None = None, callbacks: typing.Sequence[Any] = ()) -> dict[str, Any]:
     """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
     best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
     Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
     `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given).
-    With cfg.seeds > 1 it runs `finetune_seeds` and returns its report (mean ± std, the best run)."""
+    callbacks: zhixing.train.callbacks.Callback objects the loop calls. With cfg.seeds > 1 it runs
+    `finetune_seeds` and returns its report (mean ± std, the best run)."""
     if cfg.seeds > 1:
         return finetune_seeds(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
-                              dev_examples=dev_examples, test_examples=test_examples)
+                              dev_examples=dev_examples, test_examples=test_examples, callbacks=callbacks)
     job = build_job(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
-                    dev_examples=dev_examples)
+                    dev_examples=dev_examples, callbacks=callbacks)
     task, run, trainer, tokenizer = job.task, job.run, job.trainer, job.tokenizer
     summary = trainer.fit()
     best_json = run.best / "best.json"  # the dev metrics of best/, measured when it was saved
