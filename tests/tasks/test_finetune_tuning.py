@@ -73,3 +73,26 @@ def test_still_improving_advice():
     class Loss:
         metric, greater_is_better = "val_loss", False
     assert still_improving([{"kind": "eval", "val_loss": x} for x in (2.0, 1.5, 1.2)], Loss()) is not None
+
+
+def test_defaults_follow_the_model_and_the_data(tiny_bert, tmp_path):
+    from zhixing.tasks.finetune import build_job, default_epochs, default_lr
+
+    assert default_lr(768) == 5e-5 and default_lr(384) == 1e-4 and default_lr(32) == 5e-4
+    assert default_epochs(2105) == 2 and default_epochs(281) == 6 and default_epochs(10) == 10
+    train = [TextExample(t, None, lab, f"train:{i}") for i, (t, lab) in enumerate(sentiment_rows(96, 0))]
+    dev = [TextExample(t, None, lab, f"dev:{i}") for i, (t, lab) in enumerate(sentiment_rows(16, 1))]
+    cfg = finetune_config("classify", model=str(tiny_bert), max_seq_len=32)
+    with pytest.warns(UserWarning):
+        job = build_job(cfg, name="d", train_examples=train, dev_examples=dev,
+                        train_overrides=[f"out_dir={tmp_path}", "batch_size=16", "progress=false"])
+    # 96 examples / 16 = 6 steps an epoch -> the 10-epoch cap; dim 32 -> the 5e-4 cap
+    assert job.chosen == {"epochs": 10.0, "lr": 5e-4, "early_stopping_patience": 3}
+    assert job.trainer.cfg.lr == 5e-4 and job.trainer.cfg.max_steps == 60
+    assert job.cfg.epochs == 10.0  # recorded resolved in task.json
+    with pytest.warns(UserWarning):
+        given = build_job(finetune_config("classify", model=str(tiny_bert), max_seq_len=32, epochs=1),
+                          name="g", train_examples=train, dev_examples=dev,
+                          train_overrides=[f"out_dir={tmp_path}", "lr=1e-3", "early_stopping_patience=0"])
+    assert given.chosen == {} and given.trainer.cfg.lr == 1e-3
+    assert given.trainer.cfg.early_stopping_patience == 0

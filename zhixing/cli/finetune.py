@@ -155,6 +155,14 @@ def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_fil
                            f"over {len(s['values'])} seeds ({values})")
         click.echo(f"best run: {summary['best_run']}")
         return
+    chosen = summary.get("defaults") or {}
+    if chosen:
+        parts = [f"lr {chosen['lr']:.1e}" if "lr" in chosen else "",
+                 f"{chosen['epochs']:g} epochs" if "epochs" in chosen else "",
+                 f"early stopping after {chosen['early_stopping_patience']} evaluations without gain"
+                 if "early_stopping_patience" in chosen else ""]
+        click.echo("defaults for this model and data (docs/finetuning.md, Defaults): "
+                   + ", ".join(p for p in parts if p))
     for split in ("dev", "test"):
         if split in summary:
             text = ", ".join(f"{k} {v:.4f}" for k, v in summary[split].items() if isinstance(v, float))

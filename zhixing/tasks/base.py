@@ -29,7 +29,8 @@ class FinetuneConfig(Config):
     dev: str = ""  # development file (model selection, early stopping)
     test: str = ""  # optional test file, scored once with the best model
     max_seq_len: int = 128  # tokens per input (truncation; QA: window length)
-    epochs: float = 3.0  # passes over the training data (sets train.max_steps unless given)
+    epochs: float | None = None  # passes over the data (sets train.max_steps); None: by the data's size
+
     eval_every: float = 1.0  # evaluate on dev every this many epochs
     eval_batch_size: int = 64  # sequences per evaluation batch
     warmup_ratio: float = 0.1  # share of steps with linear warmup (sets train.warmup_steps unless given)
@@ -43,7 +44,7 @@ class FinetuneConfig(Config):
     def __post_init__(self) -> None:
         if self.max_seq_len < 8:
             raise ConfigError(f"max_seq_len must be >= 8, got {self.max_seq_len}")
-        if self.epochs <= 0 or self.eval_every <= 0:
+        if (self.epochs is not None and self.epochs <= 0) or self.eval_every <= 0:
             raise ConfigError("epochs and eval_every must be > 0")
         if self.seeds < 1:
             raise ConfigError(f"seeds must be >= 1, got {self.seeds}")

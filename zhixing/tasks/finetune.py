@@ -26,13 +26,32 @@ from zhixing.io import RunDir
 from zhixing.tasks import TASKS, get_task
 from zhixing.tasks.base import FinetuneConfig, Task
 
-# Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay).
 ENCODERS = ("bert", "electra")  # families whose heads fine-tuning can swap (seq_cls, token_cls, qa)
 # Decoders classify at their last real token (GPT2ForSequenceClassification); no token or span heads.
 DECODERS, DECODER_HEADS = ("gpt",), ("seq_cls",)
 
-TRAIN_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
+# Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay); the
+# rate, the epochs and early stopping are chosen per model and data set (default_lr, default_epochs).
+TRAIN_DEFAULTS = {"batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
+
+
+def default_lr(width: int) -> float:
+    """The default fine-tuning rate of a model `width` wide: BERT-base's 5e-5 at width 768, scaled as
+    1 / width (narrow models need larger steps: ELECTRA's recipe uses 3e-4 at 256, 1e-4 at 768 with
+    layer decay; Turc et al. 2019 find 1e-4 and above best for BERT-mini/-tiny), within [1e-5, 5e-4].
+    Evidence on our data sets: docs/finetuning.md, "Defaults"."""
+    return float(min(5e-4, max(1e-5, 5e-5 * 768 / max(1, width))))
+
+
+def default_epochs(steps_per_epoch: int) -> int:
+    """The default number of epochs: enough for about TARGET_STEPS optimizer steps, at least 2 and at
+    most 10 (a small data set needs more passes; SST-2's 67k sentences need 2, HWU64's 9k intents 6)."""
+    return int(min(10, max(2, math.ceil(TARGET_STEPS / max(1, steps_per_epoch)))))
+
+
+TARGET_STEPS = 1500  # optimizer steps the default epochs aim for
+DEFAULT_PATIENCE = 3  # evaluations without improvement before early stopping, when a dev set is given
 
 
 def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout: float | None = None,
@@ -137,6 +156,7 @@ class FinetuneJob:
     dev_ex: list
     feats: list
     examples: typing.Callable[[Any, str], list]  # (given examples or None, path) -> the task's examples
+    chosen: dict[str, Any]  # defaults chosen from the model's and the data's size (lr, epochs, patience)
 
 
 def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
@@ -187,8 +207,16 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     feats = task.encode_train(train_ex, tokenizer, cfg, labels)
     loader = TaskLoader(feats, train_cfg.batch_size, tokenizer.pad_id, seed=train_cfg.seed)
     per_epoch = math.ceil(len(feats) / (train_cfg.batch_size * train_cfg.grad_accum_steps))
+    chosen: dict[str, Any] = {}  # the defaults that depend on the model and the data (docs: "Defaults")
+    if cfg.epochs is None:
+        cfg = cfg.replace(epochs=float(default_epochs(per_epoch)))
+        chosen["epochs"] = cfg.epochs
     steps = train_cfg.max_steps if "max_steps" in given else max(1, round(cfg.epochs * per_epoch))
-    fill = {"max_steps": steps}
+    fill: dict[str, Any] = {"max_steps": steps}
+    if "lr" not in given:
+        fill["lr"] = chosen["lr"] = default_lr(model.config.dim)
+    if "early_stopping_patience" not in given and dev_ex:
+        fill["early_stopping_patience"] = chosen["early_stopping_patience"] = DEFAULT_PATIENCE
     if "warmup_steps" not in given:
         fill["warmup_steps"] = int(cfg.warmup_ratio * steps)
     if "eval_interval" not in given:
@@ -200,7 +228,7 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
                  records={RunDir.TASK: cfg.to_dict()})
     lr_scale = layer_scale(model.config.num_layers, cfg.layer_decay) if cfg.layer_decay < 1 else None
     trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale, callbacks=callbacks)
-    return FinetuneJob(task, cfg, trainer, run, tokenizer, labels, train_ex, dev_ex, feats, examples)
+    return FinetuneJob(task, cfg, trainer, run, tokenizer, labels, train_ex, dev_ex, feats, examples, chosen)
 
 
 def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
@@ -232,7 +260,7 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
         best = load_run(run.path)[0].to(trainer.device)
         summary["test"] = {k: v for k, v in task.evaluate(best, tokenizer, test_ex, cfg).items()
                            if v is not None}
-    summary.update(task=cfg.task, metric=trainer.objective.metric, run_dir=str(run.path),
+    summary.update(task=cfg.task, metric=trainer.objective.metric, run_dir=str(run.path), defaults=job.chosen,
                    train_examples=len(job.train_ex), train_features=len(job.feats),
                    dev_examples=len(job.dev_ex))
     advice = still_improving(trainer.history, trainer.objective)
