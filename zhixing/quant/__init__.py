@@ -8,6 +8,9 @@
 
 The model is changed in place (its Linear layers are swapped) and returned; `model.quantization` records
 the method (and group size), and marks the model so that it is not quantized twice.
+
+    save(model, "out/")      config.json (+ "quantization": {...}), model.safetensors, the tokenizer
+    zhixing.load("out/")     the quantized model again (zhixing generate / pipeline / serve use it as is)
 """
 
 from __future__ import annotations
@@ -17,14 +20,10 @@ from typing import Any
 from torch import nn
 
 from zhixing.errors import ConfigError
+from zhixing.quant.checkpoint import load, save
 from zhixing.quant.dynamic import dynamic_int8
-
-METHODS = ("dynamic-int8",)
-
-
-def quantization_of(model: nn.Module) -> dict[str, Any] | None:
-    """The `quantization` record of a quantized model ({"method": ..., ...}), None for a float one."""
-    return getattr(model, "quantization", None)
+from zhixing.quant.methods import GROUP_SIZES, METHODS, quantization_of, weight_only_record
+from zhixing.quant.weight_only import QuantEmbedding, QuantLinear, quantize_weights
 
 
 def quantize(model: nn.Module, method: str = "dynamic-int8", group_size: int | None = None) -> nn.Module:
@@ -45,8 +44,12 @@ def quantize(model: nn.Module, method: str = "dynamic-int8", group_size: int | N
                               "not groups; leave group_size unset")
         dynamic_int8(model)
         record: dict[str, Any] = {"method": method}
+    else:
+        record = weight_only_record(model, method, group_size)
+        quantize_weights(model, method, record.get("group_size"))
     model.quantization = record
     return model
 
 
-__all__ = ["quantize", "quantization_of", "METHODS"]
+__all__ = ["quantize", "quantization_of", "save", "load", "METHODS", "GROUP_SIZES", "QuantLinear",
+           "QuantEmbedding"]
