@@ -11,9 +11,10 @@ Also the bytes of weights each variant reads per token and the floor they set: t
 products alone give the bandwidth this machine streams weights at (bytes / time); a variant's floor is its
 bytes at that bandwidth, and its kernel time is its quantized layers' products alone.
 
-quality: held-out perplexity (the run's val shard, windows of max_seq_len tokens, every position scored)
-and greedy agreement with fp32 (N prompts from the val shard, M new tokens: the fraction of the N x M
-tokens equal to fp32's at the same position, and the mean number of tokens before the first difference).
+quality: held-out perplexity (the val split of the run's prepared corpus, --shards; windows of
+max_seq_len tokens, every position scored) and greedy agreement with fp32 (N prompts from that split, M
+new tokens: the fraction of the N x M tokens equal to fp32's at the same position, and the mean number of
+tokens before the first difference).
 
 encoder: fp32, dynamic-int8 and weight-only int8; forward latency at batch 1 and 32 (SST-2 dev
 sentences, padded to the batch's longest), the model file's size, and how close the int8 sentence
@@ -162,16 +163,13 @@ def decode(args, common: dict) -> None:
 
 # -- quality -------------------------------------------------------------------------------------------------
 
-def val_tokens(run: Path) -> torch.Tensor:
-    """The run's held-out tokens: its val shard(s)."""
+def val_tokens(shards: Path) -> torch.Tensor:
+    """The held-out tokens of a prepared corpus (`zhixing pretrain` writes them under its data.cache_dir)."""
     import numpy as np
 
-    shards = sorted(run.glob("data/val*.bin")) or sorted(run.glob("**/val*.bin"))
-    if not shards:
-        raise SystemExit(f"{run}: no val shard found (data/val*.bin)")
-    meta = json.loads((shards[0].parent / "meta.json").read_text())
-    dtype = np.dtype(meta.get("dtype", "uint16"))
-    return torch.from_numpy(np.concatenate([np.fromfile(s, dtype=dtype) for s in shards]).astype("int64"))
+    meta = json.loads((shards / "meta.json").read_text())
+    val = np.fromfile(shards / meta["files"]["val"]["tokens"], dtype=np.dtype(meta["dtype"]))
+    return torch.from_numpy(val.astype("int64"))
 
 
 @torch.no_grad()
@@ -193,7 +191,7 @@ def quality(args, common: dict) -> None:
 
     run = Path(args.run)
     base = zhixing.load(run)
-    tokens = val_tokens(run)
+    tokens = val_tokens(Path(args.shards))
     window = base.config.max_seq_len
     models = variants(base, args.variants)
     if "dynamic-int8" in args.variants:
@@ -301,6 +299,8 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=32, help="decode: prompt tokens")
     ap.add_argument("--new", type=int, default=64, help="decode / quality: new tokens")
     ap.add_argument("--run", help="quality: a trained GPT (run or model directory)")
+    ap.add_argument("--shards", default="runs/.prepared/tinyshakespeare-char128/shards",
+                    help="quality: the prepared corpus the run trained on (its val split is held out)")
     ap.add_argument("--prompts", type=int, default=32, help="quality: prompts for greedy agreement")
     ap.add_argument("--prompt-len", type=int, default=16, help="quality: tokens per prompt")
     ap.add_argument("--model", default=str(MINILM), help="encoder: the model directory")
