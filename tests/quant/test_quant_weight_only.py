@@ -102,6 +102,16 @@ def test_cli_quantize_then_generate(tmp_path):
                                            "--device", "cpu", "--dtype", dtype])
         assert result.exit_code == 0, result.output
         assert result.output.startswith("to be") and len(result.output.strip()) > len("to be")
+    out = zhixing.pipeline("text-generation", tmp_path / "q")("to be", max_new_tokens=5, do_sample=False)
+    assert out["generated_text"].startswith("to be")
+    from fastapi.testclient import TestClient
+
+    from zhixing.serve.app import ServeSettings, create_app
+
+    with TestClient(create_app({"q": str(tmp_path / "q")}, ServeSettings())) as client:
+        r = client.post("/v1/completions", json={"model": "q", "prompt": "to be", "max_tokens": 5})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 5
 
 
 def test_bad_input(tmp_path):
