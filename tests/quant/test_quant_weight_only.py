@@ -126,6 +126,8 @@ def test_bad_input(tmp_path):
     model = quantize(tiny_gpt(), "int4", 32)
     with pytest.raises(ConfigError, match=r"already quantized \(int4\)"):
         quantize(model, "int8")
+    with pytest.raises(CheckpointError, match=r"quantized \(int4\); save it with zhixing.quant.save"):
+        model.save_pretrained(tmp_path / "plain")
     save(model, tmp_path / "q")
     config_file = tmp_path / "q" / "config.json"
     config = json.loads(config_file.read_text())
