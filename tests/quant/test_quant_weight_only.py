@@ -15,7 +15,7 @@ from zhixing.cli import main
 from zhixing.errors import CheckpointError, ConfigError
 from zhixing.generation import generate
 from zhixing.models import build_model
-from zhixing.quant import QuantEmbedding, QuantLinear, quantize, save
+from zhixing.quant import QuantEmbedding, QuantLinear, num_parameters, quantize, save
 
 CASES = [("int8", None), ("int4", 32), ("int4", 64), ("int4", 128), ("bf16", None), ("fp16", None)]
 
@@ -50,7 +50,9 @@ def test_quant_linear_is_the_dequantized_matmul(method, group, in_features):
 
 def test_tied_embedding_is_quantized_once():
     model = tiny_gpt()
+    n = model.num_parameters()
     quantize(model, "int4", 64)
+    assert num_parameters(model) == n  # the quantized weights are buffers, counted as the weights they are
     assert isinstance(model.tok_embed, QuantEmbedding) and model.tok_embed.linear is model.head.proj
     state = model.unique_state_dict()
     assert "tok_embed.weight" not in state and state["head.proj.qweight"].dtype == torch.uint8
@@ -97,6 +99,9 @@ def test_cli_quantize_then_generate(tmp_path):
     assert "int4, group size 64" in result.output
     assert (tmp_path / "q" / "model.safetensors").stat().st_size < \
         (tmp_path / "fp32" / "model.safetensors").stat().st_size / 4
+    info = CliRunner().invoke(main, ["info", str(tmp_path / "q")])
+    assert info.exit_code == 0 and "method int4, group_size 64" in info.output
+    assert f"{model.num_parameters():,}" in info.output
     for dtype in ("float32", "bfloat16"):  # --dtype casts the float parts; the quantized ones keep theirs
         result = CliRunner().invoke(main, ["generate", str(tmp_path / "q"), "to be", "--max-new-tokens", "5",
                                            "--device", "cpu", "--dtype", dtype])
