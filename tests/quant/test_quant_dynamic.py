@@ -69,3 +69,27 @@ def test_bad_input():
     quantize(model, "dynamic-int8")
     with pytest.raises(ConfigError, match="already quantized"):
         quantize(model, "dynamic-int8")
+
+
+def test_saved_dynamic_int8_classifier_runs_the_classify_pipeline(tmp_path):
+    import zhixing
+    from zhixing.quant import save
+    from zhixing.tokenizers import Tokenizer
+
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away"]
+    tok = Tokenizer.train(iter([" ".join(words)] * 20), kind="wordpiece", vocab_size=40, min_frequency=1,
+                          show_progress=False)
+    torch.manual_seed(0)
+    model = build_model("bert-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=2, num_layers=2,
+                        max_seq_len=32, head="seq_cls", num_labels=2, label_names=["neg", "pos"])
+    model.save_pretrained(tmp_path / "fp32")
+    tok.save(tmp_path / "fp32")
+    texts = ["the cat sat", "a dog ran far"]
+    ref = zhixing.pipeline("classify", tmp_path / "fp32")(texts)
+    model = zhixing.load(tmp_path / "fp32")
+    save(quantize(model, "dynamic-int8"), tmp_path / "int8")
+    out = zhixing.pipeline("classify", tmp_path / "int8")(texts)
+    for a, b in zip(ref, out):
+        assert a["scores"].keys() == b["scores"].keys()
+        for label in a["scores"]:
+            assert abs(a["scores"][label] - b["scores"][label]) < 0.01
