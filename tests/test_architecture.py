@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("generation", "tasks", "viz"),
     ("recipes", "serve"),
     ("cli",),
-    ("",),  # zhixing/__init__.py: the public face, may use everything (lazily)
+    ("", "__main__"),  # zhixing/__init__.py: the public face, may use everything (lazily); python -m zhixing
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 
