@@ -124,11 +124,16 @@ def objective_for(task: Task, cfg: FinetuneConfig, train_examples: list, labels:
 
 def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
              train_examples: list | None = None, dev_examples: list | None = None,
-             test_examples: list | None = None) -> dict[str, Any]:
+             test_examples: list | None = None, model: Any = None,
+             make_objective: typing.Callable[..., Any] | None = None,
+             records: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
     best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
     Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
-    `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given)."""
+    `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given).
+    `model`: train this model (with its tokenizer and the task's head) instead of loading cfg.model;
+    `make_objective(features, evaluator, metric, class_weights)`: the objective instead of the task's
+    (distillation: zhixing.tasks.distill); `records`: more files for the run directory."""
     import torch
 
     from zhixing.data import arrow
@@ -162,8 +167,12 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     given = {item.split("=", 1)[0].strip() for item in train_overrides}
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
     pooling = getattr(cfg, "pooling", "")
-    model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
-                          **({"seq_pooling": pooling} if pooling else {}))
+    if model is None:
+        model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
+                              **({"seq_pooling": pooling} if pooling else {}))
+    elif labels is not None and model.config.label_names and list(model.config.label_names) != labels:
+        raise ConfigError(f"the model's labels {model.config.label_names} differ from the training data's "
+                          f"{labels}")
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; fine-tuning needs its tokenizer")
@@ -181,8 +190,11 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     train_cfg = train_cfg.replace(**fill)
     objective = objective_for(task, cfg, train_ex, labels,
                               lambda m: task.evaluate(m, tokenizer, dev_ex, cfg))
+    if make_objective is not None:
+        objective = make_objective(feats, objective.evaluator, objective.metric,
+                                   getattr(objective, "weights", None))
     run = RunDir(Path(train_cfg.out_dir) / name, tokenizer=tokenizer,
-                 records={RunDir.TASK: cfg.to_dict()})
+                 records={RunDir.TASK: cfg.to_dict(), **(records or {})})
     lr_scale = layer_scale(model.config.num_layers, cfg.layer_decay) if cfg.layer_decay < 1 else None
     trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale)
     summary = trainer.fit()
