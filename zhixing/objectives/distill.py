@@ -104,9 +104,16 @@ def narrow_student(teacher: nn.Module, **config: Any) -> nn.Module:
     ffn_dim, ...) changed; same vocabulary, labels and tokenizer."""
     from zhixing.models import build_model
 
-    cfg = teacher.config.replace(**config)
-    if "dim" in config and "ffn_dim" not in config and teacher.config.ffn_dim:
-        cfg = cfg.replace(ffn_dim=teacher.config.ffn_dim * cfg.dim // teacher.config.dim)
+    t = teacher.config
+    config = dict(config)
+    heads = config.get("num_heads", t.num_heads)
+    if "num_kv_heads" not in config and t.num_kv_heads in (None, t.num_heads):
+        config["num_kv_heads"] = heads  # multi-head attention stays multi-head
+    if "head_dim" not in config and ("dim" in config or "num_heads" in config):
+        config["head_dim"] = config.get("dim", t.dim) // heads
+    if "dim" in config and "ffn_dim" not in config and t.ffn_dim:
+        config["ffn_dim"] = t.ffn_dim * config["dim"] // t.dim  # the teacher's FFN expansion ratio
+    cfg = t.replace(**config)
     student = build_model(cfg)
     student.tokenizer = getattr(teacher, "tokenizer", None)
     return student
