@@ -8,8 +8,8 @@ measured after dynamic int8 quantization of its linear layers (zhixing.quant.qua
 PyTorch's `quantize_dynamic`: int8 weights, activations quantized per batch at run time).
 
 Measured per model, all in this one process, on the same inputs:
-  size_mb      bytes on disk of the saved weights (model.safetensors; a quantized model: its state dict
-               serialised, weights int8 + scales) / 1e6
+  size_mb      bytes on disk of the saved weights / 1e6: model.safetensors; a quantized model saved by
+               zhixing.quant.save (int8 weights + scales; before quant: its serialised state dict)
   parameters   stored tensor elements (a quantized linear counts its int8 weight elements)
   ms_b1        median latency of one forward at batch 1 over the first --latency-n dev sentences
   ms_b32       median latency of one forward at batch 32 (padded to the batch's longest) over the dev set
@@ -21,11 +21,13 @@ one after another, each after its own warm-up; the last line gives each row's sp
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +39,8 @@ warnings.filterwarnings("ignore")
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A dynamic-int8 copy of `model` (the float model is left as it is)."""
+    model = copy.deepcopy(model)
     try:
         from zhixing.quant import quantize  # the quant work of issue #17, when merged
     except ImportError:
@@ -45,11 +49,19 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def size_mb(model: torch.nn.Module, directory: Path | None) -> float:
+    """MB of the model's weights file: its model.safetensors, or a quantized model saved as zhixing.quant
+    saves it (else its serialised state dict)."""
     if directory is not None and (directory / "model.safetensors").is_file():
         return (directory / "model.safetensors").stat().st_size / 1e6
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.tell() / 1e6
+    try:
+        from zhixing.quant import save
+    except ImportError:
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        return buf.tell() / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        save(model, tmp)
+        return (Path(tmp) / "model.safetensors").stat().st_size / 1e6
 
 
 def count_parameters(model: torch.nn.Module) -> int:
