@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("device", "nn", "tokenizers"),
     ("models", "data"),
-    ("interop", "ngram"),
+    ("interop", "ngram", "quant"),
     ("hub",),
     ("objectives",),
     ("train",),

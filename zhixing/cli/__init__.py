@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "zhixing.cli.pipeline:pipeline_cmd",
     "serve": "zhixing.cli.serve:serve_cmd",
     "viz": "zhixing.cli.viz:viz_cmd",
+    "quantize": "zhixing.cli.quantize:quantize_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the
