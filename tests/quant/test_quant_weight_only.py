@@ -15,7 +15,7 @@ from zhixing.cli import main
 from zhixing.errors import CheckpointError, ConfigError
 from zhixing.generation import generate
 from zhixing.models import build_model
-from zhixing.quant import QuantEmbedding, QuantLinear, quantize, save
+from zhixing.quant import QuantEmbedding, QuantLinear, num_parameters, quantize, save
 
 CASES = [("int8", None), ("int4", 32), ("int4", 64), ("int4", 128), ("bf16", None), ("fp16", None)]
 
@@ -50,7 +50,9 @@ def test_quant_linear_is_the_dequantized_matmul(method, group, in_features):
 
 def test_tied_embedding_is_quantized_once():
     model = tiny_gpt()
+    n = model.num_parameters()
     quantize(model, "int4", 64)
+    assert num_parameters(model) == n  # the quantized weights are buffers, counted as the weights they are
     assert isinstance(model.tok_embed, QuantEmbedding) and model.tok_embed.linear is model.head.proj
     state = model.unique_state_dict()
     assert "tok_embed.weight" not in state and state["head.proj.qweight"].dtype == torch.uint8
@@ -97,11 +99,24 @@ def test_cli_quantize_then_generate(tmp_path):
     assert "int4, group size 64" in result.output
     assert (tmp_path / "q" / "model.safetensors").stat().st_size < \
         (tmp_path / "fp32" / "model.safetensors").stat().st_size / 4
+    info = CliRunner().invoke(main, ["info", str(tmp_path / "q")])
+    assert info.exit_code == 0 and "method int4, group_size 64" in info.output
+    assert f"{model.num_parameters():,}" in info.output
     for dtype in ("float32", "bfloat16"):  # --dtype casts the float parts; the quantized ones keep theirs
         result = CliRunner().invoke(main, ["generate", str(tmp_path / "q"), "to be", "--max-new-tokens", "5",
                                            "--device", "cpu", "--dtype", dtype])
         assert result.exit_code == 0, result.output
         assert result.output.startswith("to be") and len(result.output.strip()) > len("to be")
+    out = zhixing.pipeline("text-generation", tmp_path / "q")("to be", max_new_tokens=5, do_sample=False)
+    assert out["generated_text"].startswith("to be")
+    from fastapi.testclient import TestClient
+
+    from zhixing.serve.app import ServeSettings, create_app
+
+    with TestClient(create_app({"q": str(tmp_path / "q")}, ServeSettings())) as client:
+        r = client.post("/v1/completions", json={"model": "q", "prompt": "to be", "max_tokens": 5})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 5
 
 
 def test_bad_input(tmp_path):
@@ -116,6 +131,8 @@ def test_bad_input(tmp_path):
     model = quantize(tiny_gpt(), "int4", 32)
     with pytest.raises(ConfigError, match=r"already quantized \(int4\)"):
         quantize(model, "int8")
+    with pytest.raises(CheckpointError, match=r"quantized \(int4\); save it with zhixing.quant.save"):
+        model.save_pretrained(tmp_path / "plain")
     save(model, tmp_path / "q")
     config_file = tmp_path / "q" / "config.json"
     config = json.loads(config_file.read_text())

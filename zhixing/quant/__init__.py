@@ -22,7 +22,7 @@ from torch import nn
 from zhixing.errors import ConfigError
 from zhixing.quant.checkpoint import load, save
 from zhixing.quant.dynamic import dynamic_int8
-from zhixing.quant.methods import GROUP_SIZES, METHODS, quantization_of, weight_only_record
+from zhixing.quant.methods import GROUP_SIZES, METHODS, num_parameters, quantization_of, weight_only_record
 from zhixing.quant.weight_only import QuantEmbedding, QuantLinear, quantize_weights
 
 
@@ -51,5 +51,5 @@ def quantize(model: nn.Module, method: str = "dynamic-int8", group_size: int | N
     return model
 
 
-__all__ = ["quantize", "quantization_of", "save", "load", "METHODS", "GROUP_SIZES", "QuantLinear",
-           "QuantEmbedding"]
+__all__ = ["quantize", "quantization_of", "num_parameters", "save", "load", "METHODS", "GROUP_SIZES",
+           "QuantLinear", "QuantEmbedding"]

@@ -36,3 +36,18 @@ def weight_only_record(model: nn.Module, method: str, group_size: int | None) ->
             raise ConfigError(f"group_size={group_size} does not divide in_features={m.in_features} of "
                               f"{name}; choose a group size that divides every layer's input width")
     return {"method": method, "group_size": group_size}
+
+
+def num_parameters(model: nn.Module) -> int:
+    """The parameters a quantized model stands for: its float ones (Model.num_parameters) plus the
+    weights and biases of its quantized layers, which are buffers, not parameters."""
+    from zhixing.quant.dynamic import is_dynamic_linear
+    from zhixing.quant.weight_only import QuantLinear
+
+    total = model.num_parameters()
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            total += m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
+        elif is_dynamic_linear(m):
+            total += m.in_features * m.out_features + (m.out_features if m.bias() is not None else 0)
+    return total
