@@ -65,6 +65,13 @@ def size_mb(model: torch.nn.Module, directory: Path | None) -> float:
 
 
 def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters the model stands for (a quantized layer's int8 weights count as its parameters)."""
+    try:
+        from zhixing.quant.methods import num_parameters
+    except ImportError:
+        pass
+    else:
+        return num_parameters(model)
     total = 0
     for t in model.state_dict().values():
         if isinstance(t, torch.Tensor):
