@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "zhixing.cli.pretrain:pretrain_cmd",
     "quickstart": "zhixing.cli.pretrain:quickstart_cmd",
     "finetune": "zhixing.cli.finetune:finetune_cmd",
+    "distill": "zhixing.cli.distill:distill_cmd",
     "evaluate": "zhixing.cli.finetune:evaluate_cmd",
     "predict": "zhixing.cli.finetune:predict_cmd",
     "ngram": "zhixing.cli.ngram:ngram_group",
