@@ -1,0 +1,117 @@
+"""Adapters PEFT users can load: a zhixing LoRA adapter saved in PEFT's format gives, under
+`peft.PeftModel.from_pretrained` on the transformers export of the base model, the logits zhixing computes
+(fp32, CPU, atol 1e-4); and an adapter made with peft on the transformers model loads into zhixing with
+the same logits. Tiny random BERT (query/value, all-linear, whole-qkv) and GPT-2 (c_attn)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hf_tiny import batch, bert_config, gpt2_config, transformers
+
+from zhixing.errors import CheckpointError, ConfigError
+from zhixing.interop import from_hf, to_hf
+from zhixing.peft import LoRAConfig, add_lora, load_peft, save_peft
+
+peft = pytest.importorskip("peft")
+
+
+def perturb(model, seed=0):
+    """Random values in every trainable tensor, so that B = 0 at init cannot hide a wrong mapping."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def logits_ours(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def logits_hf(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+@pytest.mark.parametrize("targets", [["query", "value"], ["all-linear"], ["qkv", "down"]])
+def test_bert_lora_saved_by_zhixing_loads_in_peft(targets, tmp_path):
+    torch.manual_seed(0)
+    hf = transformers.BertForSequenceClassification(bert_config(num_labels=3)).eval()
+    to_hf(from_hf(hf), tmp_path / "base")
+    ours = from_hf(tmp_path / "base")
+    add_lora(ours, LoRAConfig(r=4, alpha=8, targets=targets, modules_to_save=["pooler", "classifier"]))
+    perturb(ours)
+    inputs = batch(pad_id=0)
+    expected = logits_ours(ours.eval(), inputs)
+    save_peft(ours, tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and config["peft_type"] == "LORA"
+    if targets == ["query", "value"]:
+        assert config["target_modules"] == ["query", "value"]
+    base = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "base").eval()
+    assert not torch.allclose(logits_hf(base, inputs), expected, atol=1e-3)  # the adapter matters
+    theirs = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bert_lora_made_with_peft_loads_in_zhixing(tmp_path):
+    torch.manual_seed(1)
+    hf = transformers.BertForSequenceClassification(bert_config(num_labels=3)).eval()
+    hf.save_pretrained(tmp_path / "base")
+    model = peft.get_peft_model(hf, peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16,
+                                                    target_modules=["query", "key", "dense"]))
+    perturb(model)
+    model.save_pretrained(tmp_path / "adapter")
+    inputs = batch(pad_id=0)
+    expected = logits_hf(model.eval(), inputs)
+    ours = load_peft(from_hf(tmp_path / "base"), tmp_path / "adapter").eval()
+    torch.testing.assert_close(logits_ours(ours, inputs), expected, atol=1e-4, rtol=1e-4)
+    # and back out again: the same adapter, in PEFT's names
+    save_peft(ours, tmp_path / "again")
+    base = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "base").eval()
+    theirs = peft.PeftModel.from_pretrained(base, tmp_path / "again").eval()
+    torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_lora_both_ways(tmp_path):
+    torch.manual_seed(2)
+    hf = transformers.GPT2LMHeadModel(gpt2_config()).eval()
+    hf.save_pretrained(tmp_path / "base")
+    inputs = {"input_ids": batch(pad_id=0)["input_ids"]}
+    ours = from_hf(tmp_path / "base")
+    add_lora(ours, LoRAConfig(r=4, alpha=8, targets=["qkv", "o", "up"]))
+    perturb(ours)
+    expected = logits_ours(ours.eval(), inputs)
+    save_peft(ours, tmp_path / "adapter")
+    base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base").eval()
+    theirs = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)
+
+    made = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base"),
+                               peft.LoraConfig(task_type="CAUSAL_LM", r=2, lora_alpha=4,
+                                               target_modules=["c_attn", "c_fc"], fan_in_fan_out=True))
+    perturb(made, seed=3)
+    made.save_pretrained(tmp_path / "made")
+    expected = logits_hf(made.eval(), inputs)
+    back = load_peft(from_hf(tmp_path / "base"), tmp_path / "made").eval()
+    torch.testing.assert_close(logits_ours(back, inputs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_parts_of_c_attn_cannot_be_exported(tmp_path):
+    ours = from_hf(transformers.GPT2LMHeadModel(gpt2_config()))
+    add_lora(ours, LoRAConfig(r=2, targets=["query", "value"]))
+    with pytest.raises(ConfigError, match="c_attn.*lora.targets=qkv"):
+        save_peft(ours, tmp_path / "adapter")
+
+
+def test_adapter_for_another_base_names_the_shapes(tmp_path):
+    small = transformers.BertForSequenceClassification(bert_config(num_labels=3))
+    model = peft.get_peft_model(small, peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"]))
+    model.save_pretrained(tmp_path / "adapter")
+    wide = from_hf(transformers.BertForSequenceClassification(bert_config(num_labels=3, hidden_size=64)))
+    with pytest.raises(CheckpointError, match=r"lora_A\.q: adapter \(2, 32\) vs model \(2, 64\)"):
+        load_peft(wide, tmp_path / "adapter")

@@ -1,0 +1,243 @@
+"""Hugging Face PEFT's adapter format: `adapter_config.json` + `adapter_model.safetensors`.
+
+PEFT names an adapter tensor by the module it adapts in the transformers model:
+`base_model.model.<HF module>.lora_A.weight` (r, in) and `.lora_B.weight` (out, r), and a fully trained
+module (`modules_to_save`, e.g. the classifier) by its HF tensor names, `base_model.model.classifier.weight`.
+The interop rules (zhixing.interop) say which HF tensors make up each of ours, so the same table converts
+the adapters in both directions:
+
+- our fused `attn.qkv` carries parts q | k | v; BERT's HF model has three Linears `query`, `key`,
+  `value`, so part q is PEFT's `...attention.self.query` adapter, and an update on the whole qkv (one A)
+  is three PEFT adapters sharing a copy of A (B split by rows) — the same function;
+- GPT-2's `c_attn` is one module (a Conv1D: PEFT keeps A and B as Linear weights and sets
+  fan_in_fan_out), so only an update on the whole qkv maps to it.
+Prompt tuning's tensor is `prompt_embeddings` (num_virtual_tokens, dim), the same in both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zhixing.errors import CheckpointError, ConfigError
+from zhixing.interop import family_for_config
+from zhixing.interop.core import check_rules
+from zhixing.peft.lora import WHOLE, LoRAConfig, add_lora, lora_layers, part_rows
+
+PREFIX = "base_model.model."
+CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+
+# Our head -> PEFT task_type (the PeftModel subclass that wraps the transformers class)
+TASK_TYPES = {"seq_cls": "SEQ_CLS", "token_cls": "TOKEN_CLS", "qa": "QUESTION_ANS", "lm": "CAUSAL_LM",
+              "none": "FEATURE_EXTRACTION"}
+
+
+class _Names:
+    """Our tensor names <-> full HF tensor names (with the base-model prefix where HF puts it)."""
+
+    def __init__(self, model: nn.Module):
+        cfg = model.config
+        self.family, self.model_type = family_for_config(cfg)
+        prefix = self.family.prefix(self.model_type)
+        own = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
+        unique = {k: v for k, v in own.items() if k in _unique_names(model)}
+        rules = check_rules(unique, self.family.rules(cfg), self.model_type)
+        self.rules = {r.ours: r for r in rules}
+
+        def full(name: str) -> str:
+            if cfg.head == "none" or name.startswith(self.family.outside_base):
+                return name
+            return f"{prefix}.{name}"
+
+        self.full = full
+        self.prefix = prefix
+        self.to_ours: dict[str, tuple[str, int, int]] = {}  # HF module -> (our module, index, of n)
+        for r in rules:
+            if r.ours.endswith(".weight"):
+                mods = [full(t.removesuffix(".weight")) for t in r.theirs]
+                for i, m in enumerate(mods):
+                    self.to_ours[m] = (r.ours.removesuffix(".weight"), i, len(mods))
+        self.tensor_to_ours = {full(r.theirs[0]): r for r in rules if len(r.theirs) == 1}
+
+    def hf_modules(self, ours: str) -> list[str]:
+        rule = self.rules.get(f"{ours}.weight")
+        if rule is None:
+            raise ConfigError(f"{ours} has no Hugging Face {self.model_type} name; "
+                              "PEFT cannot hold its adapter")
+        return [self.full(t.removesuffix(".weight")) for t in rule.theirs]
+
+    def canonical(self, hf: str) -> str:
+        """An HF module name as PEFT saved it on whatever class (BertModel or BertFor...) -> our full form."""
+        bare = hf.removeprefix(self.prefix + ".")
+        return self.full(bare)
+
+
+def _unique_names(model: nn.Module) -> set[str]:
+    return set(model.unique_state_dict()) if hasattr(model, "unique_state_dict") else set(model.state_dict())
+
+
+def _split_parts(owner_rows: dict[str, tuple[int, int]], n: int) -> list[str]:
+    """Our part names of the n HF modules a fused matrix splits into, in row order."""
+    named = sorted(((p, r) for p, r in owner_rows.items() if p != WHOLE), key=lambda kv: kv[1])
+    if len(named) != n:
+        raise ConfigError(f"cannot split a fused matrix with parts {[p for p, _ in named]} "
+                          f"into {n} HF modules")
+    return [p for p, _ in named]
+
+
+def _owner_rows(model: nn.Module, path: str) -> dict[str, tuple[int, int]]:
+    parent, _, _ = path.rpartition(".")
+    return part_rows(path, model.get_submodule(parent), model.get_submodule(path))
+
+
+def peft_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(adapter_config.json dict, tensors by PEFT name) for a model with LoRA adapters."""
+    cfg: LoRAConfig = model.lora_config
+    names = _Names(model)
+    tensors: dict[str, torch.Tensor] = {}
+    targets: list[str] = []
+    for path, layer in lora_layers(model).items():
+        hf = names.hf_modules(path)
+        A = {p: layer.lora_A[p].detach() for p in layer.parts}
+        B = {p: layer.lora_B[p].detach() for p in layer.parts}
+        if len(hf) == 1:
+            if list(layer.parts) != [WHOLE]:
+                raise ConfigError(
+                    f"{path}: Hugging Face {names.model_type} keeps it as one module ({hf[0]}); "
+                    f"PEFT cannot hold separate updates on its parts {list(layer.parts)} — "
+                    "adapt it whole (lora.targets=qkv)")
+            pairs = {hf[0]: (A[WHOLE], B[WHOLE])}
+        else:
+            rows = _owner_rows(model, path)
+            order = _split_parts(rows, len(hf))
+            pairs = {}
+            for m, part in zip(hf, order):
+                if part in layer.parts:
+                    pairs[m] = (A[part], B[part])
+                elif WHOLE in layer.parts:  # one update on the whole matrix: each module a copy of A
+                    a, b = rows[part]
+                    pairs[m] = (A[WHOLE], B[WHOLE][a:b])
+        for m, (a, b) in pairs.items():
+            tensors[f"{PREFIX}{m}.lora_A.weight"] = a.clone().contiguous()
+            tensors[f"{PREFIX}{m}.lora_B.weight"] = b.clone().contiguous()
+            targets.append(m)
+    saved: list[str] = []
+    state = model.state_dict()
+    for mod in cfg.modules_to_save:
+        for key in sorted(k for k in state if k.startswith(mod + ".") and k in _unique_names(model)):
+            rule = names.rules.get(key)
+            if rule is None or len(rule.theirs) != 1:
+                raise ConfigError(f"modules_to_save {mod}: {key} has no single Hugging Face tensor")
+            (hf_name, t), = rule.to_hf(state[key].detach()).items()
+            full = names.full(hf_name)
+            tensors[PREFIX + full] = t.clone().contiguous()
+            module = full.rsplit(".", 1)[0]
+            if module not in saved:
+                saved.append(module)
+    config = {
+        "peft_type": "LORA", "task_type": TASK_TYPES.get(model.config.head),
+        "base_model_name_or_path": getattr(model, "base_path", None),
+        "r": cfg.r, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
+        "target_modules": _compact_targets(names, targets), "modules_to_save": saved or None,
+        "bias": "none", "fan_in_fan_out": names.model_type == "gpt2", "init_lora_weights": True,
+        "use_rslora": False, "use_dora": False, "rank_pattern": {}, "alpha_pattern": {},
+        "layers_to_transform": None, "layers_pattern": None, "inference_mode": True,
+    }
+    return config, tensors
+
+
+def _compact_targets(names: _Names, targets: list[str]) -> list[str]:
+    """Leaf names (`query`, `value`) when they pick exactly the adapted modules, else full module names."""
+    chosen = set(targets)
+    leaves = {t.rsplit(".", 1)[-1] for t in chosen}
+    picked = {m for m in names.to_ours if m.rsplit(".", 1)[-1] in leaves}
+    return sorted(leaves) if picked == chosen else sorted(chosen)
+
+
+def save_peft(model: nn.Module, directory: str | Path) -> Path:
+    """Write the model's LoRA adapter (and modules_to_save) in PEFT's format into `directory`."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from zhixing.io import staged_files
+
+    config, tensors = peft_state(model)
+    with staged_files(directory) as tmp:
+        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return Path(directory)
+
+
+def read_peft(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from zhixing.io import read_json_object
+    from zhixing.models.base import read_safetensors
+
+    directory = Path(directory)
+    config = read_json_object(directory / CONFIG_FILE, "a PEFT adapter directory holds adapter_config.json + "
+                              "adapter_model.safetensors")
+    weights = directory / WEIGHTS_FILE
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: missing; a PEFT adapter directory holds "
+                                f"{CONFIG_FILE} + {WEIGHTS_FILE}")
+    return config, read_safetensors(weights)
+
+
+def load_peft(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Put a PEFT adapter (LoRA or prompt tuning) saved by `peft` (or by save_peft) on a zhixing model, in
+    place. The model is the base the adapter was trained on (zhixing.load of the HF directory or a zhixing
+    export of it); an adapter for another base is a CheckpointError naming the mismatching shapes."""
+    config, tensors = read_peft(directory)
+    kind = config.get("peft_type")
+    if kind == "PROMPT_TUNING":
+        from zhixing.peft.prompt import load_prompt_tuning_peft
+        return load_prompt_tuning_peft(model, config, tensors, str(directory))
+    if kind != "LORA":
+        raise ConfigError(f"{directory}/{CONFIG_FILE}: peft_type {kind!r} is not supported; "
+                          "zhixing loads LORA and PROMPT_TUNING adapters")
+    for key, ok in (("use_dora", False), ("use_rslora", False), ("bias", "none"), ("rank_pattern", {}),
+                    ("alpha_pattern", {})):
+        if config.get(key, ok) not in (ok, None):
+            raise ConfigError(f"{directory}/{CONFIG_FILE}: {key}={config[key]!r} is not supported "
+                              f"(expected {ok!r})")
+    names = _Names(model)
+    layout: dict[str, list[str]] = {}
+    lora: dict[str, torch.Tensor] = {}
+    heads: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, t in tensors.items():
+        name = key.removeprefix(PREFIX)
+        for ab in ("lora_A", "lora_B"):
+            if f".{ab}." in name:
+                module = names.canonical(name.split(f".{ab}.")[0])
+                if module not in names.to_ours:
+                    unknown.append(key)
+                    break
+                ours, i, n = names.to_ours[module]
+                part = WHOLE if n == 1 else _split_parts(_owner_rows(model, ours), n)[i]
+                if part not in layout.setdefault(ours, []):
+                    layout[ours].append(part)
+                lora[f"{ours}.{ab}.{part}"] = t
+                break
+        else:
+            full = names.canonical(name.replace(".modules_to_save.default.", "."))
+            rule = names.tensor_to_ours.get(full)
+            if rule is None:
+                unknown.append(key)
+            else:
+                heads[rule.ours] = rule.from_hf({rule.theirs[0]: t})
+    if unknown:
+        raise CheckpointError(f"{directory}/{WEIGHTS_FILE}: {len(unknown)} tensors name no module of this "
+                              f"{names.model_type} model (an adapter for another architecture?): "
+                              f"{', '.join(unknown[:5])}")
+    saved = sorted({k.rsplit(".", 1)[0] for k in heads})
+    lcfg = LoRAConfig(r=int(config["r"]), alpha=float(config.get("lora_alpha", config["r"])),
+                      dropout=float(config.get("lora_dropout", 0.0)), targets=sorted(layout),
+                      modules_to_save=saved)
+    add_lora(model, lcfg, layout=layout)
+    from zhixing.peft.lora import load_adapter_state
+    load_adapter_state(model, {**lora, **heads}, f"{directory}/{WEIGHTS_FILE}")
+    return model
