@@ -115,3 +115,39 @@ def test_adapter_for_another_base_names_the_shapes(tmp_path):
     wide = from_hf(transformers.BertForSequenceClassification(bert_config(num_labels=3, hidden_size=64)))
     with pytest.raises(CheckpointError, match=r"lora_A\.q: adapter \(2, 32\) vs model \(2, 64\)"):
         load_peft(wide, tmp_path / "adapter")
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_prompt_tuning_both_ways(kind, tmp_path):
+    from zhixing.peft.prompt import PromptConfig, add_prompt
+
+    torch.manual_seed(4)
+    if kind == "bert":
+        cls, config, task = transformers.BertForSequenceClassification, bert_config(num_labels=3), "SEQ_CLS"
+        inputs = batch(pad_id=0)
+    else:
+        cls, config, task = transformers.GPT2LMHeadModel, gpt2_config(), "CAUSAL_LM"
+        inputs = {"input_ids": batch(pad_id=0)["input_ids"]}
+    cls(config).save_pretrained(tmp_path / "base")
+    heads = ["classifier"] if kind == "bert" else []
+    ours = add_prompt(from_hf(tmp_path / "base"),
+                      PromptConfig(kind="prompt_tuning", tokens=5, modules_to_save=heads))
+    perturb(ours)
+    expected = logits_ours(ours.eval(), inputs)
+    save_peft(ours, tmp_path / "adapter")
+    base = cls.from_pretrained(tmp_path / "base")
+    theirs = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    got = logits_hf(theirs, inputs)
+    if kind == "gpt2":  # PEFT returns the virtual tokens' positions too; ours are cut off
+        got = got[:, 5:]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    made = peft.get_peft_model(cls.from_pretrained(tmp_path / "base"),
+                               peft.PromptTuningConfig(task_type=task, num_virtual_tokens=3))
+    perturb(made, seed=5)
+    made.save_pretrained(tmp_path / "made")
+    expected = logits_hf(made.eval(), inputs)
+    if kind == "gpt2":
+        expected = expected[:, 3:]
+    back = load_peft(from_hf(tmp_path / "base"), tmp_path / "made").eval()
+    torch.testing.assert_close(logits_ours(back, inputs), expected, atol=1e-4, rtol=1e-4)

@@ -42,8 +42,7 @@ class _Names:
         cfg = model.config
         self.family, self.model_type = family_for_config(cfg)
         prefix = self.family.prefix(self.model_type)
-        own = {k: v for k, v in model.state_dict().items() if ".lora_" not in k}
-        unique = {k: v for k, v in own.items() if k in _unique_names(model)}
+        unique = {k: v for k, v in model.state_dict().items() if k in _unique_names(model)}
         rules = check_rules(unique, self.family.rules(cfg), self.model_type)
         self.rules = {r.ours: r for r in rules}
 
@@ -75,8 +74,16 @@ class _Names:
         return self.full(bare)
 
 
+def _base_key(key: str) -> str | None:
+    """A state-dict name of an adapted model -> the base model's name (None for adapter tensors)."""
+    if ".lora_" in key or key.startswith("tok_embed.prompt.") or ".prefix." in key:
+        return None
+    return key.replace("tok_embed.embed.", "tok_embed.", 1) if key.startswith("tok_embed.embed.") else key
+
+
 def _unique_names(model: nn.Module) -> set[str]:
-    return set(model.unique_state_dict()) if hasattr(model, "unique_state_dict") else set(model.state_dict())
+    names = model.unique_state_dict() if hasattr(model, "unique_state_dict") else model.state_dict()
+    return {b for b in map(_base_key, names) if b is not None}
 
 
 def _split_parts(owner_rows: dict[str, tuple[int, int]], n: int) -> list[str]:
@@ -124,19 +131,7 @@ def peft_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor
             tensors[f"{PREFIX}{m}.lora_A.weight"] = a.clone().contiguous()
             tensors[f"{PREFIX}{m}.lora_B.weight"] = b.clone().contiguous()
             targets.append(m)
-    saved: list[str] = []
-    state = model.state_dict()
-    for mod in cfg.modules_to_save:
-        for key in sorted(k for k in state if k.startswith(mod + ".") and k in _unique_names(model)):
-            rule = names.rules.get(key)
-            if rule is None or len(rule.theirs) != 1:
-                raise ConfigError(f"modules_to_save {mod}: {key} has no single Hugging Face tensor")
-            (hf_name, t), = rule.to_hf(state[key].detach()).items()
-            full = names.full(hf_name)
-            tensors[PREFIX + full] = t.clone().contiguous()
-            module = full.rsplit(".", 1)[0]
-            if module not in saved:
-                saved.append(module)
+    saved = _save_modules(model, names, cfg.modules_to_save, PREFIX, tensors)
     config = {
         "peft_type": "LORA", "task_type": TASK_TYPES.get(model.config.head),
         "base_model_name_or_path": getattr(model, "base_path", None),
@@ -149,6 +144,77 @@ def peft_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor
     return config, tensors
 
 
+def _save_modules(model: nn.Module, names: _Names, modules: list[str], prefix: str,
+                  tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Add the tensors of fully trained modules to `tensors` by PEFT name; returns their HF module names."""
+    saved: list[str] = []
+    state = {b: t for k, t in model.state_dict().items() if (b := _base_key(k)) is not None}
+    unique = _unique_names(model)
+    for mod in modules:
+        for key in sorted(k for k in state if k.startswith(mod + ".") and k in unique):
+            rule = names.rules.get(key)
+            if rule is None or len(rule.theirs) != 1:
+                raise ConfigError(f"modules_to_save {mod}: {key} has no single Hugging Face tensor")
+            (hf_name, t), = rule.to_hf(state[key].detach()).items()
+            full = names.full(hf_name)
+            tensors[prefix + full] = t.clone().contiguous()
+            module = full.rsplit(".", 1)[0]
+            if module not in saved:
+                saved.append(module)
+    return saved
+
+
+def _saved_module_tensors(names: _Names, name: str, t: torch.Tensor, heads: dict[str, torch.Tensor]) -> bool:
+    """A PEFT modules_to_save tensor (name without the PEFT prefix) into `heads` by our name; False when it
+    names none of our tensors."""
+    full = names.canonical(name.replace(".modules_to_save.default.", "."))
+    rule = names.tensor_to_ours.get(full)
+    if rule is None:
+        return False
+    heads[rule.ours] = rule.from_hf({rule.theirs[0]: t})
+    return True
+
+
+def prompt_tuning_peft_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(adapter_config.json dict, tensors) of a prompt-tuned model: `prompt_embeddings` (tokens, dim) and the
+    modules_to_save, which PEFT's prompt-learning models name `base_model.<HF tensor>`."""
+    cfg = model.prompt_config
+    if cfg.kind != "prompt_tuning":
+        raise ConfigError(f"PEFT export is implemented for lora and prompt_tuning, not {cfg.kind!r}")
+    mc = model.config
+    tensors = {"prompt_embeddings": model.tok_embed.prompt.prompt_embeddings.detach().clone()}
+    saved = _save_modules(model, _Names(model), cfg.modules_to_save, "base_model.", tensors)
+    config = {"peft_type": "PROMPT_TUNING", "task_type": TASK_TYPES.get(mc.head),
+              "num_virtual_tokens": cfg.tokens, "token_dim": mc.dim, "num_transformer_submodules": 1,
+              "num_attention_heads": mc.num_heads, "num_layers": mc.num_layers,
+              "prompt_tuning_init": "RANDOM", "inference_mode": True, "modules_to_save": saved or None,
+              "base_model_name_or_path": getattr(model, "base_path", None)}
+    return config, tensors
+
+
+def load_prompt_tuning_peft(model: nn.Module, config: dict[str, Any], tensors: dict[str, torch.Tensor],
+                            source: str) -> nn.Module:
+    from zhixing.peft.prompt import PromptConfig, add_prompt
+
+    emb = tensors.pop("prompt_embeddings", None)
+    if emb is None or emb.dim() != 2:
+        raise CheckpointError(f"{source}: a PROMPT_TUNING adapter holds prompt_embeddings (tokens, dim)")
+    if emb.size(1) != model.config.dim:
+        raise CheckpointError(f"{source}: prompt_embeddings is {tuple(emb.shape)}, but this model's width is "
+                              f"{model.config.dim} (an adapter for another base model?)")
+    names, heads = _Names(model), {}
+    unknown = [k for k, t in tensors.items() if not _saved_module_tensors(
+        names, k.removeprefix("base_model.").removeprefix("model."), t, heads)]
+    if unknown:
+        raise CheckpointError(f"{source}: tensors that name no module of this model: "
+                              f"{', '.join(unknown[:5])}")
+    add_prompt(model, PromptConfig(kind="prompt_tuning", tokens=emb.size(0),
+                                   modules_to_save=sorted({k.rsplit(".", 1)[0] for k in heads})))
+    from zhixing.peft.lora import load_adapter_state
+    load_adapter_state(model, {"tok_embed.prompt.prompt_embeddings": emb, **heads}, source)
+    return model
+
+
 def _compact_targets(names: _Names, targets: list[str]) -> list[str]:
     """Leaf names (`query`, `value`) when they pick exactly the adapted modules, else full module names."""
     chosen = set(targets)
@@ -158,14 +224,18 @@ def _compact_targets(names: _Names, targets: list[str]) -> list[str]:
 
 
 def save_peft(model: nn.Module, directory: str | Path) -> Path:
-    """Write the model's LoRA adapter (and modules_to_save) in PEFT's format into `directory`."""
+    """Write the model's LoRA adapter (and modules_to_save) or prompt-tuning prompt in PEFT's format into
+    `directory`."""
     import json
 
     from safetensors.torch import save_file
 
     from zhixing.io import staged_files
 
-    config, tensors = peft_state(model)
+    if getattr(model, "prompt_config", None) is not None:
+        config, tensors = prompt_tuning_peft_state(model)
+    else:
+        config, tensors = peft_state(model)
     with staged_files(directory) as tmp:
         save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -193,7 +263,6 @@ def load_peft(model: nn.Module, directory: str | Path) -> nn.Module:
     config, tensors = read_peft(directory)
     kind = config.get("peft_type")
     if kind == "PROMPT_TUNING":
-        from zhixing.peft.prompt import load_prompt_tuning_peft
         return load_prompt_tuning_peft(model, config, tensors, str(directory))
     if kind != "LORA":
         raise ConfigError(f"{directory}/{CONFIG_FILE}: peft_type {kind!r} is not supported; "
@@ -223,12 +292,8 @@ def load_peft(model: nn.Module, directory: str | Path) -> nn.Module:
                 lora[f"{ours}.{ab}.{part}"] = t
                 break
         else:
-            full = names.canonical(name.replace(".modules_to_save.default.", "."))
-            rule = names.tensor_to_ours.get(full)
-            if rule is None:
+            if not _saved_module_tensors(names, name, t, heads):
                 unknown.append(key)
-            else:
-                heads[rule.ours] = rule.from_hf({rule.theirs[0]: t})
     if unknown:
         raise CheckpointError(f"{directory}/{WEIGHTS_FILE}: {len(unknown)} tensors name no module of this "
                               f"{names.model_type} model (an adapter for another architecture?): "
