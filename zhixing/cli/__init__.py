@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "zhixing.cli.finetune:finetune_cmd",
     "evaluate": "zhixing.cli.finetune:evaluate_cmd",
     "predict": "zhixing.cli.finetune:predict_cmd",
+    "merge": "zhixing.cli.merge:merge_cmd",
     "ngram": "zhixing.cli.ngram:ngram_group",
     "pipeline": "zhixing.cli.pipeline:pipeline_cmd",
     "serve": "zhixing.cli.serve:serve_cmd",
