@@ -92,3 +92,18 @@ def test_cli_keys_and_bad_method(tiny_bert, tmp_path):
     with pytest.raises(ConfigError, match="lora.r=0"):
         finetune(cfg, train_examples=rows(8, 0), dev_examples=rows(4, 1),
                  train_overrides=[f"out_dir={tmp_path}", *FAST])
+
+
+def test_lora_run_resumes_from_its_checkpoint(tiny_bert, tmp_path):
+    cfg = finetune_config("classify", model=str(tiny_bert), max_seq_len=32, method="lora", lora_r=2)
+    base = [f"out_dir={tmp_path}", "lr=1e-2", "batch_size=16", "num_threads=1", "progress=false",
+            "plots=false"]
+    with pytest.warns(UserWarning):
+        finetune(cfg, name="r", train_examples=rows(64, 0), dev_examples=rows(16, 1),
+                 train_overrides=[*base, "max_steps=4"])
+    with pytest.warns(UserWarning):
+        summary = finetune(cfg, name="r", train_examples=rows(64, 0), dev_examples=rows(16, 1),
+                           train_overrides=[*base, "max_steps=8", "resume=true"])
+    assert summary["step"] == 8
+    assert all(".lora_" in k or k.startswith(("pooler.", "classifier."))
+               for k in load_file(tmp_path / "r" / "checkpoints" / "step-8" / "model.safetensors"))
