@@ -104,3 +104,31 @@ def test_bad_targets_and_ranks_are_one_line_errors():
     assert list(lora_layers(model)) == ["layers.1.attn.o"]
     with pytest.raises(ConfigError, match="already has LoRA adapters"):
         add_lora(model, LoRAConfig())
+
+
+@pytest.mark.parametrize("preset,objective", [("gpt-tiny", "CausalLM"), ("bert-tiny", "MaskedLM")])
+def test_pretraining_objectives_train_the_adapters_only(preset, objective):
+    """LoRA under the pretraining objectives (their fused heads read `model.hidden`, which runs through the
+    adapted layers): the loss moves, only A and B receive gradients."""
+    import zhixing.objectives as objectives
+
+    model = model_of(preset, head="lm" if preset == "gpt-tiny" else "mlm")
+    add_lora(model, LoRAConfig(r=4, targets=["all-linear"]))
+    model.train()
+    obj = getattr(objectives, objective)()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 64, (4, 12), generator=g)
+    masked = torch.rand(4, 12, generator=g) > 0.3
+    labels = ids.clone() if preset == "gpt-tiny" else ids.masked_fill(masked, -100)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    first = None
+    for _ in range(15):
+        (loss,) = obj.losses(model, batch)[:1]
+        loss = loss / obj.targets(batch)[0]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is None for n, p in model.named_parameters() if ".lora_" not in n)
+        opt.step()
+    assert loss.item() < first - 0.1
