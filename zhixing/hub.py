@@ -154,7 +154,9 @@ def _load_adapter_run(directory: Path, record: Path, overrides: dict[str, Any]) 
     if not weights.exists():
         raise FileNotFoundError(f"{weights}: missing; an adapter run's model directory holds config.json + "
                                 "model.safetensors (the adapter and the head)")
-    return open_adapter_run(Model.build(cfg), base, info, read_safetensors(weights), str(directory))
+    model = open_adapter_run(Model.build(cfg), base, info, read_safetensors(weights), str(directory))
+    model.base_path = info["base"]  # named in the adapter_config.json that zhixing.peft.save_peft writes
+    return model
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

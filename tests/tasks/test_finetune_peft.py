@@ -107,3 +107,27 @@ def test_lora_run_resumes_from_its_checkpoint(tiny_bert, tmp_path):
     assert summary["step"] == 8
     assert all(".lora_" in k or k.startswith(("pooler.", "classifier."))
                for k in load_file(tmp_path / "r" / "checkpoints" / "step-8" / "model.safetensors"))
+
+
+def test_a_lora_run_exports_to_peft_and_a_missing_base_is_named(tiny_bert, tmp_path):
+    import shutil
+
+    from zhixing.peft import save_peft
+
+    cfg = finetune_config("classify", model=str(tiny_bert), max_seq_len=32, method="lora", lora_r=2)
+    with pytest.warns(UserWarning):
+        finetune(cfg, name="x", train_examples=rows(32, 0), dev_examples=rows(8, 1),
+                 train_overrides=[f"out_dir={tmp_path}", "max_steps=2", *FAST])
+    model = zhixing.load(tmp_path / "x")
+    save_peft(model, tmp_path / "peft")  # PEFT's files, naming the base model
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_bert.resolve()) and config["r"] == 2
+    assert config["target_modules"] == ["query", "value"] and config["task_type"] == "SEQ_CLS"
+    assert (tmp_path / "peft" / "adapter_model.safetensors").is_file()
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_bert, moved)
+    record = json.loads((tmp_path / "x" / "adapter.json").read_text())
+    record["base"] = str(moved / "gone")
+    (tmp_path / "x" / "adapter.json").write_text(json.dumps(record))
+    with pytest.raises(FileNotFoundError, match="the base model .*gone is gone"):
+        zhixing.load(tmp_path / "x")
