@@ -151,3 +151,27 @@ def test_prompt_tuning_both_ways(kind, tmp_path):
         expected = expected[:, 3:]
     back = load_peft(from_hf(tmp_path / "base"), tmp_path / "made").eval()
     torch.testing.assert_close(logits_ours(back, inputs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_prefix_tuning_both_ways(tmp_path):
+    """PEFT's prefix tuning on GPT-2 (past_key_values: the input's positions start after the prefix)."""
+    from zhixing.peft.prompt import PromptConfig, add_prompt
+
+    torch.manual_seed(6)
+    transformers.GPT2LMHeadModel(gpt2_config()).save_pretrained(tmp_path / "base")
+    inputs = {"input_ids": batch(pad_id=0)["input_ids"]}
+    made = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base"),
+                               peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    perturb(made, seed=7)
+    made.save_pretrained(tmp_path / "made")
+    expected = logits_hf(made.eval(), inputs)
+    ours = load_peft(from_hf(tmp_path / "base"), tmp_path / "made").eval()
+    torch.testing.assert_close(logits_ours(ours, inputs), expected, atol=1e-4, rtol=1e-4)
+
+    mine = add_prompt(from_hf(tmp_path / "base"), PromptConfig(kind="prefix", tokens=3))
+    perturb(mine, seed=8)
+    expected = logits_ours(mine.eval(), inputs)
+    save_peft(mine, tmp_path / "mine")
+    base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base")
+    theirs = peft.PeftModel.from_pretrained(base, tmp_path / "mine").eval()
+    torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)

@@ -175,13 +175,42 @@ def _saved_module_tensors(names: _Names, name: str, t: torch.Tensor, heads: dict
     return True
 
 
+def _prefix_layers(model: nn.Module) -> list[nn.Module]:
+    from zhixing.nn.attention import Attention
+
+    return [m for m in model.modules() if isinstance(m, Attention) and not m.cross]
+
+
+def _check_prefix_family(model: nn.Module, what: str) -> None:
+    names = _Names(model)
+    if names.model_type != "gpt2" or model.config.head != "lm":
+        raise ConfigError(f"{what}: PEFT's prefix tuning runs on transformers models that take "
+                          f"past_key_values; zhixing maps it for GPT-2 language models (CAUSAL_LM), "
+                          f"not {names.model_type} with head {model.config.head!r}")
+
+
 def prompt_tuning_peft_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(adapter_config.json dict, tensors) of a prompt-tuned model: `prompt_embeddings` (tokens, dim) and the
-    modules_to_save, which PEFT's prompt-learning models name `base_model.<HF tensor>`."""
+    modules_to_save, which PEFT's prompt-learning models name `base_model.<HF tensor>`. Prefix tuning
+    (GPT-2): `prompt_embeddings` (tokens, layers·2·dim), per layer l the keys then the values, heads in
+    order — PEFT's past_key_values layout."""
     cfg = model.prompt_config
-    if cfg.kind != "prompt_tuning":
-        raise ConfigError(f"PEFT export is implemented for lora and prompt_tuning, not {cfg.kind!r}")
     mc = model.config
+    if cfg.kind == "prefix":
+        _check_prefix_family(model, "prefix export")
+        if cfg.modules_to_save:
+            raise ConfigError("PEFT's CAUSAL_LM prefix tuning holds no modules_to_save; export without them")
+        parts = []
+        for attn in _prefix_layers(model):  # (heads, n, head_dim) -> (n, heads·head_dim), keys then values
+            for t in (attn.prefix.key, attn.prefix.value):
+                parts.append(t.detach().permute(1, 0, 2).reshape(t.size(1), -1))
+        config = {"peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": cfg.tokens,
+                  "token_dim": mc.dim, "num_transformer_submodules": 1, "num_attention_heads": mc.num_heads,
+                  "num_layers": mc.num_layers, "encoder_hidden_size": mc.dim, "prefix_projection": False,
+                  "inference_mode": True, "base_model_name_or_path": getattr(model, "base_path", None)}
+        return config, {"prompt_embeddings": torch.cat(parts, dim=1).contiguous()}
+    if cfg.kind != "prompt_tuning":
+        raise ConfigError(f"PEFT export is implemented for lora, prompt_tuning and prefix, not {cfg.kind!r}")
     tensors = {"prompt_embeddings": model.tok_embed.prompt.prompt_embeddings.detach().clone()}
     saved = _save_modules(model, _Names(model), cfg.modules_to_save, "base_model.", tensors)
     config = {"peft_type": "PROMPT_TUNING", "task_type": TASK_TYPES.get(mc.head),
@@ -212,6 +241,30 @@ def load_prompt_tuning_peft(model: nn.Module, config: dict[str, Any], tensors: d
                                    modules_to_save=sorted({k.rsplit(".", 1)[0] for k in heads})))
     from zhixing.peft.lora import load_adapter_state
     load_adapter_state(model, {"tok_embed.prompt.prompt_embeddings": emb, **heads}, source)
+    return model
+
+
+def load_prefix_peft(model: nn.Module, config: dict[str, Any], tensors: dict[str, torch.Tensor],
+                     source: str) -> nn.Module:
+    from zhixing.peft.prompt import PromptConfig, add_prompt
+
+    _check_prefix_family(model, source)
+    if config.get("prefix_projection"):
+        raise ConfigError(f"{source}: prefix_projection=true (an MLP reparameterisation) is not supported")
+    emb = tensors.get("prompt_embeddings")
+    mc = model.config
+    want = (int(config.get("num_virtual_tokens", 0)), mc.num_layers * 2 * mc.dim)
+    if emb is None or tuple(emb.shape) != want:
+        got = None if emb is None else tuple(emb.shape)
+        raise CheckpointError(f"{source}: prompt_embeddings is {got}, this model needs {want} "
+                              f"(tokens, layers·2·dim) — an adapter for another base model?")
+    n = want[0]
+    add_prompt(model, PromptConfig(kind="prefix", tokens=n))
+    chunks = emb.split(mc.dim, dim=1)
+    with torch.no_grad():
+        for i, attn in enumerate(_prefix_layers(model)):
+            for t, c in ((attn.prefix.key, chunks[2 * i]), (attn.prefix.value, chunks[2 * i + 1])):
+                t.copy_(c.reshape(n, attn.num_heads, attn.head_dim).permute(1, 0, 2))
     return model
 
 
@@ -264,9 +317,11 @@ def load_peft(model: nn.Module, directory: str | Path) -> nn.Module:
     kind = config.get("peft_type")
     if kind == "PROMPT_TUNING":
         return load_prompt_tuning_peft(model, config, tensors, str(directory))
+    if kind == "PREFIX_TUNING":
+        return load_prefix_peft(model, config, tensors, f"{directory}/{WEIGHTS_FILE}")
     if kind != "LORA":
         raise ConfigError(f"{directory}/{CONFIG_FILE}: peft_type {kind!r} is not supported; "
-                          "zhixing loads LORA and PROMPT_TUNING adapters")
+                          "zhixing loads LORA, PROMPT_TUNING and (GPT-2) PREFIX_TUNING adapters")
     for key, ok in (("use_dora", False), ("use_rslora", False), ("bias", "none"), ("rank_pattern", {}),
                     ("alpha_pattern", {})):
         if config.get(key, ok) not in (ok, None):

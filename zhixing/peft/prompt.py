@@ -7,7 +7,8 @@
 - Prefix tuning / P-tuning v2 (Li & Liang 2021; Liu et al. 2022): every attention layer l gets n extra
   trainable keys and values, K_l = [P_l^K; X W_K], V_l = [P_l^V; X W_V]; the queries are the input's own,
   so the output length does not change. This uses the `prefix` hook of zhixing.nn.attention.Attention
-  (one `is None` test on the fast path when unused).
+  (one `is None` test on the fast path when unused). The input's positions start at n, as when the
+  prefix is a past_key_values cache in transformers (what PEFT and P-tuning v2's code do).
 
 Virtual tokens are added by forward hooks on the model: the pre-hook lengthens input_ids / attention_mask /
 token_type_ids / token labels by n, the token embedding puts P at the first n positions, and the
@@ -18,6 +19,7 @@ in PEFT. They cover the model's `forward` (what fine-tuning tasks call), not `hi
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -136,6 +138,11 @@ def add_prompt(model: nn.Module, config: PromptConfig) -> nn.Module:
         for _, attn in _self_attentions(model):
             attn.prefix = LayerPrefix(attn.num_kv_heads, n, attn.head_dim, config.init_std).to(
                 next(attn.parameters()).device)
+        if not model.config.position_offset and model.config.position != "none":  # RoBERTa: its own rule
+            if n + 1 > model.config.max_seq_len:
+                raise ConfigError(f"prefix.tokens={n} leaves no positions in "
+                                  f"max_seq_len={model.config.max_seq_len}")
+            model._prompt_hooks = (model.register_forward_pre_hook(_prefix_positions, with_kwargs=True),)
     else:
         if model.config.position_offset:
             raise ConfigError("prompt tuning on RoBERTa-style positions (position_offset) is not supported")
@@ -159,10 +166,7 @@ def add_prompt(model: nn.Module, config: PromptConfig) -> nn.Module:
 
 def _lengthen(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     n = model.prompt_config.tokens
-    names = ("input_ids", "attention_mask", "token_type_ids")
-    kwargs = dict(kwargs)
-    for name, value in zip(names, args):  # positional arguments by the models' common order
-        kwargs[name] = value
+    kwargs = _as_keywords(model, args, kwargs)
     args = ()
     if kwargs.get("cache") is not None:
         raise ConfigError("prompt tuning does not support decoding with a KV cache")
@@ -184,6 +188,27 @@ def _lengthen(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]
     return args, kwargs
 
 
+def _as_keywords(model: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """The call's arguments by name (the families order their positional arguments differently)."""
+    if not args:
+        return dict(kwargs)
+    return dict(inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments)
+
+
+def _prefix_positions(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Prefix tuning: the input's positions start after the n prefix positions (n..n+t-1), as when the
+    prefix is a past_key_values cache in transformers (PEFT, P-tuning v2's code)."""
+    kwargs = _as_keywords(model, args, kwargs)
+    if kwargs.get("position_ids") is not None:
+        return (), kwargs
+    ids = kwargs["input_ids"]
+    cache = kwargs.get("cache")
+    past = cache.length if cache is not None else 0
+    start = past + model.prompt_config.tokens
+    kwargs["position_ids"] = torch.arange(start, start + ids.size(1), device=ids.device)[None].expand_as(ids)
+    return (), kwargs
+
+
 def _shorten(model: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
     n = model.prompt_config.tokens
     out.last_hidden_state = out.last_hidden_state[:, n:]
@@ -196,9 +221,9 @@ def remove_prompt(model: nn.Module) -> nn.Module:
     """The plain model again (the soft prompt dropped), in place."""
     if isinstance(model.tok_embed, PromptedEmbedding):
         model.tok_embed = model.tok_embed.embed
-        for h in model._prompt_hooks:
-            h.remove()
-        del model._prompt_hooks
+    for h in getattr(model, "_prompt_hooks", ()):
+        h.remove()
+    model._prompt_hooks = ()
     for _, attn in _self_attentions(model):
         attn.prefix = None
     model.requires_grad_(True)
