@@ -1,9 +1,11 @@
 """Parameter-efficient fine-tuning on all-MiniLM-L6-v2: what each method trains and costs, and what it scores.
-(Not named peft.py: a script here of that name would shadow the `peft` package for scripts run from benchmarks/.)
+(Not named peft.py: a script of that name would shadow the `peft` package for scripts run from benchmarks/.)
 
     cd benchmarks
-    flock /tmp/zhixing-cpu.lock ../.venv/bin/python peft_methods.py cost --threads 2 --rounds 3 --steps 10
-    flock /tmp/zhixing-cpu.lock ../.venv/bin/python peft_methods.py accuracy --limit 4000 --epochs 2 --threads 2
+    flock /tmp/zhixing-cpu.lock ../.venv/bin/python peft_methods.py cost --threads 2 --rounds 3 \
+        --steps 10
+    flock /tmp/zhixing-cpu.lock ../.venv/bin/python peft_methods.py accuracy --limit 4000 --epochs 2 \
+        --threads 2
 
 `cost`: for full fine-tuning, LoRA (r 8, α 16, query+value), P-tuning v2 prefixes (20 per layer) and prompt
 tuning (20 virtual tokens), each with the classification head (pooler + classifier) trained in full:
