@@ -89,3 +89,26 @@ def test_bad_prompt_settings():
         PromptConfig(kind="prefx")
     with pytest.raises(ConfigError, match="modules_to_save 'head'"):
         add_prompt(model_of("bert-tiny"), PromptConfig(modules_to_save=["head"]))
+
+
+@pytest.mark.parametrize("preset", ["bert-tiny", "gpt-tiny", "electra-tiny"])
+@pytest.mark.parametrize("method", ["lora", "prefix", "prompt_tuning", "ptuning"])
+def test_every_method_on_every_classifier_family(preset, method):
+    """What `zhixing finetune method=...` does to a classifier: the adapters and the head train, nothing
+    else; a loss flows (ELECTRA's embeddings are narrower than its layers: the prompt has their width)."""
+    from zhixing.peft.runs import apply_method
+
+    kw = {"embed_dim": 16} if preset == "electra-tiny" else {}
+    model = model_of(preset, head="seq_cls", num_labels=3, **kw)
+    settings = {"r": 2} if method == "lora" else {"tokens": 3}
+    apply_method(model, method, settings)
+    model.train()
+    out = model(torch.randint(3, 64, (2, 6)), torch.ones(2, 6, dtype=torch.long), labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3)
+    out.loss.backward()
+    heads = ("score.",) if preset == "gpt-tiny" else ("classifier.", "pooler.")
+    for name, p in model.named_parameters():
+        adapter = ".lora_" in name or ".prefix." in name or name.startswith("tok_embed.prompt.")
+        assert p.requires_grad == (adapter or name.startswith(heads)), name
+        assert (p.grad is not None) == p.requires_grad, name
+    assert set(model.saved_keys) == {n for n, p in model.named_parameters() if p.requires_grad}

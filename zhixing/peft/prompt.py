@@ -149,8 +149,8 @@ def add_prompt(model: nn.Module, config: PromptConfig) -> nn.Module:
         if n + 1 > model.config.max_seq_len:
             raise ConfigError(f"{config.kind}.tokens={n} leaves no room in "
                               f"max_seq_len={model.config.max_seq_len}")
-        prompt = PromptEncoder(n, model.config.dim, config.kind, config.encoder, config.hidden,
-                               config.init_std)
+        width = model.tok_embed.weight.size(1)  # ELECTRA's embeddings may be narrower than the model
+        prompt = PromptEncoder(n, width, config.kind, config.encoder, config.hidden, config.init_std)
         model.tok_embed = PromptedEmbedding(model.tok_embed, prompt.to(model.tok_embed.weight.device))
         model._prompt_hooks = (model.register_forward_pre_hook(_lengthen, with_kwargs=True),
                                model.register_forward_hook(_shorten, with_kwargs=True))
