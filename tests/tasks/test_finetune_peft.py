@@ -131,3 +131,13 @@ def test_a_lora_run_exports_to_peft_and_a_missing_base_is_named(tiny_bert, tmp_p
     (tmp_path / "x" / "adapter.json").write_text(json.dumps(record))
     with pytest.raises(FileNotFoundError, match="the base model .*gone is gone"):
         zhixing.load(tmp_path / "x")
+
+
+def test_exporting_an_adapter_run_to_transformers_says_what_to_do(tiny_bert, tmp_path):
+    cfg = finetune_config("classify", model=str(tiny_bert), max_seq_len=32, method="lora", lora_r=2)
+    with pytest.warns(UserWarning):
+        finetune(cfg, name="e", train_examples=rows(32, 0), dev_examples=rows(8, 1),
+                 train_overrides=[f"out_dir={tmp_path}", "max_steps=2", *FAST])
+    result = CliRunner().invoke(main, ["convert", "--to-hf", str(tmp_path / "e"),
+                                       "--out", str(tmp_path / "hf")])
+    assert result.exit_code != 0 and "zhixing merge RUN --out DIR" in result.output
