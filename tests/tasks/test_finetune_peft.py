@@ -133,11 +133,18 @@ def test_a_lora_run_exports_to_peft_and_a_missing_base_is_named(tiny_bert, tmp_p
         zhixing.load(tmp_path / "x")
 
 
-def test_exporting_an_adapter_run_to_transformers_says_what_to_do(tiny_bert, tmp_path):
+def test_converting_an_adapter_run_writes_peft_files(tiny_bert, tmp_path):
+    from zhixing.config import ConfigError
+    from zhixing.interop import to_hf
+
     cfg = finetune_config("classify", model=str(tiny_bert), max_seq_len=32, method="lora", lora_r=2)
     with pytest.warns(UserWarning):
         finetune(cfg, name="e", train_examples=rows(32, 0), dev_examples=rows(8, 1),
                  train_overrides=[f"out_dir={tmp_path}", "max_steps=2", *FAST])
     result = CliRunner().invoke(main, ["convert", "--to-hf", str(tmp_path / "e"),
                                        "--out", str(tmp_path / "hf")])
-    assert result.exit_code != 0 and "zhixing merge RUN --out DIR" in result.output
+    assert result.exit_code == 0 and "PEFT LORA adapter" in result.output, result.output
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["adapter_config.json",
+                                                                    "adapter_model.safetensors"]
+    with pytest.raises(ConfigError, match="zhixing merge RUN --out DIR"):  # a plain HF model it cannot be
+        to_hf(zhixing.load(tmp_path / "e"), tmp_path / "plain")
