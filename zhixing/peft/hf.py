@@ -42,7 +42,8 @@ class _Names:
         cfg = model.config
         self.family, self.model_type = family_for_config(cfg)
         prefix = self.family.prefix(self.model_type)
-        unique = {k: v for k, v in model.state_dict().items() if k in _unique_names(model)}
+        keep = _unique_names(model)
+        unique = {b: v for k, v in model.state_dict().items() if (b := _base_key(k)) in keep}
         rules = check_rules(unique, self.family.rules(cfg), self.model_type)
         self.rules = {r.ours: r for r in rules}
 
