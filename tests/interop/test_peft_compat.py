@@ -209,3 +209,31 @@ def test_minilm_lora_adapter_loads_in_peft():
     keep = mask.bool()
     assert (mine[keep] - plain[keep]).abs().max() > 0.1
     torch.testing.assert_close(theirs[keep], mine[keep], atol=1e-4, rtol=1e-4)
+
+
+def test_ptuning_both_ways(tmp_path):
+    """PEFT's P_TUNING files hold the prompt encoder's output (what its inference mode uses): zhixing exports
+    its P-tuning prompts that way and loads PEFT's as fixed virtual tokens."""
+    from zhixing.peft.prompt import PromptConfig, add_prompt
+
+    torch.manual_seed(9)
+    cls = transformers.BertForSequenceClassification
+    cls(bert_config(num_labels=3)).save_pretrained(tmp_path / "base")
+    inputs = batch(pad_id=0)
+    mine = add_prompt(from_hf(tmp_path / "base"), PromptConfig(kind="ptuning", tokens=4, encoder="lstm",
+                                                                modules_to_save=["classifier"]))
+    perturb(mine, seed=10)
+    expected = logits_ours(mine.eval(), inputs)
+    save_peft(mine, tmp_path / "mine")
+    theirs = peft.PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base"), tmp_path / "mine").eval()
+    torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)
+
+    made = peft.get_peft_model(cls.from_pretrained(tmp_path / "base"),
+                               peft.PromptEncoderConfig(task_type="SEQ_CLS", num_virtual_tokens=3,
+                                                        encoder_hidden_size=16))
+    perturb(made, seed=11)
+    made.save_pretrained(tmp_path / "made")
+    reloaded = peft.PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base"), tmp_path / "made")
+    reloaded.eval()
+    back = load_peft(from_hf(tmp_path / "base"), tmp_path / "made").eval()
+    torch.testing.assert_close(logits_ours(back, inputs), logits_hf(reloaded, inputs), atol=1e-4, rtol=1e-4)

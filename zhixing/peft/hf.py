@@ -210,11 +210,15 @@ def prompt_tuning_peft_state(model: nn.Module) -> tuple[dict[str, Any], dict[str
                   "num_layers": mc.num_layers, "encoder_hidden_size": mc.dim, "prefix_projection": False,
                   "inference_mode": True, "base_model_name_or_path": getattr(model, "base_path", None)}
         return config, {"prompt_embeddings": torch.cat(parts, dim=1).contiguous()}
-    if cfg.kind != "prompt_tuning":
-        raise ConfigError(f"PEFT export is implemented for lora, prompt_tuning and prefix, not {cfg.kind!r}")
-    tensors = {"prompt_embeddings": model.tok_embed.prompt.prompt_embeddings.detach().clone()}
+    # P-tuning: PEFT saves its prompt encoder's output, the virtual tokens themselves (what its inference
+    # mode uses), so the trained encoder is folded into fixed vectors on export.
+    with torch.no_grad():
+        tensors = {"prompt_embeddings": model.tok_embed.prompt().detach().clone()}
     saved = _save_modules(model, _Names(model), cfg.modules_to_save, "base_model.", tensors)
-    config = {"peft_type": "PROMPT_TUNING", "task_type": TASK_TYPES.get(mc.head),
+    kind = {"prompt_tuning": "PROMPT_TUNING", "ptuning": "P_TUNING"}[cfg.kind]
+    extra = {"encoder_reparameterization_type": cfg.encoder.upper(), "encoder_num_layers": 2,
+             "encoder_hidden_size": cfg.hidden or mc.dim} if cfg.kind == "ptuning" else {}
+    config = {"peft_type": kind, **extra, "task_type": TASK_TYPES.get(mc.head),
               "num_virtual_tokens": cfg.tokens, "token_dim": mc.dim, "num_transformer_submodules": 1,
               "num_attention_heads": mc.num_heads, "num_layers": mc.num_layers,
               "prompt_tuning_init": "RANDOM", "inference_mode": True, "modules_to_save": saved or None,
@@ -316,13 +320,13 @@ def load_peft(model: nn.Module, directory: str | Path) -> nn.Module:
     export of it); an adapter for another base is a CheckpointError naming the mismatching shapes."""
     config, tensors = read_peft(directory)
     kind = config.get("peft_type")
-    if kind == "PROMPT_TUNING":
+    if kind in ("PROMPT_TUNING", "P_TUNING"):  # P_TUNING files hold the encoder's output: fixed vectors
         return load_prompt_tuning_peft(model, config, tensors, str(directory))
     if kind == "PREFIX_TUNING":
         return load_prefix_peft(model, config, tensors, f"{directory}/{WEIGHTS_FILE}")
     if kind != "LORA":
         raise ConfigError(f"{directory}/{CONFIG_FILE}: peft_type {kind!r} is not supported; "
-                          "zhixing loads LORA, PROMPT_TUNING and (GPT-2) PREFIX_TUNING adapters")
+                          "zhixing loads LORA, PROMPT_TUNING, P_TUNING and (GPT-2) PREFIX_TUNING adapters")
     for key, ok in (("use_dora", False), ("use_rslora", False), ("bias", "none"), ("rank_pattern", {}),
                     ("alpha_pattern", {})):
         if config.get(key, ok) not in (ok, None):
