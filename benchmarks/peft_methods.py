@@ -107,7 +107,7 @@ def accuracy(args) -> None:
     if args.limit:
         random.Random(args.seed).shuffle(train)
         train = train[:args.limit]
-    dev = read_table(DATA / "sst2/dev.tsv")
+    dev = read_table(DATA / "sst2/dev.tsv")[:args.limit_dev or None]
     out = args.out or tempfile.mkdtemp(prefix="zx-peft-")
     for m in args.methods.split(","):
         s = METHODS[m]
@@ -142,6 +142,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10, help="cost: timed steps per method per round")
     p.add_argument("--limit", type=int, default=0, help="accuracy: a seeded subset of train (0 = all)")
+    p.add_argument("--limit-dev", type=int, default=0, help="accuracy: the first N dev sentences (smoke test)")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default="full,lora,prefix,prompt_tuning")
