@@ -142,7 +142,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10, help="cost: timed steps per method per round")
     p.add_argument("--limit", type=int, default=0, help="accuracy: a seeded subset of train (0 = all)")
-    p.add_argument("--limit-dev", type=int, default=0, help="accuracy: the first N dev sentences (smoke test)")
+    p.add_argument("--limit-dev", type=int, default=0, help="accuracy: first N dev sentences")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default="full,lora,prefix,prompt_tuning")
