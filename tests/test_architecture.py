@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("device", "nn", "tokenizers"),
     ("models", "data"),
     ("interop", "ngram", "quant"),
+    ("peft",),
     ("hub",),
     ("objectives",),
     ("train",),

@@ -117,8 +117,13 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
         model = load_quantized(directory, data, **config_overrides)
     elif "arch" in data:
         from zhixing.models.base import Model
+        from zhixing.peft.runs import find_record
 
-        model = Model.from_pretrained(directory, **config_overrides)
+        record = find_record(directory)
+        if record is not None:  # a run of a parameter-efficient method: base model + its saved adapter
+            model = _load_adapter_run(directory, record, config_overrides)
+        else:
+            model = Model.from_pretrained(directory, **config_overrides)
     elif "model_type" in data:
         from zhixing.interop import from_hf
 
@@ -137,6 +142,27 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
     else:
         model.tokenizer = None
     return model.eval()
+
+
+def _load_adapter_run(directory: Path, record: Path, overrides: dict[str, Any]) -> Model:
+    """The model of an adapter run (zhixing.peft.runs): its base model loaded, the adapter put on it, and
+    the run's trained tensors (adapters + head) from model.safetensors."""
+    from zhixing.config import ModelConfig
+    from zhixing.models.base import Model, read_safetensors
+    from zhixing.peft.runs import base_path, open_adapter_run
+
+    info = read_json_object(record)
+    base = load(base_path(info, str(record)))
+    cfg = ModelConfig.load(directory)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    weights = directory / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: missing; an adapter run's model directory holds config.json + "
+                                "model.safetensors (the adapter and the head)")
+    model = open_adapter_run(Model.build(cfg), base, info, read_safetensors(weights), str(directory))
+    model.base_path = info["base"]  # named in the adapter_config.json that zhixing.peft.save_peft writes
+    return model
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

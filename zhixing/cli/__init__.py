@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "distill": "zhixing.cli.distill:distill_cmd",
     "evaluate": "zhixing.cli.finetune:evaluate_cmd",
     "predict": "zhixing.cli.finetune:predict_cmd",
+    "merge": "zhixing.cli.merge:merge_cmd",
     "ngram": "zhixing.cli.ngram:ngram_group",
     "pipeline": "zhixing.cli.pipeline:pipeline_cmd",
     "serve": "zhixing.cli.serve:serve_cmd",

@@ -34,6 +34,7 @@ def convert_cmd(from_hf_dir: str | None, to_hf_dir: str | None, out: Path, head:
     \b
     zhixing convert --from-hf path/to/bert --out models/bert      HF (bert/roberta/gpt2/llama) -> zhixing
     zhixing convert --to-hf runs/gpt/best --out export/gpt       zhixing -> HF (transformers loads it)
+    zhixing convert --to-hf runs/sst2-lora --out export/adapter  an adapter run -> PEFT's adapter files
 
     Tokenizer files found next to the weights are copied along. Files are written to a temporary
     directory and moved in when complete; a failed conversion leaves nothing behind.
@@ -60,12 +61,20 @@ def convert_cmd(from_hf_dir: str | None, to_hf_dir: str | None, out: Path, head:
             from zhixing.hub import load
 
             model = load(to_hf_dir)  # attaches the tokenizer, which to_hf saves along
-            to_hf(model, out)
             import json
 
-            arch = json.loads((out / "config.json").read_text())["architectures"][0]
-            what = f"{to_hf_dir} -> Hugging Face {arch}"
-            saved = ["tokenizer.json"] if model.tokenizer is not None else []
+            if getattr(model, "lora_config", None) is not None or getattr(model, "prompt_config", None):
+                from zhixing.peft import save_peft  # an adapter run: the adapter, in PEFT's format
+
+                save_peft(model, out)
+                kind = json.loads((out / "adapter_config.json").read_text())["peft_type"]
+                what = f"{to_hf_dir} -> PEFT {kind} adapter (base: {getattr(model, 'base_path', '?')})"
+                saved = []
+            else:
+                to_hf(model, out)
+                arch = json.loads((out / "config.json").read_text())["architectures"][0]
+                what = f"{to_hf_dir} -> Hugging Face {arch}"
+                saved = ["tokenizer.json"] if model.tokenizer is not None else []
     except (ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError) as e:
         if created:
             shutil.rmtree(out, ignore_errors=True)

@@ -16,9 +16,13 @@ Examples:
       --test conll2003/test.txt scheme=bioes layer_decay=0.9
   zhixing finetune --task qa --model runs/bert --train cmrc2018_trial.json --dev cmrc2018_dev.json \\
       max_seq_len=384 doc_stride=128
+  zhixing finetune --task classify --model MODEL_DIR --train train.tsv --dev dev.tsv \\
+      method=lora lora.r=8 lora.alpha=16 lora.targets=query,value       (or method=prefix prefix.tokens=20)
 \b
 Keys: task settings (epochs, max_seq_len, layer_decay, class_weights, metric, scheme, doc_stride, ...),
 train.* (the loop: lr, batch_size, warmup_steps, early_stopping_patience, seed, device, ...) and name=.
+  Parameter-efficient: method=full|lora|prompt_tuning|ptuning|prefix, lora.r, lora.alpha, lora.dropout,
+  lora.targets, prompt_tuning.tokens / ptuning.tokens / prefix.tokens, ptuning.encoder=mlp|lstm
   Finding hyperparameters: --find-lr (range test), seeds=3 (mean ± std),
   --search --trials 20 search.lr=1e-5:3e-4:log search.batch_size=16,32 search.epochs=2:5:int
 """
@@ -31,6 +35,7 @@ def split_overrides(task: str, items: tuple[str, ...]
     """key=value items -> (task settings, train.* overrides without the prefix, name, search.* space)."""
     from zhixing.config import nearest
     from zhixing.tasks import get_task
+    from zhixing.tasks.base import PEFT_KEYS
     from zhixing.train.config import TrainConfig
 
     keys = [k for k in get_task(task).config.field_names() if k != "task"]
@@ -39,6 +44,7 @@ def split_overrides(task: str, items: tuple[str, ...]
         if "=" not in item:
             raise click.BadParameter(f"{item!r}: expected key=value, e.g. epochs=2 or train.lr=3e-5")
         key, value = (s.strip() for s in item.split("=", 1))
+        key = PEFT_KEYS.get(key, key)  # lora.r=8 -> lora_r
         if key == "name":
             name = value
         elif key.startswith("search."):

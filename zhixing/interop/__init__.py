@@ -119,6 +119,10 @@ def from_hf(source: Any, *, head: str | None = None, **overrides: Any) -> Model:
 def hf_state_dict(model: Model) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(HF config dict with `architectures`, HF state dict with full names) for one of our models."""
     cfg = model.config
+    if getattr(model, "lora_config", None) is not None or getattr(model, "prompt_config", None) is not None:
+        raise ConfigError("this model carries a parameter-efficient adapter (zhixing.peft); export the "
+                          "adapter in PEFT's format (zhixing.peft.save_peft) beside the base model's "
+                          "export, or fold a LoRA run into a plain model first (zhixing merge RUN --out DIR)")
     family, model_type = family_for_config(cfg)
     fields = family.config_to_hf(cfg)  # first: it names every setting HF cannot express
     hf = {"architectures": [family.architecture(model_type, cfg.head)], **fields}

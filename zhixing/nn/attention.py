@@ -237,6 +237,9 @@ class Attention(nn.Module):
         else:
             self.qkv = nn.Linear(dim, q_out + 2 * kv_out, bias=bias)
         self.o = nn.Linear(q_out, dim, bias=bias)
+        # Prefix tuning (zhixing.peft.prompt): a module returning extra keys and values, each
+        # (kv_heads, n, head_dim), that every query may attend to; None (the default) costs one test.
+        self.prefix: nn.Module | None = None
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
@@ -274,11 +277,27 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.update(k, v, at)
+            if self.prefix is not None:
+                k, v, mask, causal = self._add_prefix(k, v, mask, causal, t)
         out, weights = self._attend(q, k, v, mask, causal, need_weights)
         out = out.transpose(1, 2).reshape(b, t, h * d)  # concatenate the heads
         if packing is not None:
             out = packing.pack(out)
         return self.o(out), weights
+
+    def _add_prefix(self, k, v, mask, causal: bool, t: int):
+        """Keys/values with the prefix in front, and the mask widened to let every query see it (an
+        explicit mask then: the kernels' own causal triangle assumes as many keys as queries)."""
+        pk, pv = self.prefix()
+        b, n = k.size(0), pk.size(1)
+        k = torch.cat([pk.to(k.dtype)[None].expand(b, -1, -1, -1), k], dim=2)
+        v = torch.cat([pv.to(v.dtype)[None].expand(b, -1, -1, -1), v], dim=2)
+        k_len = k.size(2) - n
+        if mask is None and causal:
+            mask = torch.ones(t, k_len, dtype=torch.bool, device=k.device).tril(k_len - t)[None, None]
+        if mask is not None:
+            mask = F.pad(mask, (n, 0), value=True)
+        return k, v, mask, False
 
     def _attend(self, q, k, v, mask, causal: bool, need_weights: bool):
         p = self.dropout if self.training else 0.0

@@ -40,6 +40,14 @@ class FinetuneConfig(Config):
     limit_train: int = 0  # use the first N training examples (0 = all)
     limit_dev: int = 0  # use the first N dev examples (0 = all)
     seeds: int = 1  # train with seeds 0 … seeds-1 (runs <name>-seed<k>), report mean ± std, name the best
+    # Parameter-efficient methods (zhixing.peft; command-line keys lora.r, prefix.tokens, ...: PEFT_KEYS)
+    method: str = "full"  # full | lora | prompt_tuning | ptuning | prefix
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: float = 16.0  # LoRA scale numerator: updates are scaled by alpha / r
+    lora_dropout: float = 0.1  # dropout on the LoRA input (Hu et al.'s GLUE setting)
+    lora_targets: str = ""  # layers to adapt: query,value (default for encoders), qkv (decoders), all-linear
+    prompt_tokens: int = 20  # virtual tokens (prompt_tuning, ptuning) or prefix length (prefix)
+    ptuning_encoder: str = "mlp"  # P-tuning's prompt encoder: mlp | lstm
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 8:
@@ -50,6 +58,26 @@ class FinetuneConfig(Config):
             raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        methods = ("full", "lora", "prompt_tuning", "ptuning", "prefix")
+        if self.method not in methods:
+            raise ConfigError(f"method={self.method!r}: expected one of {', '.join(methods)}")
+
+    def method_settings(self) -> dict[str, Any]:
+        """The settings of the parameter-efficient method (zhixing.peft.runs.apply_method)."""
+        if self.method == "lora":
+            targets = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+            return {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                    "targets": targets}
+        if self.method == "ptuning":
+            return {"tokens": self.prompt_tokens, "encoder": self.ptuning_encoder}
+        return {"tokens": self.prompt_tokens}
+
+
+# Command-line names of the method settings (`zhixing finetune ... method=lora lora.r=8`) -> fields.
+PEFT_KEYS = {"lora.r": "lora_r", "lora.alpha": "lora_alpha", "lora.dropout": "lora_dropout",
+             "lora.targets": "lora_targets", "prompt_tuning.tokens": "prompt_tokens",
+             "ptuning.tokens": "prompt_tokens", "prefix.tokens": "prompt_tokens",
+             "ptuning.encoder": "ptuning_encoder"}
 
 
 @dataclass

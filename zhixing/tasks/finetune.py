@@ -50,6 +50,9 @@ def default_epochs(steps_per_epoch: int) -> int:
     return int(min(10, max(2, math.ceil(TARGET_STEPS / max(1, steps_per_epoch)))))
 
 
+# Default rates of the parameter-efficient methods, from their papers' GLUE settings: LoRA 5e-4 (Hu et al.,
+# RoBERTa-base), prefixes 1e-2 (P-tuning v2), soft prompts 1e-2; only the adapters and the head train.
+METHOD_LR = {"lora": 5e-4, "prefix": 1e-2, "ptuning": 1e-2, "prompt_tuning": 1e-2}
 TARGET_STEPS = 1500  # optimizer steps the default epochs aim for
 DEFAULT_PATIENCE = 3  # evaluations without improvement before early stopping, when a dev set is given
 
@@ -208,6 +211,12 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     elif labels is not None and model.config.label_names and list(model.config.label_names) != labels:
         raise ConfigError(f"the model's labels {model.config.label_names} differ from the training data's "
                           f"{labels}")
+    more_records: dict[str, Any] = dict(records or {})
+    if cfg.method != "full":  # a parameter-efficient method: frozen model + adapters, the head trained
+        from zhixing.peft.runs import ADAPTER_RECORD, apply_method, record
+
+        apply_method(model, cfg.method, cfg.method_settings())
+        more_records[ADAPTER_RECORD] = record(model, cfg.model)
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; fine-tuning needs its tokenizer")
@@ -223,7 +232,7 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     steps = train_cfg.max_steps if "max_steps" in given else max(1, round(cfg.epochs * per_epoch))
     fill: dict[str, Any] = {"max_steps": steps}
     if "lr" not in given:
-        fill["lr"] = chosen["lr"] = default_lr(model.config.dim)
+        fill["lr"] = chosen["lr"] = METHOD_LR.get(cfg.method) or default_lr(model.config.dim)
     if "early_stopping_patience" not in given and dev_ex:
         fill["early_stopping_patience"] = chosen["early_stopping_patience"] = DEFAULT_PATIENCE
     if "warmup_steps" not in given:
@@ -237,7 +246,7 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
         objective = make_objective(feats, objective.evaluator, objective.metric,
                                    getattr(objective, "weights", None))
     run = RunDir(Path(train_cfg.out_dir) / name, tokenizer=tokenizer,
-                 records={RunDir.TASK: cfg.to_dict(), **(records or {})})
+                 records={RunDir.TASK: cfg.to_dict(), **more_records})
     lr_scale = layer_scale(model.config.num_layers, cfg.layer_decay) if cfg.layer_decay < 1 else None
     trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale, callbacks=callbacks)
     return FinetuneJob(task, cfg, trainer, run, tokenizer, labels, train_ex, dev_ex, feats, examples, chosen)
@@ -275,6 +284,9 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
         best = load_run(run.path)[0].to(trainer.device)
         summary["test"] = {k: v for k, v in task.evaluate(best, tokenizer, test_ex, cfg).items()
                            if v is not None}
+    trainable = sum(p.numel() for p in trainer.raw.parameters() if p.requires_grad)
+    summary.update(method=cfg.method, trainable_parameters=trainable,
+                   total_parameters=trainer.raw.num_parameters())
     summary.update(task=cfg.task, metric=trainer.objective.metric, run_dir=str(run.path), defaults=job.chosen,
                    train_examples=len(job.train_ex), train_features=len(job.feats),
                    dev_examples=len(job.dev_ex))
@@ -373,6 +385,32 @@ def load_task_run(path: str | Path, task: str | None = None) -> tuple[Any, Task,
         raise ConfigError(f"{path}: no task.json and head {model.config.head!r} is not a task head; "
                           "pass --task")
     return model, spec, spec.config(task=spec.name)
+
+
+def merge_run(run: str | Path, out: str | Path) -> Path:
+    """Write a LoRA run's model with its updates folded into the weights (a plain model: no adapter, no
+    reference to the base) to `out`, with the tokenizer and the run's task.json. Soft prompts cannot be
+    folded into weights: a ConfigError."""
+    from zhixing.hub import load
+    from zhixing.io import atomic_write_json, staged_dir
+    from zhixing.peft import remove_lora
+
+    model = load(run)
+    if getattr(model, "lora_config", None) is None:
+        what = "soft prompts, which live outside the weights" if getattr(model, "prompt_config", None) \
+            else "no adapter"
+        raise ConfigError(f"{run}: merge folds LoRA updates into the weights; this run has {what}")
+    remove_lora(model)
+    model.saved_keys = None
+    source = RunDir.containing(run)
+    task = source.read_task() if source is not None else None
+    with staged_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        if model.tokenizer is not None:
+            model.tokenizer.save(tmp)
+        if task is not None:
+            atomic_write_json(tmp / RunDir.TASK, task)
+    return Path(out)
 
 
 def load_run(path: str | Path) -> tuple[Any, FinetuneConfig | None]:

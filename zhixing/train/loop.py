@@ -281,11 +281,17 @@ class Trainer:
                     f"has {info.world_size}; the per-rank data order would change, the resume would not be "
                     f"exact. Resume with --nproc_per_node={state.get('world_size', 1)}"
                 )
-            self.raw.load_weights(model_state, source="checkpoint")
+            if getattr(self.raw, "saved_keys", None):  # an adapter run's checkpoint: the trained tensors
+                from zhixing.peft.lora import load_adapter_state
+                load_adapter_state(self.raw, model_state, "checkpoint")
+            else:
+                self.raw.load_weights(model_state, source="checkpoint")
         self.raw.to(self.device)
         self.raw.train()
         # Names saved to safetensors: tied tensors once (taken before wrapping changes the modules).
-        self.save_keys = list(self.raw.unique_state_dict())
+        # A model wrapped by a parameter-efficient method (zhixing.peft) names the tensors it trains:
+        # its runs save those (adapters + head), not a copy of the frozen base model.
+        self.save_keys = list(getattr(self.raw, "saved_keys", None) or self.raw.unique_state_dict())
         module: nn.Module = ObjectiveModule(self.raw, self.objective)
         strategy = "fsdp" if cfg.distributed == "fsdp" else "ddp"
         # Under FSDP the wrapper is the root that owns the sharded state (names "model.*"); else the model.

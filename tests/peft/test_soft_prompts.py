@@ -1,0 +1,114 @@
+"""Soft prompts on zhixing's models: prompt tuning / P-tuning prepend virtual tokens (outputs keep the
+caller's shapes, only the prompt trains), prefix tuning's extra keys/values equal a KV cache holding them
+(GPT) and agree between the fused and the reference attention with padding (BERT)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zhixing.errors import ConfigError
+from zhixing.models import build_model
+from zhixing.peft.prompt import PromptConfig, add_prompt, remove_prompt
+
+TINY = dict(vocab_size=64, dim=32, num_layers=2, num_heads=4, max_seq_len=32, dropout=0.0, attn_dropout=0.0)
+
+
+def model_of(preset, **kw):
+    torch.manual_seed(0)
+    return build_model(preset, **{**TINY, **kw}).eval()
+
+
+@pytest.mark.parametrize("kind,encoder", [("prompt_tuning", "mlp"), ("ptuning", "mlp"), ("ptuning", "lstm")])
+def test_virtual_tokens_train_alone_and_keep_shapes(kind, encoder):
+    model = model_of("bert-tiny", head="token_cls", num_labels=3)
+    ids, mask = torch.randint(3, 64, (2, 6)), torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    with torch.no_grad():
+        before = model(ids, mask).logits
+    add_prompt(model, PromptConfig(kind=kind, tokens=4, encoder=encoder, modules_to_save=["classifier"]))
+    model.train()
+    labels = torch.randint(0, 3, (2, 6))
+    out = model(ids, mask, labels=labels)
+    assert out.logits.shape == (2, 6, 3) and out.last_hidden_state.shape == (2, 6, 32)
+    out.loss.backward()
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(n.startswith(("tok_embed.prompt.", "classifier.")) for n in trained)
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    assert model.layers[0].attn.qkv.weight.grad is None
+    with torch.no_grad():
+        assert (model.eval()(ids, mask).logits - before).abs().max() > 1e-4  # the prompt changes the function
+    remove_prompt(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask).logits, before)
+
+
+def test_gpt_prefix_equals_a_cache_holding_it():
+    model = model_of("gpt-tiny")
+    add_prompt(model, PromptConfig(kind="prefix", tokens=3))
+    with torch.no_grad():
+        for attn in (layer.attn for layer in model.layers):
+            attn.prefix.key.normal_()
+            attn.prefix.value.normal_()
+    ids = torch.randint(3, 64, (2, 5))
+    with torch.no_grad():
+        ours = model(ids).logits
+        cache = model.new_cache()
+        for layer, slot in zip(model.layers, cache.layers):
+            slot.update(layer.attn.prefix.key[None].expand(2, -1, -1, -1),
+                        layer.attn.prefix.value[None].expand(2, -1, -1, -1), 0)
+        cache.advance(3)
+        prefixes = [layer.attn.prefix for layer in model.layers]
+        for layer in model.layers:
+            layer.attn.prefix = None
+        cached = model(ids, position_ids=torch.arange(3, 8)[None].expand(2, 5), cache=cache).logits
+        for layer, p in zip(model.layers, prefixes):
+            layer.attn.prefix = p
+    torch.testing.assert_close(ours, cached, atol=1e-5, rtol=1e-5)
+
+
+def test_bert_prefix_fused_equals_reference_with_padding():
+    ids, mask = torch.randint(3, 64, (2, 6)), torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    outs = []
+    for impl in ("sdpa", "eager"):
+        model = model_of("bert-tiny", head="seq_cls", num_labels=2, attn_impl=impl)
+        torch.manual_seed(1)
+        add_prompt(model, PromptConfig(kind="prefix", tokens=4, init_std=1.0))
+        with torch.no_grad():
+            outs.append(model(ids, mask).logits)
+            alone = model(ids[1:, :3]).logits  # the padded row equals the row alone
+        torch.testing.assert_close(outs[-1][1:], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {f"layers.{i}.attn.prefix.{kv}" for i in range(2) for kv in ("key", "value")}
+
+
+def test_bad_prompt_settings():
+    with pytest.raises(ConfigError, match="tokens=0"):
+        PromptConfig(tokens=0)
+    with pytest.raises(ConfigError, match="soft-prompt methods are"):
+        PromptConfig(kind="prefx")
+    with pytest.raises(ConfigError, match="modules_to_save 'head'"):
+        add_prompt(model_of("bert-tiny"), PromptConfig(modules_to_save=["head"]))
+
+
+@pytest.mark.parametrize("preset", ["bert-tiny", "gpt-tiny", "electra-tiny"])
+@pytest.mark.parametrize("method", ["lora", "prefix", "prompt_tuning", "ptuning"])
+def test_every_method_on_every_classifier_family(preset, method):
+    """What `zhixing finetune method=...` does to a classifier: the adapters and the head train, nothing
+    else; a loss flows (ELECTRA's embeddings are narrower than its layers: the prompt has their width)."""
+    from zhixing.peft.runs import apply_method
+
+    kw = {"embed_dim": 16} if preset == "electra-tiny" else {}
+    model = model_of(preset, head="seq_cls", num_labels=3, **kw)
+    settings = {"r": 2} if method == "lora" else {"tokens": 3}
+    apply_method(model, method, settings)
+    model.train()
+    out = model(torch.randint(3, 64, (2, 6)), torch.ones(2, 6, dtype=torch.long), labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3)
+    out.loss.backward()
+    heads = ("score.",) if preset == "gpt-tiny" else ("classifier.", "pooler.")
+    for name, p in model.named_parameters():
+        adapter = ".lora_" in name or ".prefix." in name or name.startswith("tok_embed.prompt.")
+        assert p.requires_grad == (adapter or name.startswith(heads)), name
+        assert (p.grad is not None) == p.requires_grad, name
+    assert set(model.saved_keys) == {n for n, p in model.named_parameters() if p.requires_grad}
