@@ -26,9 +26,13 @@ from zhixing.tasks import TASKS, get_task
 from zhixing.tasks.base import FinetuneConfig, Task
 
 # Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay).
-ENCODERS = ("bert", "electra")  # families whose heads fine-tuning can swap (seq_cls, token_cls, qa)
+# families whose heads fine-tuning can swap (seq_cls, token_cls, qa); the task encoders place their special
+# tokens and padding as each one's tokenizer says (tokenizers/layout.py: XLNet's <cls> last, left padding)
+ENCODERS = ("bert", "electra", "xlnet")
 # Decoders classify at their last real token (GPT2ForSequenceClassification); no token or span heads.
 DECODERS, DECODER_HEADS = ("gpt",), ("seq_cls",)
+
+HEAD_MODULES = ("classifier", "pooler", "score", "summary")  # task-head tensors (XLNet's sequence summary)
 
 TRAIN_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
@@ -73,7 +77,7 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     own = model.state_dict()
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(k for k in model.unique_state_dict() if k not in keep)
-    backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler", "score")]
+    backbone = [k for k in fresh if k.split(".")[0] not in HEAD_MODULES]
     if backbone:
         raise ConfigError(f"{directory}: the checkpoint lacks backbone tensors {', '.join(backbone[:10])}")
     model.load_state_dict(keep, strict=False)
@@ -170,7 +174,7 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     if cfg.max_seq_len > model.config.max_seq_len:
         raise ConfigError(f"max_seq_len={cfg.max_seq_len} exceeds the model's {model.config.max_seq_len}")
     feats = task.encode_train(train_ex, tokenizer, cfg, labels)
-    loader = TaskLoader(feats, train_cfg.batch_size, tokenizer.pad_id, seed=train_cfg.seed)
+    loader = TaskLoader(feats, train_cfg.batch_size, tokenizer.layout, seed=train_cfg.seed)
     per_epoch = math.ceil(len(feats) / (train_cfg.batch_size * train_cfg.grad_accum_steps))
     steps = train_cfg.max_steps if "max_steps" in given else max(1, round(cfg.epochs * per_epoch))
     fill = {"max_steps": steps}
