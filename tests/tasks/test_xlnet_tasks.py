@@ -210,3 +210,18 @@ def test_layouts_are_read_from_each_tokenizers_template(tiny_bert, tiny_xlnet):
     assert (built.ids, built.types, built.starts, built.cls) == ([7, 8, sep, 9, sep, cls], [0, 0, 0, 1, 1, 2],
                                                                  (0, 3), 5)
     assert x.spread(["a", "b"]) == ["a", "b", None, None]
+
+
+def test_a_wordpiece_tokenizer_takes_xlnets_layout(tiny_bert):
+    from zhixing.tokenizers import TokenizerError
+    from zhixing.tokenizers.layout import apply_layout
+
+    tok = zhixing.load_tokenizer(tiny_bert)
+    apply_layout(tok, None)  # a family without a layout of its own keeps the tokenizer's
+    assert tok.layout.single == ((tok.cls_id,), (tok.sep_id,))
+    apply_layout(tok, "xlnet")
+    x = tok.layout
+    assert x.pair == ((), (tok.sep_id,), (tok.sep_id, tok.cls_id)) and x.pair_types[-1] == (1, 2)
+    assert (x.pad_left, x.pad_type_id) == (True, 3)
+    with pytest.raises(TokenizerError, match="unknown tokenizer layout 'gpt'; known: xlnet"):
+        apply_layout(tok, "gpt")

@@ -128,4 +128,30 @@ def layout_of(tokenizer: Any) -> Layout:
                   pad_type_id=tokenizer.pad_type_id)
 
 
-__all__ = ["Built", "Layout", "layout_of"]
+def use_xlnet_layout(tokenizer: Any) -> None:
+    """Give a tokenizer (any kind with cls and sep roles: WordPiece too) XLNet's template, A <sep> <cls> /
+    A <sep> B <sep> <cls> with <cls> type 2, and XLNet's left padding with type 3 — in place."""
+    from .spiece import XLNET_PAD_TYPE_ID, xlnet_template
+
+    roles = tokenizer.special_tokens
+    missing = [r for r in ("cls", "sep", "pad") if r not in roles]
+    if missing:
+        raise TokenizerError(f"XLNet's layout needs the special-token roles cls, sep and pad; this tokenizer "
+                             f"lacks {', '.join(missing)}")
+    xlnet_template(tokenizer.backend, roles)
+    tokenizer.padding_side, tokenizer.pad_type_id = "left", XLNET_PAD_TYPE_ID
+
+
+LAYOUTS = {"xlnet": use_xlnet_layout}  # Model.tokenizer_layout -> what gives a tokenizer that layout
+
+
+def apply_layout(tokenizer: Any, name: str | None) -> None:
+    """Give `tokenizer` the layout a model family declares (Model.tokenizer_layout; None: keep its own)."""
+    if name is None:
+        return
+    if name not in LAYOUTS:
+        raise TokenizerError(f"unknown tokenizer layout {name!r}; known: {', '.join(LAYOUTS)}")
+    LAYOUTS[name](tokenizer)
+
+
+__all__ = ["Built", "LAYOUTS", "Layout", "apply_layout", "layout_of", "use_xlnet_layout"]
