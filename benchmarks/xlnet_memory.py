@@ -103,7 +103,7 @@ def train(name: str, model, data: torch.Tensor, args) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         mems = new_mems
-        losses.append(float(loss))
+        losses.append(loss.item())
         if (step + 1) % 200 == 0:
             print(f"{name} step {step + 1}/{steps} loss {np.mean(losses[-200:]):.4f}", file=sys.stderr,
                   flush=True)
@@ -161,7 +161,7 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--train-len", type=int, default=64, help="training segment length (GPT's context)")
     p.add_argument("--lens", type=int, nargs="+", default=[16, 32, 64], help="evaluation segment lengths")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--eval-batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
