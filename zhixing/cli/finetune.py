@@ -19,25 +19,30 @@ Examples:
 \b
 Keys: task settings (epochs, max_seq_len, layer_decay, class_weights, metric, scheme, doc_stride, ...),
 train.* (the loop: lr, batch_size, warmup_steps, early_stopping_patience, seed, device, ...) and name=.
+  Finding hyperparameters: --find-lr (range test), seeds=3 (mean ± std),
+  --search --trials 20 search.lr=1e-5:3e-4:log search.batch_size=16,32 search.epochs=2:5:int
 """
 
 
 
 
-def split_overrides(task: str, items: tuple[str, ...]) -> tuple[dict[str, str], list[str], str | None]:
-    """key=value items -> (task settings, train.* overrides without the prefix, name)."""
+def split_overrides(task: str, items: tuple[str, ...]
+                    ) -> tuple[dict[str, str], list[str], str | None, dict[str, str]]:
+    """key=value items -> (task settings, train.* overrides without the prefix, name, search.* space)."""
     from zhixing.config import nearest
     from zhixing.tasks import get_task
     from zhixing.train.config import TrainConfig
 
     keys = [k for k in get_task(task).config.field_names() if k != "task"]
-    settings, train, name = {}, [], None
+    settings, train, name, space = {}, [], None, {}
     for item in items:
         if "=" not in item:
             raise click.BadParameter(f"{item!r}: expected key=value, e.g. epochs=2 or train.lr=3e-5")
         key, value = (s.strip() for s in item.split("=", 1))
         if key == "name":
             name = value
+        elif key.startswith("search."):
+            space[key[7:]] = value  # checked by zhixing.tasks.search.parse_space
         elif key.startswith("train."):
             if key[6:] not in TrainConfig.field_names():
                 train_keys = [f"train.{k}" for k in TrainConfig.field_names()]
@@ -50,7 +55,43 @@ def split_overrides(task: str, items: tuple[str, ...]) -> tuple[dict[str, str], 
                     else nearest(key, keys))
             raise click.ClickException(f"unknown key {key!r}{hint}; task {task} takes {', '.join(keys)}; "
                                        "loop keys take the prefix train.")
-    return settings, train, name
+    return settings, train, name, space
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """--find-lr-range START:END -> (start, end)."""
+    try:
+        start, end = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected START:END, e.g. 1e-7:1",
+                                 param_hint="--find-lr-range") from None
+    return start, end
+
+
+def echo_lr_find(result, out) -> None:
+    """The range test's outcome in a few lines (shared by finetune and pretrain)."""
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if result.suggestion is not None:
+        click.echo(f"suggested lr: {result.suggestion:.2e} (steepest descent of the smoothed loss)")
+    if result.lr_at_min is not None:
+        click.echo(f"lowest loss at lr {result.lr_at_min:.2e} (its tenth: {result.lr_at_min / 10:.2e})")
+    stop = "stopped when the loss diverged" if result.stopped_early else "swept the whole range"
+    click.echo(f"{len(result.lrs)} steps, {stop}; curve: {out / 'lr_find.png'}")
+
+
+def echo_search(report: dict) -> None:
+    """The search's table, one trial a line, and the best trial."""
+    metric = report["metric"]
+    for row in report["trials"]:
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in row["params"].items())
+        value = row[metric]
+        shown = f"{value:.4f}" if isinstance(value, float) else "-"
+        click.echo(f"trial {row['trial']:>3}  {row['state']:<8}  {metric} {shown}  {params}")
+    if "best_trial" in report:
+        click.echo(f"best: trial {report['best_trial']} ({metric} {report['best_value']:.4f}); "
+                   f"run: {report['best_run']}")
 
 
 TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --help needs no import
@@ -62,21 +103,66 @@ TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --
 @click.option("--train", "train_file", required=True, help="Training file.")
 @click.option("--dev", "dev_file", required=True, help="Development file (model selection).")
 @click.option("--test", "test_file", default="", help="Optional test file, scored with the best model.")
+@click.option("--find-lr", is_flag=True,
+              help="Run the learning-rate range test instead of training: writes runs/<name>/lr_find.png "
+                   "and prints the suggested train.lr.")
+@click.option("--find-lr-steps", default=200, show_default=True, help="Steps of the range test.")
+@click.option("--find-lr-range", default="1e-7:1", show_default=True, metavar="START:END",
+              help="The rates the range test sweeps (exponentially).")
+@click.option("--search", "do_search", is_flag=True,
+              help="Hyperparameter search with Optuna over search.KEY=SPEC items (default: lr, batch_size, "
+                   "epochs); resumable: run the same command again to continue.")
+@click.option("--trials", default=20, show_default=True, help="Trials of --search.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_file: str,
+def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_file: str, find_lr: bool,
+                 find_lr_steps: int, find_lr_range: str, do_search: bool, trials: int,
                  overrides: tuple[str, ...]) -> None:
     """Fine-tune an encoder for classification, NER or extractive QA with the training loop.
 
     Writes runs/<name>/ (best/ holds the best dev model, task.json the task settings) and prints the
-    dev (and test) metrics of the best model.
+    dev (and test) metrics of the best model; with seeds=N, N runs <name>-seed<k> and their mean ± std.
     """
     from zhixing.tasks import get_task
     from zhixing.tasks.finetune import finetune
 
-    settings, train, name = split_overrides(task, overrides)
+    settings, train, name, space = split_overrides(task, overrides)
+    if space and not do_search:
+        raise click.UsageError(f"search.{next(iter(space))}=... needs --search")
     fields = {**settings, "model": model, "train": train_file, "dev": dev_file, "test": test_file}
     cfg = get_task(task).settings(fields, source="finetune")
-    summary = finetune(cfg, name=name or f"finetune-{task}", train_overrides=train)
+    name = name or f"finetune-{task}"
+    if find_lr:
+        from zhixing.tasks.finetune import find_lr as run_find_lr
+
+        start, end = parse_range(find_lr_range)
+        result, out = run_find_lr(cfg, name=name, train_overrides=train, start_lr=start, end_lr=end,
+                                  steps=find_lr_steps)
+        echo_lr_find(result, out)
+        return
+    if do_search:
+        from zhixing.tasks.search import search
+
+        report = search(cfg, space=space or None, trials=trials, name=name, train_overrides=train)
+        echo_search(report)
+        return
+    summary = finetune(cfg, name=name, train_overrides=train)
+    if "runs" in summary:  # seeds=N
+        for split in ("dev", "test"):
+            if split in summary:
+                s = summary[split]
+                values = ", ".join(f"{v:.4f}" for v in s["values"])
+                click.echo(f"{split} {summary['metric']}: {s['mean']:.4f} ± {s['std']:.4f} "
+                           f"over {len(s['values'])} seeds ({values})")
+        click.echo(f"best run: {summary['best_run']}")
+        return
+    chosen = summary.get("defaults") or {}
+    if chosen:
+        parts = [f"lr {chosen['lr']:.1e}" if "lr" in chosen else "",
+                 f"{chosen['epochs']:g} epochs" if "epochs" in chosen else "",
+                 f"early stopping after {chosen['early_stopping_patience']} evaluations without gain"
+                 if "early_stopping_patience" in chosen else ""]
+        click.echo("defaults for this model and data (docs/finetuning.md, Defaults): "
+                   + ", ".join(p for p in parts if p))
     for split in ("dev", "test"):
         if split in summary:
             text = ", ".join(f"{k} {v:.4f}" for k, v in summary[split].items() if isinstance(v, float))

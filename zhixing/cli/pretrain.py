@@ -38,8 +38,15 @@ def _recipe_path(config: str) -> Path:
 @click.option("--config", "-c", "config", required=True, metavar="RECIPE",
               help="A YAML recipe (configs/NAME.yaml) or a shipped recipe's name.")
 @click.option("--print-config", is_flag=True, help="Print the resolved recipe and exit.")
+@click.option("--find-lr", is_flag=True,
+              help="Run the learning-rate range test instead of training: writes runs/<name>/lr_find.png "
+                   "and prints the suggested train.lr.")
+@click.option("--find-lr-steps", default=200, show_default=True, help="Steps of the range test.")
+@click.option("--find-lr-range", default="1e-7:1", show_default=True, metavar="START:END",
+              help="The rates the range test sweeps (exponentially).")
 @click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
-def pretrain_cmd(config: str, print_config: bool, overrides: tuple[str, ...]) -> None:
+def pretrain_cmd(config: str, print_config: bool, find_lr: bool, find_lr_steps: int, find_lr_range: str,
+                 overrides: tuple[str, ...]) -> None:
     """Pretrain a model from raw text with a recipe: tokenizer, token shards, then the training loop.
 
     Overrides take the recipe's sections: model.* (ModelConfig fields + preset), data.* and train.*
@@ -53,6 +60,14 @@ def pretrain_cmd(config: str, print_config: bool, overrides: tuple[str, ...]) ->
     recipe = Recipe.load(_recipe_path(config), overrides)
     if print_config:
         click.echo(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), nl=False)
+        return
+    if find_lr:
+        from zhixing.cli.finetune import echo_lr_find, parse_range
+        from zhixing.recipes.pretrain import find_lr_recipe
+
+        start, end = parse_range(find_lr_range)
+        result, out = find_lr_recipe(recipe, start_lr=start, end_lr=end, steps=find_lr_steps)
+        echo_lr_find(result, out)
         return
     summary = run_recipe(recipe)
     if summary.get("world_size", 1) > 1 and not _is_rank0():

@@ -136,32 +136,52 @@ def model_config_for(recipe: Recipe, tokenizer: Any) -> ModelConfig:
     return config
 
 
-def run_recipe(recipe: Recipe, *, progress: bool | None = None) -> dict[str, Any]:
-    """Prepare the data, build the model and train it; returns the run's summary (see Trainer.fit)."""
+def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
+    """Prepare the data (tokenizer, shards) and build the model, loaders and Trainer of a recipe."""
     import torch
 
     from zhixing.models import build_model
     from zhixing.tokenizers.layout import apply_layout
     from zhixing.train.loop import Trainer
 
+    # Validate what needs no data first, so a typo fails in a second, not after tokenization.
+    recipe.model_config()
+    if recipe.data.block_size > recipe.model_config().max_seq_len:
+        check_model_fits_data(recipe, recipe.model_config())
+    tokenizer = prepare_tokenizer(recipe, info, progress=progress and info.is_main)
+    config = model_config_for(recipe, tokenizer)
+    shards = prepare_data(recipe, tokenizer, info, progress=progress and info.is_main)
+    train_loader, val_loader = build_loaders(recipe, shards, tokenizer, info)
+    torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
+    model = build_model(config)
+    # a family whose inputs have their own layout (XLNet: <cls> last, left padding) saves its tokenizer
+    # with it, so fine-tuning builds the inputs pretraining used (the shards hold no special tokens)
+    apply_layout(tokenizer, model.tokenizer_layout)
+    run = RunDir(recipe.run_dir, tokenizer=tokenizer, config=recipe.to_dict())
+    return Trainer(model, objective_for(recipe), recipe.train, train_loader, val_loader, run, dist=info)
+
+
+def run_recipe(recipe: Recipe, *, progress: bool | None = None) -> dict[str, Any]:
+    """Prepare the data, build the model and train it; returns the run's summary (see Trainer.fit)."""
     info = D.setup(recipe.train.device)
     try:
         show = recipe.train.progress if progress is None else progress
-        # Validate what needs no data first, so a typo fails in a second, not after tokenization.
-        recipe.model_config()
-        if recipe.data.block_size > recipe.model_config().max_seq_len:
-            check_model_fits_data(recipe, recipe.model_config())
-        tokenizer = prepare_tokenizer(recipe, info, progress=show and info.is_main)
-        config = model_config_for(recipe, tokenizer)
-        shards = prepare_data(recipe, tokenizer, info, progress=show and info.is_main)
-        train_loader, val_loader = build_loaders(recipe, shards, tokenizer, info)
-        torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
-        model = build_model(config)
-        # a family whose inputs have their own layout (XLNet: <cls> last, left padding) saves its
-        # tokenizer with it, so fine-tuning builds the inputs pretraining used (the shards hold no specials)
-        apply_layout(tokenizer, model.tokenizer_layout)
-        run = RunDir(recipe.run_dir, tokenizer=tokenizer, config=recipe.to_dict())
-        return Trainer(model, objective_for(recipe), recipe.train, train_loader, val_loader, run,
-                       dist=info).fit()
+        return build_trainer(recipe, info, show).fit()
+    finally:
+        D.teardown()
+
+
+def find_lr_recipe(recipe: Recipe, *, progress: bool | None = None, **test: Any) -> tuple[Any, Path]:
+    """The learning-rate range test (zhixing.train.lr_find) on a recipe's model, objective and data:
+    (LRFindResult, the run directory holding lr_find.png / lr_find.json). `test`: start_lr, end_lr, steps."""
+    from zhixing.train.lr_find import lr_range_test
+
+    info = D.setup(recipe.train.device)
+    try:
+        show = recipe.train.progress if progress is None else progress
+        trainer = build_trainer(recipe, info, show)
+        result = lr_range_test(trainer, **test)
+        result.save(recipe.run_dir, title=recipe.name)
+        return result, Path(recipe.run_dir)
     finally:
         D.teardown()

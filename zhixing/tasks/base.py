@@ -29,7 +29,8 @@ class FinetuneConfig(Config):
     dev: str = ""  # development file (model selection, early stopping)
     test: str = ""  # optional test file, scored once with the best model
     max_seq_len: int = 128  # tokens per input (truncation; QA: window length)
-    epochs: float = 3.0  # passes over the training data (sets train.max_steps unless given)
+    epochs: float | None = None  # passes over the data (sets train.max_steps); None: by the data's size
+
     eval_every: float = 1.0  # evaluate on dev every this many epochs
     eval_batch_size: int = 64  # sequences per evaluation batch
     warmup_ratio: float = 0.1  # share of steps with linear warmup (sets train.warmup_steps unless given)
@@ -38,12 +39,15 @@ class FinetuneConfig(Config):
     metric: str = ""  # dev metric for best/ and early stopping ("" = the task's: accuracy / f1)
     limit_train: int = 0  # use the first N training examples (0 = all)
     limit_dev: int = 0  # use the first N dev examples (0 = all)
+    seeds: int = 1  # train with seeds 0 … seeds-1 (runs <name>-seed<k>), report mean ± std, name the best
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 8:
             raise ConfigError(f"max_seq_len must be >= 8, got {self.max_seq_len}")
-        if self.epochs <= 0 or self.eval_every <= 0:
+        if (self.epochs is not None and self.epochs <= 0) or self.eval_every <= 0:
             raise ConfigError("epochs and eval_every must be > 0")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
 

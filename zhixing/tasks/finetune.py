@@ -17,6 +17,7 @@ import math
 import re
 import typing
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,35 @@ from zhixing.io import RunDir
 from zhixing.tasks import TASKS, get_task
 from zhixing.tasks.base import FinetuneConfig, Task
 
-# Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay).
 # families whose heads fine-tuning can swap (seq_cls, token_cls, qa); the task encoders place their special
 # tokens and padding as each one's tokenizer says (tokenizers/layout.py: XLNet's <cls> last, left padding)
 ENCODERS = ("bert", "electra", "xlnet")
 # Decoders classify at their last real token (GPT2ForSequenceClassification); no token or span heads.
 DECODERS, DECODER_HEADS = ("gpt",), ("seq_cls",)
-
 HEAD_MODULES = ("classifier", "pooler", "score", "summary")  # task-head tensors (XLNet's sequence summary)
 
-TRAIN_DEFAULTS = {"lr": 5e-5, "batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
+# Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay); the
+# rate, the epochs and early stopping are chosen per model and data set (default_lr, default_epochs).
+TRAIN_DEFAULTS = {"batch_size": 32, "schedule": "linear", "weight_decay": 0.01, "beta2": 0.999,
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
+
+
+def default_lr(width: int) -> float:
+    """The default fine-tuning rate of a model `width` wide: BERT-base's 5e-5 at width 768, scaled as
+    1 / width (narrow models need larger steps: ELECTRA's recipe uses 3e-4 at 256, 1e-4 at 768 with
+    layer decay; Turc et al. 2019 find 1e-4 and above best for BERT-mini/-tiny), within [1e-5, 5e-4].
+    Evidence on our data sets: docs/finetuning.md, "Defaults"."""
+    return float(min(5e-4, max(1e-5, 5e-5 * 768 / max(1, width))))
+
+
+def default_epochs(steps_per_epoch: int) -> int:
+    """The default number of epochs: enough for about TARGET_STEPS optimizer steps, at least 2 and at
+    most 10 (a small data set needs more passes; SST-2's 67k sentences need 2, HWU64's 9k intents 6)."""
+    return int(min(10, max(2, math.ceil(TARGET_STEPS / max(1, steps_per_epoch)))))
+
+
+TARGET_STEPS = 1500  # optimizer steps the default epochs aim for
+DEFAULT_PATIENCE = 3  # evaluations without improvement before early stopping, when a dev set is given
 
 
 def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout: float | None = None,
@@ -126,13 +145,28 @@ def objective_for(task: Task, cfg: FinetuneConfig, train_examples: list, labels:
     return Classification(weights, evaluator=evaluator, metric=metric)
 
 
-def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
-             train_examples: list | None = None, dev_examples: list | None = None,
-             test_examples: list | None = None) -> dict[str, Any]:
-    """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
-    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
-    Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
-    `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given)."""
+@dataclass
+class FinetuneJob:
+    """Everything a fine-tuning run is made of, built and checked but not yet trained: `finetune` fits
+    it, `find_lr` runs the learning-rate range test on it."""
+    task: Task
+    cfg: FinetuneConfig
+    trainer: Any
+    run: RunDir
+    tokenizer: Any
+    labels: list[str] | None
+    train_ex: list
+    dev_ex: list
+    feats: list
+    examples: typing.Callable[[Any, str], list]  # (given examples or None, path) -> the task's examples
+    chosen: dict[str, Any]  # defaults chosen from the model's and the data's size (lr, epochs, patience)
+
+
+def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
+              train_examples: list | None = None, dev_examples: list | None = None,
+              callbacks: typing.Sequence[Any] = ()) -> FinetuneJob:
+    """Read and encode the data, load the model with the task's head, and build the Trainer (with
+    `callbacks`: zhixing.train.callbacks.Callback objects)."""
     import torch
 
     from zhixing.data import arrow
@@ -176,8 +210,16 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     feats = task.encode_train(train_ex, tokenizer, cfg, labels)
     loader = TaskLoader(feats, train_cfg.batch_size, tokenizer.layout, seed=train_cfg.seed)
     per_epoch = math.ceil(len(feats) / (train_cfg.batch_size * train_cfg.grad_accum_steps))
+    chosen: dict[str, Any] = {}  # the defaults that depend on the model and the data (docs: "Defaults")
+    if cfg.epochs is None:
+        cfg = cfg.replace(epochs=float(default_epochs(per_epoch)))
+        chosen["epochs"] = cfg.epochs
     steps = train_cfg.max_steps if "max_steps" in given else max(1, round(cfg.epochs * per_epoch))
-    fill = {"max_steps": steps}
+    fill: dict[str, Any] = {"max_steps": steps}
+    if "lr" not in given:
+        fill["lr"] = chosen["lr"] = default_lr(model.config.dim)
+    if "early_stopping_patience" not in given and dev_ex:
+        fill["early_stopping_patience"] = chosen["early_stopping_patience"] = DEFAULT_PATIENCE
     if "warmup_steps" not in given:
         fill["warmup_steps"] = int(cfg.warmup_ratio * steps)
     if "eval_interval" not in given:
@@ -188,25 +230,109 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     run = RunDir(Path(train_cfg.out_dir) / name, tokenizer=tokenizer,
                  records={RunDir.TASK: cfg.to_dict()})
     lr_scale = layer_scale(model.config.num_layers, cfg.layer_decay) if cfg.layer_decay < 1 else None
-    trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale)
+    trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale, callbacks=callbacks)
+    return FinetuneJob(task, cfg, trainer, run, tokenizer, labels, train_ex, dev_ex, feats, examples, chosen)
+
+
+def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
+             train_examples: list | None = None, dev_examples: list | None = None,
+             test_examples: list | None = None, callbacks: typing.Sequence[Any] = ()) -> dict[str, Any]:
+    """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
+    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
+    Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
+    `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given).
+    callbacks: zhixing.train.callbacks.Callback objects the loop calls. With cfg.seeds > 1 it runs
+    `finetune_seeds` and returns its report (mean ± std, the best run)."""
+    if cfg.seeds > 1:
+        return finetune_seeds(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
+                              dev_examples=dev_examples, test_examples=test_examples, callbacks=callbacks)
+    job = build_job(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
+                    dev_examples=dev_examples, callbacks=callbacks)
+    task, run, trainer, tokenizer = job.task, job.run, job.trainer, job.tokenizer
     summary = trainer.fit()
     best_json = run.best / "best.json"  # the dev metrics of best/, measured when it was saved
     if best_json.is_file():
         summary["dev"] = json.loads(best_json.read_text(encoding="utf-8"))
     else:
-        summary["dev"] = {k: v for k, v in task.evaluate(model, tokenizer, dev_ex, cfg).items()
+        summary["dev"] = {k: v for k, v in task.evaluate(trainer.raw, tokenizer, job.dev_ex, cfg).items()
                           if v is not None}  # no best/ (train.save_best=false): the final model
     if test_examples is not None or cfg.test:
-        test_ex = examples(test_examples, cfg.test)
-        if labels is not None:
-            task.check_labels(test_ex, labels, cfg.test or "test examples")
+        test_ex = job.examples(test_examples, cfg.test)
+        if job.labels is not None:
+            task.check_labels(test_ex, job.labels, cfg.test or "test examples")
         best = load_run(run.path)[0].to(trainer.device)
         summary["test"] = {k: v for k, v in task.evaluate(best, tokenizer, test_ex, cfg).items()
                            if v is not None}
-    summary.update(task=cfg.task, metric=objective.metric, run_dir=str(run.path),
-                   train_examples=len(train_ex), train_features=len(feats), dev_examples=len(dev_ex))
+    summary.update(task=cfg.task, metric=trainer.objective.metric, run_dir=str(run.path), defaults=job.chosen,
+                   train_examples=len(job.train_ex), train_features=len(job.feats),
+                   dev_examples=len(job.dev_ex))
+    advice = still_improving(trainer.history, trainer.objective)
+    if advice:
+        summary["advice"] = advice
+        warnings.warn(f"{run.path}: {advice}", stacklevel=2)
     run.write_summary(summary)
     return summary
+
+
+def still_improving(history: list[dict[str, Any]], objective: Any, min_gain: float = 1e-3) -> str | None:
+    """Advice when the dev metric was still rising at the last evaluation (the best one, and better than
+    the one before by more than `min_gain`): the run stopped before it converged."""
+    key = objective.metric
+    values = [r[key] for r in history if r.get("kind") == "eval" and isinstance(r.get(key), (int, float))]
+    if len(values) < 2:
+        return None
+    last, before = values[-1], values[-2]
+    sign = 1 if objective.greater_is_better else -1
+    if sign * (last - before) > min_gain and all(sign * (last - v) >= 0 for v in values):
+        return (f"stopped while still improving: dev {key} rose from {before:.4g} to {last:.4g} at the last "
+                "evaluation; more epochs or a higher lr may help")
+    return None
+
+
+def find_lr(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
+            train_examples: list | None = None, start_lr: float = 1e-7, end_lr: float = 1.0,
+            steps: int = 200) -> tuple[Any, Path]:
+    """The learning-rate range test on this fine-tuning job (the same model, head, data, batch size and
+    parameter groups): (LRFindResult, the directory holding lr_find.png / lr_find.json). Nothing is
+    trained; the run directory receives only the two files."""
+    from zhixing.train.lr_find import lr_range_test
+
+    job = build_job(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
+                    dev_examples=[])  # the test trains only: no dev set is read
+    result = lr_range_test(job.trainer, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    result.save(job.run.path, title=f"{cfg.task} {Path(cfg.model).name}")
+    return result, job.run.path
+
+
+def finetune_seeds(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
+                   **examples: Any) -> dict[str, Any]:
+    """`finetune` with seeds 0 … cfg.seeds−1 (train.seed=k; runs <name>-seed<k>): the metric's mean ± std
+    over the seeds on dev (and test) and the best run by dev metric, also written to
+    <out_dir>/<name>-seeds.json. A train.seed given is replaced by the seeds' own."""
+    import statistics
+
+    from zhixing.io import atomic_write_text
+    from zhixing.train.config import TrainConfig
+
+    base = [o for o in train_overrides if o.split("=", 1)[0].strip() != "seed"]
+    one = cfg.replace(seeds=1)
+    seeds = cfg.seeds
+    runs = []
+    for k in range(seeds):
+        runs.append(finetune(one, name=f"{name}-seed{k}", train_overrides=[*base, f"seed={k}"], **examples))
+    metric = runs[0]["metric"]
+    greater = get_task(cfg.task).greater_is_better(metric)
+    best = (max if greater else min)(runs, key=lambda r: r["dev"].get(metric, float("-inf")))
+    report: dict[str, Any] = {"task": cfg.task, "metric": metric, "seeds": list(range(seeds)),
+                              "runs": [r["run_dir"] for r in runs], "best_run": best["run_dir"]}
+    for split in ("dev", "test"):
+        vals = [r[split][metric] for r in runs if split in r and metric in r[split]]
+        if vals:
+            report[split] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1
+                             else 0.0, "values": vals}
+    out = TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(base).out_dir
+    atomic_write_text(Path(out) / f"{name}-seeds.json", json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def read_settings(run: RunDir) -> FinetuneConfig | None:

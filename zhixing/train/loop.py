@@ -135,6 +135,7 @@ class Trainer:
         self.train_time = 0.0  # seconds of training over all sessions of this run
         self.status = "running"
         self._stop_signal: int | None = None
+        self._stop_request: str | None = None  # request_stop(reason)
         self._in_eval = False  # a signal during an evaluation abandons it (EvalInterrupted)
         self._fresh = True
         self.run_id: str | None = None  # the run's id (run.json); repeated in checkpoints and the summary
@@ -451,16 +452,23 @@ class Trainer:
             for s, h in old.items():
                 signal.signal(s, h)
 
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Ask the loop to end the run cleanly at the next stop check (a checkpoint, the summary with
+        status `reason`): for callbacks, e.g. a hyperparameter search pruning a bad trial."""
+        self._stop_request = reason
+
     def _should_stop(self, deadline: float | None) -> str | None:
-        """"interrupted" / "time_limit" / None, agreed by all ranks (the max over ranks)."""
+        """"interrupted" / a requested stop / "time_limit" / None, agreed by all ranks (their max)."""
         code = 0
         if self._stop_signal is not None:
+            code = 3
+        elif self._stop_request is not None:
             code = 2
         elif deadline is not None and time.perf_counter() >= deadline:
             code = 1
         if self.dist.enabled:
             code = int(D.all_reduce_max(torch.tensor([code], device=self.device), self.dist).item())
-        return {0: None, 1: "time_limit", 2: "interrupted"}[code]
+        return {0: None, 1: "time_limit", 2: self._stop_request or "stopped", 3: "interrupted"}[code]
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -571,8 +579,19 @@ class Trainer:
             record["grad_norm"] = float(gn)
         self.history.append(record)
         log.log(record)
-        log.progress(self.step, loss, lr, tok_s, note=f"MFU {record['mfu']:.0%}" if "mfu" in record else "")
+        notes = [f"MFU {record['mfu']:.0%}"] if "mfu" in record else []
+        log.progress(self.step, loss, lr, tok_s, note=" · ".join(notes + self._dev_note()))
         return record
+
+    def _dev_note(self) -> list[str]:
+        """The progress bar's view of the last evaluation: the selecting metric, and the best so far."""
+        name = self.objective.metric
+        value = self._last_eval.get(name)
+        if not isinstance(value, (int, float)):
+            return []
+        shown = self.best_value is not None and self.best_value != value
+        best = f" (best {self.best_value:.4f})" if shown else ""
+        return [f"dev {name} {value:.4f}{best}"]
 
     def _improves(self, value: float) -> bool:
         """Whether `value` of the objective's metric beats the best so far by early_stopping_min_delta."""
@@ -613,6 +632,7 @@ class Trainer:
                 self._save_best(metrics)
         else:
             self.bad_evals += 1
+        log.progress(self.step, note=" · ".join(self._dev_note()))
         patience = self.cfg.early_stopping_patience
         return bool(patience and self.bad_evals >= patience)
 
