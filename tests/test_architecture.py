@@ -16,14 +16,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("device", "nn", "tokenizers"),
     ("models", "data"),
-    ("interop", "ngram"),
+    ("interop", "ngram", "quant"),
     ("hub",),
     ("objectives",),
     ("train",),
     ("generation", "tasks", "viz"),
     ("recipes", "serve"),
     ("cli",),
-    ("",),  # zhixing/__init__.py: the public face, may use everything (lazily)
+    ("", "__main__"),  # zhixing/__init__.py: the public face, may use everything (lazily); python -m zhixing
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -96,6 +96,8 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
 
     - zhixing (`config.json` with an `arch` key, written by `save_pretrained`): loaded as is;
       a run directory `runs/<name>/` gives its `best/` model, else its last `checkpoints/step-N/`.
+    - a quantized zhixing directory (`zhixing quantize`; config.json has a `quantization` section):
+      rebuilt with its quantized layers by `zhixing.quant.load`.
     - Hugging Face (`config.json` with `model_type` bert / roberta / gpt2 / llama / electra): converted with
       `zhixing.interop.from_hf`; weights from model.safetensors, or pytorch_model.bin read with
       `weights_only=True`.
@@ -109,7 +111,11 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> Model:
     directory, named = resolve(path)
     config_file = directory / "config.json"
     data = read_json_object(config_file)
-    if "arch" in data:
+    if "arch" in data and "quantization" in data:  # written by zhixing.quant.save
+        from zhixing.quant import load as load_quantized
+
+        model = load_quantized(directory, data, **config_overrides)
+    elif "arch" in data:
         from zhixing.models.base import Model
 
         model = Model.from_pretrained(directory, **config_overrides)

@@ -30,12 +30,14 @@ COMMANDS: dict[str, str] = {
     "pretrain": "zhixing.cli.pretrain:pretrain_cmd",
     "quickstart": "zhixing.cli.pretrain:quickstart_cmd",
     "finetune": "zhixing.cli.finetune:finetune_cmd",
+    "distill": "zhixing.cli.distill:distill_cmd",
     "evaluate": "zhixing.cli.finetune:evaluate_cmd",
     "predict": "zhixing.cli.finetune:predict_cmd",
     "ngram": "zhixing.cli.ngram:ngram_group",
     "pipeline": "zhixing.cli.pipeline:pipeline_cmd",
     "serve": "zhixing.cli.serve:serve_cmd",
     "viz": "zhixing.cli.viz:viz_cmd",
+    "quantize": "zhixing.cli.quantize:quantize_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the

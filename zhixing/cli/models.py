@@ -57,12 +57,17 @@ def info_cmd(path: Path) -> None:
     from rich.table import Table
 
     from zhixing.hub import load
+    from zhixing.quant import num_parameters, quantization_of
 
     model = load(path)
     cfg = model.config
     table = Table(title=str(path), show_header=False)
     table.add_row("class", type(model).__name__)
-    table.add_row("parameters", f"{model.num_parameters():,} ({_human(model.num_parameters())})")
+    quantized = quantization_of(model)
+    n = num_parameters(model) if quantized else model.num_parameters()
+    table.add_row("parameters", f"{n:,} ({_human(n)})")
+    if quantized:
+        table.add_row("quantization", ", ".join(f"{k} {v}" for k, v in quantized.items()))
     for key, value in cfg.to_dict().items():
         table.add_row(key, str(value))
     tok = getattr(model, "tokenizer", None)

@@ -109,6 +109,9 @@ class Model(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write `config.json` and `model.safetensors`. Files are written to a temporary directory and
         moved in only when complete, so a failed save never leaves a half-written checkpoint."""
+        if getattr(self, "quantization", None) is not None:  # set by zhixing.quant.quantize
+            raise CheckpointError(f"{directory}: the model is quantized ({self.quantization['method']}); "
+                                  "save it with zhixing.quant.save, which records how")
         with staged_files(directory) as tmp:
             write_model_files(tmp, self.unique_state_dict(), self.config.to_dict())
         return Path(directory)

@@ -373,7 +373,8 @@ def holdout_split(items: Sequence[Any], fraction: float, seed: int = 0,
 
 def collate(features: Sequence[dict[str, Any]], pad: int | Layout) -> dict[str, torch.Tensor]:
     """Pad a list of features to the longest: input_ids (the pad id), attention_mask (0), token_type_ids
-    (the layout's padding type, else 0), per-token labels (-100); scalar or fixed-size labels are stacked.
+    (the layout's padding type, else 0), per-token labels (-100); scalar or fixed-size labels (and an
+    "index") are stacked.
 
     `pad` is the pad id (right padding) or the tokenizer's `Layout`, which says on which side to pad
     (XLNet: left, so its <cls> stays the last token) and with which token type. A feature whose labels
@@ -396,6 +397,8 @@ def collate(features: Sequence[dict[str, Any]], pad: int | Layout) -> dict[str, 
         types[i, row] = f.get("token_type_ids", [0] * k)
     out["input_ids"], out["attention_mask"] = torch.from_numpy(ids), torch.from_numpy(mask)
     out["token_type_ids"] = torch.from_numpy(types)
+    if "index" in features[0]:  # the example's row in a table kept beside the data (cached teacher logits)
+        out["index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
     if "labels" in features[0]:
         first = features[0]["labels"]
         if isinstance(first, list) and len(first) == len(features[0]["input_ids"]) \
@@ -495,7 +498,7 @@ def forward_all(model: torch.nn.Module, features: Sequence[dict[str, Any]], batc
             for s in range(0, len(order), batch_size):
                 idx = order[s:s + batch_size]
                 batch = collate([features[i] for i in idx], pad_id)
-                out = model(**{k: v.to(device) for k, v in batch.items()})
+                out = model(**{k: v.to(device) for k, v in batch.items() if k != "index"})
                 out.logits = out.logits.float().cpu()
                 advance(len(idx))
                 yield idx, batch, out

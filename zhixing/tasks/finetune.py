@@ -164,9 +164,14 @@ class FinetuneJob:
 
 def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
               train_examples: list | None = None, dev_examples: list | None = None,
-              callbacks: typing.Sequence[Any] = ()) -> FinetuneJob:
+              callbacks: typing.Sequence[Any] = (), model: Any = None,
+              make_objective: typing.Callable[..., Any] | None = None,
+              records: dict[str, Any] | None = None) -> FinetuneJob:
     """Read and encode the data, load the model with the task's head, and build the Trainer (with
-    `callbacks`: zhixing.train.callbacks.Callback objects)."""
+    `callbacks`: zhixing.train.callbacks.Callback objects). `model`: train this model (with its tokenizer
+    and the task's head) instead of loading cfg.model; `make_objective(features, evaluator, metric,
+    class_weights)`: the objective instead of the task's (distillation: zhixing.tasks.distill); `records`:
+    more files for the run directory."""
     import torch
 
     from zhixing.data import arrow
@@ -200,8 +205,12 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     given = {item.split("=", 1)[0].strip() for item in train_overrides}
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
     pooling = getattr(cfg, "pooling", "")
-    model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
-                          **({"seq_pooling": pooling} if pooling else {}))
+    if model is None:
+        model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
+                              **({"seq_pooling": pooling} if pooling else {}))
+    elif labels is not None and model.config.label_names and list(model.config.label_names) != labels:
+        raise ConfigError(f"the model's labels {model.config.label_names} differ from the training data's "
+                          f"{labels}")
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; fine-tuning needs its tokenizer")
@@ -227,8 +236,11 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     train_cfg = train_cfg.replace(**fill)
     objective = objective_for(task, cfg, train_ex, labels,
                               lambda m: task.evaluate(m, tokenizer, dev_ex, cfg))
+    if make_objective is not None:
+        objective = make_objective(feats, objective.evaluator, objective.metric,
+                                   getattr(objective, "weights", None))
     run = RunDir(Path(train_cfg.out_dir) / name, tokenizer=tokenizer,
-                 records={RunDir.TASK: cfg.to_dict()})
+                 records={RunDir.TASK: cfg.to_dict(), **(records or {})})
     lr_scale = layer_scale(model.config.num_layers, cfg.layer_decay) if cfg.layer_decay < 1 else None
     trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale, callbacks=callbacks)
     return FinetuneJob(task, cfg, trainer, run, tokenizer, labels, train_ex, dev_ex, feats, examples, chosen)
@@ -236,18 +248,21 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
 
 def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
              train_examples: list | None = None, dev_examples: list | None = None,
-             test_examples: list | None = None, callbacks: typing.Sequence[Any] = ()) -> dict[str, Any]:
+             test_examples: list | None = None, callbacks: typing.Sequence[Any] = (),
+             **extra: Any) -> dict[str, Any]:
     """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
     best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
     Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
     `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given).
-    callbacks: zhixing.train.callbacks.Callback objects the loop calls. With cfg.seeds > 1 it runs
-    `finetune_seeds` and returns its report (mean ± std, the best run)."""
+    callbacks: zhixing.train.callbacks.Callback objects the loop calls; `extra`: model=, make_objective=,
+    records= as `build_job` takes them. With cfg.seeds > 1 it runs `finetune_seeds` and returns its report
+    (mean ± std, the best run)."""
     if cfg.seeds > 1:
         return finetune_seeds(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
-                              dev_examples=dev_examples, test_examples=test_examples, callbacks=callbacks)
+                              dev_examples=dev_examples, test_examples=test_examples, callbacks=callbacks,
+                              **extra)
     job = build_job(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
-                    dev_examples=dev_examples, callbacks=callbacks)
+                    dev_examples=dev_examples, callbacks=callbacks, **extra)
     task, run, trainer, tokenizer = job.task, job.run, job.trainer, job.tokenizer
     summary = trainer.fit()
     best_json = run.best / "best.json"  # the dev metrics of best/, measured when it was saved
