@@ -1,6 +1,10 @@
-"""Chinese fine-tuning with a People's Daily BERT: ChnSentiCorp, MSRA NER, CMRC 2018.
+"""Chinese fine-tuning with a People's Daily BERT (or ELECTRA, XLNet): ChnSentiCorp, MSRA NER, CMRC 2018.
 
     .venv/bin/python benchmarks/finetune_chinese.py --model runs/bert-peoples-daily-tiny/best
+    .venv/bin/python benchmarks/finetune_chinese.py --model runs/xlnet-peoples-daily-tiny/best --random-init
+
+--random-init fine-tunes the control: the same architecture and tokenizer as --model with fresh random
+weights (seeded by --seed), saved to a temporary directory first.
 
 The pretrained model comes from `zhixing pretrain --config configs/bert-peoples-daily-tiny.yaml`
 (or any BERT directory with its tokenizer). Splits, all deterministic (`holdout_split`: a hash of each
@@ -86,6 +90,23 @@ def cmrc(args) -> dict:
                qa_metric="cmrc")
 
 
+def random_twin(path: str, seed: int, out: str) -> str:
+    """A directory with the model at `path`'s config and tokenizer and freshly initialised weights."""
+    from pathlib import Path
+
+    from zhixing.config import ModelConfig
+    from zhixing.hub import load_tokenizer, resolve
+    from zhixing.models import build_model
+
+    directory, _ = resolve(path)
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig.load(directory))
+    twin = Path(out) / "random-init"
+    model.save_pretrained(twin)
+    load_tokenizer(path).save(twin)
+    return str(twin)
+
+
 TASKS = {"chnsenticorp": chnsenticorp, "msra": msra, "cmrc": cmrc}
 
 
@@ -104,8 +125,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     p.add_argument("--limit", type=int, default=0, help="first N train/dev examples only (a smoke run)")
+    p.add_argument("--random-init", action="store_true", help="the control: --model's architecture and "
+                   "tokenizer with random weights")
     args = p.parse_args()
     args.out = args.out or tempfile.mkdtemp(prefix="zx-zh-")
+    if args.random_init:
+        args.pretrained, args.model = args.model, random_twin(args.model, args.seed, args.out)
     torch.set_num_threads(args.threads)
     env = environment(args.threads)
     for name in args.tasks.split(","):

@@ -1,6 +1,12 @@
 """CoNLL-2003 NER: zhixing finetune vs transformers Trainer, same model / data / hyperparameters, same job.
 
     .venv/bin/python benchmarks/finetune_conll.py --train-sentences 3000 --epochs 2
+    .venv/bin/python benchmarks/finetune_conll.py --random xlnet,bert --epochs 6 --lr 1e-3 --order zhixing
+
+--random FAMILIES fine-tunes, instead of all-MiniLM-L6-v2, randomly initialised tiny models of those
+families (2 layers, dim 128, 4 heads, FFN 512, seeded by --seed) with MiniLM's WordPiece tokenizer — in
+the family's own layout (XLNet: `A [SEP] [CLS]`, left padding) — zhixing only: no English XLNet checkpoint
+exists offline, so this shows what the architecture does from scratch next to the pretrained BERT.
 
 Both sides label the first sub-token of each word (-100 elsewhere) and are scored with the same
 entity-level F1 (zhixing.tasks.metrics.entity_scores, equal to seqeval's) on the test set.
@@ -31,12 +37,29 @@ def load(args):
     return train[:args.train_sentences], test
 
 
-def run_zhixing(train, test, args) -> dict:
+def random_model(family: str, seed: int) -> str:
+    """A directory with a random tiny `family` model and MiniLM's tokenizer in the family's layout."""
+    from zhixing.hub import load_tokenizer
+    from zhixing.models import build_model
+    from zhixing.tokenizers.layout import apply_layout
+
+    tok = load_tokenizer(minilm_dir())
+    torch.manual_seed(seed)
+    model = build_model(f"{family}-tiny", vocab_size=tok.vocab_size, dim=128, num_layers=2, num_heads=4,
+                        ffn_dim=512, max_seq_len=128, pad_token_id=tok.pad_id)
+    apply_layout(tok, model.tokenizer_layout)
+    out = tempfile.mkdtemp(prefix=f"zx-random-{family}-")
+    model.save_pretrained(out)
+    tok.save(out)
+    return out
+
+
+def run_zhixing(train, test, args, model: str | None = None) -> dict:
     from zhixing.tasks.finetune import finetune, finetune_config
 
     t = time.perf_counter()
-    cfg = finetune_config("ner", model=minilm_dir(), max_seq_len=args.max_seq_len, epochs=args.epochs,
-                         eval_every=args.epochs, warmup_ratio=0.1, scheme="iob2")
+    cfg = finetune_config("ner", model=model or minilm_dir(), max_seq_len=args.max_seq_len,
+                         epochs=args.epochs, eval_every=args.epochs, warmup_ratio=0.1, scheme="iob2")
     out = tempfile.mkdtemp(prefix="zx-conll-")
     s = finetune(cfg, name="conll", train_examples=train, dev_examples=test, train_overrides=[
         f"out_dir={out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",
@@ -107,10 +130,18 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--order", default="zhixing,hf")
+    p.add_argument("--random", default="", help="comma-separated families (xlnet, bert): random-init tiny "
+                   "models with MiniLM's tokenizer instead of MiniLM (zhixing only)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     train, test = load(args)
     env = environment(args.threads)
+    if args.random:
+        for family in args.random.split(","):
+            r = run_zhixing(train, test, args, random_model(family, args.seed))
+            emit({"bench": "finetune_conll", "device": "cpu", **vars(args), "model": f"random {family}-tiny",
+                  "train_sentences": len(train), "test_sentences": len(test), **env, **r})
+        return
     results = {}
     for impl in args.order.split(","):
         r = (run_zhixing if impl == "zhixing" else run_hf)(train, test, args)

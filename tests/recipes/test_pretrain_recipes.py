@@ -66,6 +66,23 @@ def test_xlnet_plm_pretraining(tmp_path, corpus):
     summary = json.loads((tmp_path / "runs/xlnet/summary.json").read_text())
     assert summary["objective"] == "plm" and summary["status"] == "completed"
     assert 0.0 <= summary["final_val_acc"] <= 1.0 and summary["final_val_ppl"] > 1
+    # the run's WordPiece tokenizer was given XLNet's layout (<cls> last, left padding), as PLM rows had it
+    from zhixing.hub import load_tokenizer
+
+    tok = load_tokenizer(tmp_path / "runs/xlnet")
+    enc = tok.encode("good film", "bad plot")
+    assert enc.tokens[-1] == "[CLS]" and enc.type_ids[-1] == 2 and enc.tokens.count("[SEP]") == 2
+    assert (tok.padding_side, tok.pad_type_id) == ("left", 3)
+    train = tmp_path / "train.tsv"
+    rows = [(" ".join(random.Random(i).choices(WORDS[:4], k=6)), i % 2) for i in range(40)]
+    train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    res = CliRunner().invoke(main, ["finetune", "--task", "classify", "--model", str(tmp_path / "runs/xlnet"),
+                                    "--train", str(train), "--dev", str(train), "epochs=1", "max_seq_len=16",
+                                    "name=xlnet-cls", f"train.out_dir={tmp_path / 'runs'}",
+                                    "train.progress=false", "train.device=cpu"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "runs/xlnet-cls/best/config.json").read_text())
+    assert config["arch"] == "xlnet" and config["head"] == "seq_cls"
 
 
 def test_rtd_needs_an_electra_pair(tmp_path, corpus):

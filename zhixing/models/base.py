@@ -60,6 +60,9 @@ class Model(nn.Module):
 
     config: ModelConfig
     arch: ClassVar[str] = ""
+    # the special-token layout the family's inputs follow (zhixing.tokenizers.layout.LAYOUTS), given to a
+    # tokenizer trained for it; None: the tokenizer's own (BERT's [CLS] A [SEP], a decoder's none)
+    tokenizer_layout: ClassVar[str | None] = None
     families: ClassVar[dict[str, type[Model]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

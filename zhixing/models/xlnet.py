@@ -180,6 +180,7 @@ class XLNet(Model):
     """
 
     arch = "xlnet"
+    tokenizer_layout = "xlnet"  # A <sep> B <sep> <cls>, <cls> type 2, left padding (type 3)
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -141,6 +141,7 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     import torch
 
     from zhixing.models import build_model
+    from zhixing.tokenizers.layout import apply_layout
     from zhixing.train.loop import Trainer
 
     # Validate what needs no data first, so a typo fails in a second, not after tokenization.
@@ -153,6 +154,9 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     train_loader, val_loader = build_loaders(recipe, shards, tokenizer, info)
     torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
     model = build_model(config)
+    # a family whose inputs have their own layout (XLNet: <cls> last, left padding) saves its tokenizer
+    # with it, so fine-tuning builds the inputs pretraining used (the shards hold no special tokens)
+    apply_layout(tokenizer, model.tokenizer_layout)
     run = RunDir(recipe.run_dir, tokenizer=tokenizer, config=recipe.to_dict())
     return Trainer(model, objective_for(recipe), recipe.train, train_loader, val_loader, run, dist=info)
 

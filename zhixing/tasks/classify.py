@@ -73,7 +73,7 @@ def probabilities(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Tex
     labeled = all(e.label is not None for e in examples)
     feats = encode(examples, tokenizer, max_seq_len, names if labeled else None)
     probs, loss_sum = torch.zeros(len(feats), len(names)), 0.0
-    for idx, _, out in forward_all(model, feats, batch_size, tokenizer.pad_id):
+    for idx, _, out in forward_all(model, feats, batch_size, tokenizer.layout):
         probs[idx] = out.logits.softmax(-1)
         if out.loss is not None:
             loss_sum += float(out.loss) * len(idx)

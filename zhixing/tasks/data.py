@@ -29,6 +29,7 @@ import torch
 
 from zhixing.data.corpora import read_lines, read_utf8
 from zhixing.errors import DataError
+from zhixing.tokenizers.layout import Layout
 
 TEXT_COLUMNS = ("sentence", "text", "review", "sentence1", "question", "content")
 PAIR_COLUMNS = ("sentence2", "text_b", "pair", "hypothesis")
@@ -370,44 +371,65 @@ def holdout_split(items: Sequence[Any], fraction: float, seed: int = 0,
 # -- batches --------------------------------------------------------------------------------------------
 
 
-def collate(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a list of features to the longest: input_ids (pad_id), attention_mask/token_type_ids (0),
-    per-token labels (-100); scalar or fixed-size labels (and an "index") are stacked as they are."""
+def collate(features: Sequence[dict[str, Any]], pad: int | Layout) -> dict[str, torch.Tensor]:
+    """Pad a list of features to the longest: input_ids (the pad id), attention_mask (0), token_type_ids
+    (the layout's padding type, else 0), per-token labels (-100); scalar or fixed-size labels (and an
+    "index") are stacked.
+
+    `pad` is the pad id (right padding) or the tokenizer's `Layout`, which says on which side to pad
+    (XLNet: left, so its <cls> stays the last token) and with which token type. A feature whose labels
+    are positions in its input_ids (QA's start/end: "label_positions": True) has them shifted by the
+    padding put before it."""
+    layout = pad if isinstance(pad, Layout) else None
+    pad_id = layout.pad_id if layout is not None else pad
+    left = layout is not None and layout.pad_left
     n = max(len(f["input_ids"]) for f in features)
     out: dict[str, torch.Tensor] = {}
     ids = np.full((len(features), n), pad_id, dtype=np.int64)
     mask = np.zeros((len(features), n), dtype=np.int64)
-    types = np.zeros((len(features), n), dtype=np.int64)
+    types = np.full((len(features), n), layout.pad_type_id if layout is not None else 0, dtype=np.int64)
+    shift = [n - len(f["input_ids"]) if left else 0 for f in features]
     for i, f in enumerate(features):
         k = len(f["input_ids"])
-        ids[i, :k] = f["input_ids"]
-        mask[i, :k] = 1
-        types[i, :k] = f.get("token_type_ids", [0] * k)
+        row = slice(shift[i], shift[i] + k)
+        ids[i, row] = f["input_ids"]
+        mask[i, row] = 1
+        types[i, row] = f.get("token_type_ids", [0] * k)
     out["input_ids"], out["attention_mask"] = torch.from_numpy(ids), torch.from_numpy(mask)
     out["token_type_ids"] = torch.from_numpy(types)
     if "index" in features[0]:  # the example's row in a table kept beside the data (cached teacher logits)
         out["index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
     if "labels" in features[0]:
         first = features[0]["labels"]
-        if isinstance(first, list) and len(first) == len(features[0]["input_ids"]):  # per-token labels
+        if isinstance(first, list) and len(first) == len(features[0]["input_ids"]) \
+                and not features[0].get("label_positions"):  # per-token labels
             labels = np.full((len(features), n), -100, dtype=np.int64)
             for i, f in enumerate(features):
-                labels[i, :len(f["labels"])] = f["labels"]
+                labels[i, shift[i]:shift[i] + len(f["labels"])] = f["labels"]
             out["labels"] = torch.from_numpy(labels)
         else:
-            out["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+            rows = [[x + s for x in f["labels"]] if f.get("label_positions") else f["labels"]
+                    for f, s in zip(features, shift)]
+            out["labels"] = torch.tensor(rows, dtype=torch.long)
     return out
+
+
+def first_real(batch: dict[str, torch.Tensor], row: int) -> int:
+    """Where row `row`'s own tokens start in a collated batch (after any left padding): index i of a
+    feature's input_ids is column first_real + i."""
+    return int(batch["attention_mask"][row].argmax())
 
 
 class TaskLoader:
     """Endless shuffled batches of task features for `Trainer` (train), and ordered batches (eval).
 
     The order of epoch e is a permutation drawn from (seed, e), so `state_dict()` = {epoch, position}
-    resumes exactly. Batches are padded to their longest feature (no wasted positions on short texts).
+    resumes exactly. Batches are padded to their longest feature (no wasted positions on short texts);
+    `pad_id`: the pad id, or the tokenizer's Layout (padding side and type, see `collate`).
     """
 
-    def __init__(self, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int, seed: int = 0,
-                 shuffle: bool = True):
+    def __init__(self, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int | Layout,
+                 seed: int = 0, shuffle: bool = True):
         if not features:
             raise DataError("no features to batch (the data set is empty after reading)")
         self.features = list(features)
@@ -458,11 +480,13 @@ class TaskLoader:
 
 
 @torch.no_grad()
-def forward_all(model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int,
+def forward_all(model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int,
+                pad_id: int | Layout,
                 description: str = "evaluating") -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
     """(feature indices, CPU batch, output with CPU float logits) for all features; labels go in so the
     output carries the loss. Batches are formed from length-sorted features: evaluation needs no
-    particular order, and similar lengths waste few padded positions (callers place rows by index)."""
+    particular order, and similar lengths waste few padded positions (callers place rows by index; a
+    row's own positions start at `first_real(batch, row)`). `pad_id`: as collate's `pad`."""
     from zhixing.train.logging import progress_bar
 
     device = next(model.parameters()).device

@@ -26,9 +26,12 @@ from zhixing.io import RunDir
 from zhixing.tasks import TASKS, get_task
 from zhixing.tasks.base import FinetuneConfig, Task
 
-ENCODERS = ("bert", "electra")  # families whose heads fine-tuning can swap (seq_cls, token_cls, qa)
+# families whose heads fine-tuning can swap (seq_cls, token_cls, qa); the task encoders place their special
+# tokens and padding as each one's tokenizer says (tokenizers/layout.py: XLNet's <cls> last, left padding)
+ENCODERS = ("bert", "electra", "xlnet")
 # Decoders classify at their last real token (GPT2ForSequenceClassification); no token or span heads.
 DECODERS, DECODER_HEADS = ("gpt",), ("seq_cls",)
+HEAD_MODULES = ("classifier", "pooler", "score", "summary")  # task-head tensors (XLNet's sequence summary)
 
 # Fine-tuning defaults of the loop (BERT's recipe: AdamW β2 0.999, weight decay 0.01, linear decay); the
 # rate, the epochs and early stopping are chosen per model and data set (default_lr, default_epochs).
@@ -96,7 +99,7 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     own = model.state_dict()
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     fresh = sorted(k for k in model.unique_state_dict() if k not in keep)
-    backbone = [k for k in fresh if k.split(".")[0] not in ("classifier", "pooler", "score")]
+    backbone = [k for k in fresh if k.split(".")[0] not in HEAD_MODULES]
     if backbone:
         raise ConfigError(f"{directory}: the checkpoint lacks backbone tensors {', '.join(backbone[:10])}")
     model.load_state_dict(keep, strict=False)
@@ -223,7 +226,7 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     if cfg.max_seq_len > model.config.max_seq_len:
         raise ConfigError(f"max_seq_len={cfg.max_seq_len} exceeds the model's {model.config.max_seq_len}")
     feats = task.encode_train(train_ex, tokenizer, cfg, labels)
-    loader = TaskLoader(feats, train_cfg.batch_size, tokenizer.pad_id, seed=train_cfg.seed)
+    loader = TaskLoader(feats, train_cfg.batch_size, tokenizer.layout, seed=train_cfg.seed)
     per_epoch = math.ceil(len(feats) / (train_cfg.batch_size * train_cfg.grad_accum_steps))
     chosen: dict[str, Any] = {}  # the defaults that depend on the model and the data (docs: "Defaults")
     if cfg.epochs is None:

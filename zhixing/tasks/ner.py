@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from zhixing.tasks.base import Task, WeightedConfig
-from zhixing.tasks.data import DataError, TaggedSentence, forward_all, read_tagged
+from zhixing.tasks.data import DataError, TaggedSentence, first_real, forward_all, read_tagged
 from zhixing.tasks.metrics import convert_tags, entity_scores, get_entities
 
 
@@ -73,14 +73,19 @@ def words_of(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 
 def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: int
-             ) -> list[tuple[int, list[int], list[int | None]]]:
-    """(sentence index, input ids, word index of each token where it is a word's first sub-token).
+             ) -> list[tuple[int, list[int], list[int], list[int | None]]]:
+    """(sentence index, input ids, token types, word index of each token where it is a word's first
+    sub-token).
 
     The words are joined by spaces and tokenized once; each token is mapped back to the word whose
-    characters it starts in. Windows hold at most max_seq_len - 2 tokens and break between words."""
-    cls, sep = tokenizer.cls_id, tokenizer.sep_id
-    if cls is None or sep is None:
-        raise DataError("token classification needs a tokenizer with [CLS] and [SEP] tokens (BERT-style)")
+    characters it starts in (with SentencePiece a word's first piece may be its "▁" alone: it carries
+    the label, as transformers' word_ids give it). Windows hold at most max_seq_len minus the special
+    tokens and break between words; the special tokens go where the tokenizer's layout puts them
+    (BERT: [CLS] words [SEP]; XLNet: words <sep> <cls>)."""
+    if tokenizer.cls_id is None or tokenizer.sep_id is None:
+        raise DataError("token classification needs a tokenizer with classification and separator tokens "
+                        "([CLS]/[SEP] or XLNet's <cls>/<sep>)")
+    layout = tokenizer.layout
     texts, starts = [], []
     for words in sentences:
         pos, st = 0, []
@@ -91,7 +96,11 @@ def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: in
         starts.append(st)
     encs = tokenizer.encode_batch(texts, add_special_tokens=False)
     out = []
-    room = max_seq_len - 2
+    room = max_seq_len - layout.single_extra
+
+    def window(n: int, ids: list[int], first: list[int | None]) -> tuple[int, list[int], list[int], list]:
+        built = layout.build(ids)
+        return n, built.ids, built.types, layout.spread(first)
     for n, (enc, st) in enumerate(zip(encs, starts)):
         word_of = [bisect.bisect_right(st, a) - 1 for a, _ in enc.offsets]
         ids, first = [], []
@@ -101,12 +110,12 @@ def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: in
             prev = w
             # a new window when this word's sub-tokens would not fit (a word longer than a window is cut)
             if is_first and ids and len(ids) + _word_len(word_of, w) > room:
-                out.append((n, [cls, *ids, sep], [None, *first, None]))
+                out.append(window(n, ids, first))
                 ids, first = [], []
             if len(ids) < room:
                 ids.append(tid)
                 first.append(w if is_first else None)
-        out.append((n, [cls, *ids, sep], [None, *first, None]))
+        out.append(window(n, ids, first))
     return out
 
 
@@ -125,11 +134,12 @@ def encode_train(sents: Sequence[TaggedSentence], tokenizer: Any, cfg: Any, name
 
 def encode(sents: Sequence[TaggedSentence], tokenizer: Any, max_seq_len: int,
            names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Features: input_ids, labels (first sub-tokens only, else -100), and the (sentence, word) map."""
+    """Features: input_ids, token_type_ids, labels (first sub-tokens only, else -100), and the (sentence,
+    word) map."""
     index = {n: i for i, n in enumerate(names or [])}
     feats = []
-    for n, ids, first in _windows(tokenizer, [s.tokens for s in sents], max_seq_len):
-        f: dict[str, Any] = {"input_ids": ids, "sentence": n, "word_index": first}
+    for n, ids, types, first in _windows(tokenizer, [s.tokens for s in sents], max_seq_len):
+        f: dict[str, Any] = {"input_ids": ids, "token_type_ids": types, "sentence": n, "word_index": first}
         if names is not None:
             tags = sents[n].tags
             f["labels"] = [-100 if w is None else index[tags[w]] for w in first]
@@ -149,14 +159,15 @@ def tag_sentences(model: torch.nn.Module, tokenizer: Any, words: Sequence[Sequen
     tags = [["O"] * len(w) for w in words]
     probs = [[1.0] * len(w) for w in words]
     loss_sum, n_tok = 0.0, 0
-    for idx, batch, out in forward_all(model, feats, batch_size, tokenizer.pad_id):
+    for idx, batch, out in forward_all(model, feats, batch_size, tokenizer.layout):
         p, best = out.logits.softmax(-1).max(-1)  # (batch, seq)
         for r, i in enumerate(idx):
             sent, first = feats[i]["sentence"], feats[i]["word_index"]
+            at = first_real(batch, r)  # after any left padding (XLNet)
             for i, w in enumerate(first):
                 if w is not None:
-                    tags[sent][w] = names[int(best[r, i])]
-                    probs[sent][w] = float(p[r, i])
+                    tags[sent][w] = names[int(best[r, at + i])]
+                    probs[sent][w] = float(p[r, at + i])
         if out.loss is not None:
             k = int((batch["labels"] != -100).sum())
             loss_sum += float(out.loss) * k

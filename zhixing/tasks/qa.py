@@ -3,9 +3,11 @@
     p_start(i) = softmax_i(w_s · h_L[i]),   p_end(j) = softmax_j(w_e · h_L[j])
     L = -(log p_start(s*) + log p_end(e*)) / 2,   span = argmax_{i ≤ j < i + max_answer_len} s_i + e_j
 
-Inputs are `[CLS] question [SEP] context-window [SEP]`. A context longer than the window is covered
+Inputs are `[CLS] question [SEP] context-window [SEP]` (XLNet: `question <sep> context-window <sep> <cls>`,
+as the tokenizer's layout says). A context longer than the window is covered
 by several windows whose starts are `doc_stride` tokens apart (BERT's run_squad); a window that does
-not contain the whole answer is trained to point at [CLS] (position 0). At prediction the `n_best` top
+not contain the whole answer is trained to point at the classification token ([CLS] at position 0, XLNet's
+<cls> at the end). At prediction the `n_best` top
 starts and ends of every window are paired, spans outside the context or longer than `max_answer_len`
 are dropped, and the best-scoring span over all windows is mapped back to the original text through
 the tokenizer's character offsets.
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 
 from zhixing.tasks.base import FinetuneConfig, Task
-from zhixing.tasks.data import DataError, QAExample, forward_all, read_squad
+from zhixing.tasks.data import DataError, QAExample, first_real, forward_all, read_squad
 from zhixing.tasks.metrics import qa_scores
 
 
@@ -59,9 +61,10 @@ def encode(examples: Sequence[QAExample], tokenizer: Any, cfg: Any, train: bool 
     index, where the context starts in the input and which context tokens the window holds.
 
     With train=True, examples without a locatable answer are skipped (read_squad counted them)."""
-    cls, sep = tokenizer.cls_id, tokenizer.sep_id
-    if cls is None or sep is None:
-        raise DataError("QA needs a tokenizer with [CLS] and [SEP] tokens (BERT-style)")
+    if tokenizer.cls_id is None or tokenizer.sep_id is None:
+        raise DataError("QA needs a tokenizer with classification and separator tokens ([CLS]/[SEP] or "
+                        "XLNet's <cls>/<sep>)")
+    layout = tokenizer.layout
     contexts = sorted({e.context for e in examples})
     ctx_encs = dict(zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False)))
     q_encs = tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
@@ -73,7 +76,7 @@ def encode(examples: Sequence[QAExample], tokenizer: Any, cfg: Any, train: bool 
         ctx = ctx_encs[ex.context]
         offsets = ctx.offsets
         q_ids = q.ids[:cfg.max_query_len]
-        room = cfg.max_seq_len - len(q_ids) - 3
+        room = cfg.max_seq_len - len(q_ids) - layout.pair_extra
         if room < 8:
             raise DataError(f"max_seq_len={cfg.max_seq_len} leaves {room} context tokens after the question; "
                             "raise max_seq_len or lower max_query_len")
@@ -87,15 +90,15 @@ def encode(examples: Sequence[QAExample], tokenizer: Any, cfg: Any, train: bool 
         start = 0
         while True:
             end = min(start + room, len(offsets))
-            ids = [cls, *q_ids, sep, *ctx.ids[start:end], sep]
-            c0 = len(q_ids) + 2
-            f: dict[str, Any] = {"input_ids": ids, "token_type_ids": [0] * c0 + [1] * (end - start + 1),
-                                 "example": n, "ctx_start": c0, "window": (start, end)}
+            built = layout.build(q_ids, ctx.ids[start:end])  # [CLS] q [SEP] c [SEP] / q <sep> c <sep> <cls>
+            c0, none = built.starts[1], built.cls or 0
+            f: dict[str, Any] = {"input_ids": built.ids, "token_type_ids": built.types, "example": n,
+                                 "ctx_start": c0, "window": (start, end), "label_positions": True}
             if a_tok is not None and start <= a_tok and b_tok < end:
                 f["labels"] = [c0 + a_tok - start, c0 + b_tok - start]
             else:
-                f["labels"] = [0, 0]  # answer not (wholly) in this window: point at [CLS]
-            if not (train and f["labels"] == [0, 0] and a_tok is None):
+                f["labels"] = [none, none]  # answer not (wholly) in this window: point at the cls token
+            if not (train and f["labels"] == [none, none] and a_tok is None):
                 feats.append(f)
             if end >= len(offsets):
                 break
@@ -148,9 +151,11 @@ def run(model: torch.nn.Module, tokenizer: Any, examples: Sequence[QAExample], c
     starts: list[Any] = [None] * len(feats)
     ends: list[Any] = [None] * len(feats)
     loss_sum = 0.0
-    for idx, _, out in forward_all(model, feats, cfg.eval_batch_size, tokenizer.pad_id):
+    for idx, batch, out in forward_all(model, feats, cfg.eval_batch_size, tokenizer.layout):
         for r, i in enumerate(idx):
-            starts[i], ends[i] = out.logits[r, :, 0], out.logits[r, :, 1]
+            at = first_real(batch, r)  # the feature's own positions, after any left padding (XLNet)
+            own = out.logits[r, at:at + len(feats[i]["input_ids"])]
+            starts[i], ends[i] = own[:, 0], own[:, 1]
         loss_sum += float(out.loss) * len(idx)
     return decode(examples, feats, starts, ends, tokenizer, cfg), loss_sum / max(len(feats), 1)
 

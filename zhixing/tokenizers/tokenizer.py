@@ -438,6 +438,14 @@ class Tokenizer:
         return self._backend
 
     @property
+    def layout(self):
+        """Where this tokenizer's template puts its special tokens and how it pads (`layout.Layout`),
+        for encoders that assemble inputs from pieces (NER windows, QA windows)."""
+        from .layout import layout_of
+
+        return layout_of(self)
+
+    @property
     def special_tokens(self) -> dict[str, str]:
         """role -> token string, for the roles this tokenizer has."""
         return dict(self._roles)
