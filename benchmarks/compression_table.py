@@ -107,6 +107,21 @@ def latency_ms(model, batch_list: list[dict], warmup: int) -> float:
     return statistics.median(times)
 
 
+def chnsenticorp_splits(seed: int = 0) -> tuple[list, list, list]:
+    """(train, dev, test) of ChnSentiCorp as benchmarks/finetune_chinese.py splits it (hash holdout)."""
+    import csv
+
+    from zhixing.tasks.data import TextExample, holdout_split
+
+    path = DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = [TextExample(r["review"], None, r["label"], f"{path}:{i + 2}")
+                for i, r in enumerate(csv.DictReader(f)) if r["review"].strip()]
+    rest, test = holdout_split(rows, 0.1, seed=seed, key=lambda e: e.text)
+    train, dev = holdout_split(rest, 0.1, seed=seed + 1, key=lambda e: e.text)
+    return train, dev, test
+
+
 @torch.inference_mode()
 def task_accuracy(model, dev: list, max_seq_len: int) -> float:
     """SST-2 dev accuracy through the classify task's own evaluation (what `zhixing evaluate` reports)."""
@@ -128,6 +143,8 @@ def main() -> None:
     p.add_argument("models", nargs="+", help="model directories or fine-tuning runs")
     p.add_argument("--label", action="append", default=[], help="a row name per model (default: its path)")
     p.add_argument("--int8", action="store_true", help="also measure each model after dynamic int8")
+    p.add_argument("--data", choices=["sst2", "chnsenticorp"], default="sst2",
+                   help="sst2: its dev set; chnsenticorp: the test split of benchmarks/finetune_chinese.py")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-seq-len", type=int, default=64)
     p.add_argument("--latency-n", type=int, default=200, help="dev sentences timed at batch 1")
@@ -140,7 +157,7 @@ def main() -> None:
     from zhixing.hub import load, resolve
     from zhixing.tasks.data import read_table
 
-    dev = read_table(DATA / "sst2/dev.tsv")
+    dev = read_table(DATA / "sst2/dev.tsv") if args.data == "sst2" else chnsenticorp_splits()[2]
     texts = [e.text for e in dev]
     rows = []
     labels = args.label + [None] * (len(args.models) - len(args.label))
