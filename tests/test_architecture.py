@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hub",),
     ("objectives",),
     ("train",),
-    ("generation", "tasks", "viz"),
+    ("generation", "tasks", "viz", "compress"),
     ("recipes", "serve"),
     ("cli",),
     ("",),  # zhixing/__init__.py: the public face, may use everything (lazily)
