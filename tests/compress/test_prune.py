@@ -244,3 +244,42 @@ def test_magnitude_pruning_reaches_its_sparsity_during_training(tmp_path):
     dense = sum(p.numel() * 4 for p in model.parameters())
     assert sparse_nbytes(model) < dense
     assert float(model.tok_embed.weight.eq(0).float().mean()) == 0.0  # embeddings stay dense
+
+
+def test_prune_command_writes_a_smaller_model_that_predicts(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    import zhixing
+    from zhixing.cli import main
+    from zhixing.tokenizers import Tokenizer
+
+    words = ["good", "bad", "film", "plot", "great", "dull", "acting", "fine"]
+    tok = Tokenizer.train(iter(words * 20), kind="wordpiece", vocab_size=40, min_frequency=1,
+                          show_progress=False)
+    src = tmp_path / "clf"
+    bert(vocab_size=tok.vocab_size, label_names=["neg", "pos"]).save_pretrained(src)
+    tok.save(src)
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{a} {b}\t{'pos' if a in ('good', 'great') else 'neg'}\n"
+                                                   for a in words for b in words), encoding="utf-8")
+    out = tmp_path / "pruned"
+    args = ["prune", str(src), "--data", str(data), "--out", str(out), "--heads", "0.5", "--ffn", "0.25",
+            "--dev", str(data), "--batch-size", "16"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "prune.json").read_text())
+    assert sum(report["heads_per_layer"]) == HEADS * LAYERS // 2 and min(report["heads_per_layer"]) >= 1
+    assert sum(report["ffn_dims"]) == FFN * LAYERS - round(0.25 * FFN * LAYERS)
+    assert report["params_after"] < report["params_before"] and "accuracy" in report["dev_after"]
+    model = zhixing.load(out)
+    assert model.config.heads_per_layer == report["heads_per_layer"]
+    result = CliRunner().invoke(main, ["predict", str(out), "--text", "good film"])
+    assert result.exit_code == 0 and json.loads(result.output)["output"]["label"] in ("neg", "pos")
+    for bad, message in ((["--heads", "1.0"], "--heads=1.0: expected a number with 0 <= --heads < 1"),
+                         (["--ffn", "-0.5"], "--ffn=-0.5: expected"), ([], "say what to prune")):
+        args = ["prune", str(src), "--data", str(data), "--out", str(tmp_path / "x"), *bad]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0 and message in result.output
+        assert not (tmp_path / "x").exists()
