@@ -1,4 +1,5 @@
-"""`zhixing prune RUN --data FILE --out DIR --heads 0.3 --ffn 0.2`: structured pruning of a fine-tuned model."""
+"""`zhixing prune RUN --data FILE --out DIR --heads 0.3 --ffn 0.2`: structured pruning of a fine-tuned
+model."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def prune_cmd(run: str, data: str, out_dir: str, heads: float | None, ffn: float
     batches = [collate(feats[i:i + batch_size], tokenizer.pad_id) for i in range(0, len(feats), batch_size)]
     objective = SpanQA() if spec.objective == "span" else Classification()
     dev = spec.read(dev_file, cfg) if dev_file else None
-    report: dict = {"source": run, "data": data, "samples": len(examples), "params_before": model.num_parameters()}
+    report: dict = {"source": run, "data": data, "samples": len(examples),
+                    "params_before": model.num_parameters()}
     if dev is not None:
         report["dev_before"] = spec.evaluate(model, tokenizer, dev, cfg)
     t0 = time.perf_counter()
@@ -90,8 +92,9 @@ def prune_cmd(run: str, data: str, out_dir: str, heads: float | None, ffn: float
     with staged_files(out_dir) as tmp:
         write_model_files(tmp, model.unique_state_dict(), model.config.to_dict(), tokenizer)
         (tmp / "prune.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    cfg_after = model.config
     click.echo(f"params {report['params_before']:,} -> {report['params_after']:,}; heads per layer "
-               f"{model.config.heads_per_layer or 'unchanged'}; FFN widths {model.config.ffn_dims or 'unchanged'}")
+               f"{cfg_after.heads_per_layer or 'unchanged'}; FFN widths {cfg_after.ffn_dims or 'unchanged'}")
     for when in ("dev_before", "dev_after"):
         if when in report:
             text = ", ".join(f"{k} {v:.4f}" for k, v in report[when].items() if isinstance(v, float))
