@@ -11,13 +11,15 @@ from zhixing.errors import ConfigError
 from zhixing.objectives.base import Batch, Objective
 from zhixing.objectives.classification import Classification, SpanQA
 from zhixing.objectives.clm import CausalLM
+from zhixing.objectives.distill import CausalLMDistillation, Distillation
 from zhixing.objectives.mlm import MaskedLM
 from zhixing.objectives.plm import PLM
 from zhixing.objectives.rtd import RTDObjective
 
 # data.objective name -> the class that implements it (recipes name their objective this way)
 OBJECTIVES: dict[str, type[Objective]] = {"clm": CausalLM, "mlm": MaskedLM, "rtd": RTDObjective,
-                                          "plm": PLM}
+                                          "plm": PLM, "distill": Distillation,
+                                          "clm_distill": CausalLMDistillation}
 
 
 def build_objective(name: str, **options: Any) -> Objective:
@@ -33,4 +35,5 @@ def build_objective(name: str, **options: Any) -> Objective:
 
 
 __all__ = ["Objective", "Batch", "CausalLM", "MaskedLM", "PLM", "RTDObjective", "Classification", "SpanQA",
+           "Distillation", "CausalLMDistillation",
            "OBJECTIVES", "build_objective"]

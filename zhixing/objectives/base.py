@@ -55,6 +55,12 @@ class Objective:
     def check(self, model: nn.Module) -> None:
         """Raise ConfigError when the model cannot be trained with this objective (wrong head, ...)."""
 
+    def setup(self, device: torch.device) -> list[nn.Parameter]:
+        """Called by the loop once the model is on `device`: move the objective's own modules there (a
+        teacher) and return the parameters it trains besides the model's (a distillation projection; they
+        join the optimizer but not the saved model). Default: none."""
+        return []
+
     def targets(self, batch: Batch) -> tuple[float, ...]:
         """Target mass per loss part in a batch (the count of labelled tokens, examples, ...): what the
         step's mean of each part is taken over. Called on the CPU batch, so it costs no device sync."""

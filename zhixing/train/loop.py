@@ -63,18 +63,22 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
-                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.AdamW:
+                    lr_scale: Callable[[str], float] | None = None,
+                    extra: list[nn.Parameter] | tuple = ()) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on matrices only (linear weights, embeddings); norms' gains and
     biases are not decayed — shrinking them toward 0 only fights the normalisation (as nanoGPT / GPT-3).
 
     lr_scale(parameter name) -> factor gives parameters their own share of the scheduled rate (each group
     keeps it as "lr_scale"; the loop sets lr = schedule × lr_scale), e.g. layer-wise LR decay for
-    fine-tuning (zhixing.tasks)."""
+    fine-tuning (zhixing.tasks). `extra`: parameters trained besides the model's (an objective's own),
+    at the full rate."""
     groups_by_key: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():  # tied parameters are yielded once
         if p.requires_grad:
             key = (p.dim() >= 2, float(lr_scale(name)) if lr_scale is not None else 1.0)
             groups_by_key.setdefault(key, []).append(p)
+    for p in extra:
+        groups_by_key.setdefault((p.dim() >= 2, 1.0), []).append(p)
     order = sorted(groups_by_key, key=lambda k: (not k[0], -k[1]))  # decayed first, as before
     groups = [{"params": groups_by_key[k], "weight_decay": cfg.weight_decay if k[0] else 0.0,
                "lr_scale": k[1]} for k in order]
@@ -291,7 +295,8 @@ class Trainer:
         if cfg.compile and strategy == "fsdp" and info.enabled:
             module = torch.compile(module)
         self.model = module
-        self.optimizer = build_optimizer(self.raw, cfg, self.device, self.lr_scale)
+        self.optimizer = build_optimizer(self.raw, cfg, self.device, self.lr_scale,
+                                         extra=self.objective.setup(self.device))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if loaded is not None:
             D.load_optimizer_state(self._state_owner, self.optimizer, optim_state["optimizer"])
