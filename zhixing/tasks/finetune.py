@@ -124,9 +124,10 @@ def objective_for(task: Task, cfg: FinetuneConfig, train_examples: list, labels:
 
 def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: typing.Sequence[str] = (),
              train_examples: list | None = None, dev_examples: list | None = None,
-             test_examples: list | None = None) -> dict[str, Any]:
+             test_examples: list | None = None, callbacks: typing.Sequence[Any] = ()) -> dict[str, Any]:
     """Train cfg.task on cfg.train (or `train_examples`), select on dev; return the summary with the
-    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings.
+    best model's dev (and test) metrics. `train_overrides` are TrainConfig `key=value` strings;
+    `callbacks` go to the Trainer (e.g. zhixing.compress.prune.MagnitudePruning).
     Examples may be lists of the task's examples, `datasets.Dataset`s (columns as for Parquet files), or a
     `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given)."""
     import torch
@@ -184,7 +185,7 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     run = RunDir(Path(train_cfg.out_dir) / name, tokenizer=tokenizer,
                  records={RunDir.TASK: cfg.to_dict()})
     lr_scale = layer_scale(model.config.num_layers, cfg.layer_decay) if cfg.layer_decay < 1 else None
-    trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale)
+    trainer = Trainer(model, objective, train_cfg, loader, run=run, lr_scale=lr_scale, callbacks=callbacks)
     summary = trainer.fit()
     best_json = run.best / "best.json"  # the dev metrics of best/, measured when it was saved
     if best_json.is_file():
