@@ -172,7 +172,8 @@ def plot(results: dict[str, list[tuple[float, float]]], base: float, path: Path,
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"heads (importance)": "o-", "heads (random order)": "o:",
-              "heads (importance) + recovery": "s--", "FFN neurons (importance)": "^-", "FFN neurons (magnitude)": "^:"}
+              "heads (importance) + recovery": "s--", "FFN neurons (importance)": "^-",
+              "FFN neurons (magnitude)": "^:"}
     for name, pts in results.items():
         ax.plot([f for f, _ in pts], [a for _, a in pts], styles.get(name, "-"), label=name)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
