@@ -17,7 +17,8 @@ Protocol (one process, seed 0):
 - magnitude pruning: --magnitude sparsities, each a --recover-steps fine-tune of the unpruned model with
   `MagnitudePruning` (cubic schedule from step 0 to 80% of the steps, masks every 10 steps): dev accuracy,
   measured sparsity, dense safetensors size vs the computed bitmap + values size (`sparse_nbytes`);
-- head-pruned models at --save fractions are written under --out/models for benchmarks/compression_table.py.
+- head- and FFN-pruned models (importance) at --save fractions are written under --out/models
+  (heads-30, ffn-50, ...) for benchmarks/compression_table.py.
 Prints one JSON object per measurement; --png draws accuracy vs fraction pruned.
 """
 
@@ -118,11 +119,13 @@ def main() -> None:
             emit({"what": curve, "fraction": f, "removed": sum(map(len, chosen.values())), "accuracy": a,
                   "params": m.num_parameters(), "heads_per_layer": m.config.heads_per_layer,
                   "ffn_dims": m.config.ffn_dims}, out)
-            if curve == "heads (importance)" and (f in save or f in recover):
-                d = out / "models" / f"heads-{int(f * 100):02d}"
+            prefix = {"heads (importance)": "heads", "FFN neurons (importance)": "ffn"}.get(curve)
+            if prefix and (f in save or (prefix == "heads" and f in recover)):
+                d = out / "models" / f"{prefix}-{int(f * 100):02d}"
                 m.save_pretrained(d)
                 tok.save(d)
-                saved[f] = d
+                if prefix == "heads":
+                    saved[f] = d
 
     steps = args.recover_steps
     train_args = [f"max_steps={steps}", "lr=3e-5", "batch_size=32", "seed=0", f"eval_interval={steps}",
