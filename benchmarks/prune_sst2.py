@@ -55,11 +55,13 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/prune-runs")
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--recover", default="0,0.3,0.5,0.7,0.9", help="head fractions to recover ('' = none)")
+    p.add_argument("--recover", default="0.5,0.9,0,0.3,0.7", help="head fractions to recover ('' = none)")
     p.add_argument("--recover-steps", type=int, default=200)
     p.add_argument("--magnitude", default="0.5,0.8", help="sparsities for magnitude pruning ('' = none)")
     p.add_argument("--save", default="0.3,0.5", help="head fractions whose models are saved")
     p.add_argument("--png", default="")
+    p.add_argument("--skip-curves", action="store_true",
+                   help="only recovery / magnitude pruning (the models of an earlier run's curves in --out)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -82,67 +84,60 @@ def main() -> None:
     def acc(m) -> float:
         return round(float(spec.evaluate(m, tok, dev, cfg)["accuracy"]), 4)
 
-    base_acc = acc(model)
-    emit({"what": "teacher", "accuracy": base_acc, "params": model.num_parameters(),
-          "heads": model.config.num_layers * model.config.num_heads, "ffn_neurons":
-          model.config.num_layers * model.config.ffn_dim}, out)
-    t = time.perf_counter()
-    heads = P.head_importance(model, batches, Classification())
-    t_heads = time.perf_counter() - t
-    t = time.perf_counter()
-    neurons = P.neuron_importance(model, batches, Classification())
-    t_neurons = time.perf_counter() - t
-    emit({"what": "importance", "samples": args.samples, "head_seconds": round(t_heads, 1),
-          "neuron_seconds": round(t_neurons, 1), "head_importance": [[round(x, 4) for x in s.tolist()]
-                                                                     for s in heads]}, out)
-    rng = torch.Generator().manual_seed(0)
-    random_heads = [torch.rand(len(s), generator=rng) for s in heads]
-    magnitude = P.neuron_importance(model, method="magnitude")
-    curves = {"heads (importance)": ("heads", heads), "heads (random order)": ("heads", random_heads),
-              "FFN neurons (importance)": ("neurons", neurons),
-              "FFN neurons (magnitude)": ("neurons", magnitude)}
-    saved: dict[float, Path] = {}
-    save = {float(x) for x in args.save.split(",") if x}
     recover = [float(x) for x in args.recover.split(",") if x]
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in curves}
-    for curve, (kind, scores) in curves.items():
-        for f in FRACTIONS:
-            m = copy.deepcopy(model)
-            try:
-                chosen = P.select(scores, fraction=f, what=kind)
-            except ConfigError as e:  # more than the one-per-layer rule allows (tiny models)
-                emit({"what": curve, "fraction": f, "skipped": str(e)}, out)
-                continue
-            (P.prune_heads if kind == "heads" else P.prune_neurons)(m, chosen)
-            a = acc(m)
-            results[curve].append((f, a))
-            emit({"what": curve, "fraction": f, "removed": sum(map(len, chosen.values())), "accuracy": a,
-                  "params": m.num_parameters(), "heads_per_layer": m.config.heads_per_layer,
-                  "ffn_dims": m.config.ffn_dims}, out)
-            prefix = {"heads (importance)": "heads", "FFN neurons (importance)": "ffn"}.get(curve)
-            if prefix and (f in save or (prefix == "heads" and f in recover)):
-                d = out / "models" / f"{prefix}-{int(f * 100):02d}"
-                m.save_pretrained(d)
-                tok.save(d)
-                if prefix == "heads":
-                    saved[f] = d
+    if not args.skip_curves:
+        base_acc = acc(model)
+        emit({"what": "teacher", "accuracy": base_acc, "params": model.num_parameters(),
+              "heads": model.config.num_layers * model.config.num_heads, "ffn_neurons":
+              model.config.num_layers * model.config.ffn_dim}, out)
+        t = time.perf_counter()
+        heads = P.head_importance(model, batches, Classification())
+        t_heads = time.perf_counter() - t
+        t = time.perf_counter()
+        neurons = P.neuron_importance(model, batches, Classification())
+        t_neurons = time.perf_counter() - t
+        emit({"what": "importance", "samples": args.samples, "head_seconds": round(t_heads, 1),
+              "neuron_seconds": round(t_neurons, 1), "head_importance": [[round(x, 4) for x in s.tolist()]
+                                                                         for s in heads]}, out)
+        rng = torch.Generator().manual_seed(0)
+        random_heads = [torch.rand(len(s), generator=rng) for s in heads]
+        magnitude = P.neuron_importance(model, method="magnitude")
+        curves = {"heads (importance)": ("heads", heads), "heads (random order)": ("heads", random_heads),
+                  "FFN neurons (importance)": ("neurons", neurons),
+                  "FFN neurons (magnitude)": ("neurons", magnitude)}
+        save = {float(x) for x in args.save.split(",") if x}
+        for curve, (kind, scores) in curves.items():
+            for f in FRACTIONS:
+                m = copy.deepcopy(model)
+                try:
+                    chosen = P.select(scores, fraction=f, what=kind)
+                except ConfigError as e:  # more than the one-per-layer rule allows (tiny models)
+                    emit({"what": curve, "fraction": f, "skipped": str(e)}, out)
+                    continue
+                (P.prune_heads if kind == "heads" else P.prune_neurons)(m, chosen)
+                a = acc(m)
+                emit({"what": curve, "fraction": f, "removed": sum(map(len, chosen.values())), "accuracy": a,
+                      "params": m.num_parameters(), "heads_per_layer": m.config.heads_per_layer,
+                      "ffn_dims": m.config.ffn_dims}, out)
+                prefix = {"heads (importance)": "heads", "FFN neurons (importance)": "ffn"}.get(curve)
+                if prefix and (f in save or (prefix == "heads" and f in recover)):
+                    d = out / "models" / f"{prefix}-{int(f * 100):02d}"
+                    m.save_pretrained(d)
+                    tok.save(d)
 
     steps = args.recover_steps
     train_args = [f"max_steps={steps}", "lr=3e-5", "batch_size=32", "seed=0", f"eval_interval={steps}",
                   f"out_dir={out / 'runs'}", "log_interval=50", "progress=false", "plots=false",
                   "overwrite=true"]
-    recovered = []
     for f in recover:
         t = time.perf_counter()
-        s = finetune(spec.settings({**cfg.to_dict(), "model": str(saved[f]), "warmup_ratio": 0.1}),
+        saved = out / "models" / f"heads-{int(f * 100):02d}"  # written by the curves
+        s = finetune(spec.settings({**cfg.to_dict(), "model": str(saved), "warmup_ratio": 0.1}),
                      name=f"recover-heads-{int(f * 100):02d}", train_overrides=train_args,
                      train_examples=train, dev_examples=dev)
         a = round(float(s["dev"]["accuracy"]), 4)
-        recovered.append((f, a))
         emit({"what": "heads (importance) + recovery", "fraction": f, "accuracy": a, "steps": steps,
               "seconds": round(time.perf_counter() - t, 1), "run": s["run_dir"]}, out)
-    if recovered:
-        results["heads (importance) + recovery"] = recovered
 
     for target in [float(x) for x in args.magnitude.split(",") if x]:
         src = out / "models" / "unpruned"
@@ -164,11 +159,20 @@ def main() -> None:
               "seconds": round(time.perf_counter() - t, 1)}, out)
 
     if args.png:
-        plot(results, base_acc, Path(args.png), args.samples)
+        plot(out / "prune_sst2.jsonl", Path(args.png))
 
 
-def plot(results: dict[str, list[tuple[float, float]]], base: float, path: Path, samples: int) -> None:
+def plot(jsonl: Path, path: Path) -> None:
+    """Accuracy vs fraction pruned, from the records so far (so a partial run still gives its curves)."""
     import matplotlib
+
+    records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+    base = next(r["accuracy"] for r in records if r["what"] == "teacher")
+    samples = next(r["samples"] for r in records if r["what"] == "importance")
+    results: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        if "fraction" in r and "accuracy" in r:
+            results.setdefault(r["what"], []).append((r["fraction"], r["accuracy"]))
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
