@@ -132,6 +132,9 @@ def main() -> None:
     for f in recover:
         t = time.perf_counter()
         saved = out / "models" / f"heads-{int(f * 100):02d}"  # written by the curves
+        if f == 0 and not saved.is_dir():  # the control: the unpruned model
+            model.save_pretrained(saved)
+            tok.save(saved)
         s = finetune(spec.settings({**cfg.to_dict(), "model": str(saved), "warmup_ratio": 0.1}),
                      name=f"recover-heads-{int(f * 100):02d}", train_overrides=train_args,
                      train_examples=train, dev_examples=dev)
