@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hub",),
     ("objectives",),
     ("train",),
-    ("generation", "tasks", "viz"),
+    ("generation", "tasks", "viz", "compress"),
     ("recipes", "serve"),
     ("cli",),
     ("", "__main__"),  # zhixing/__init__.py: the public face, may use everything (lazily); python -m zhixing

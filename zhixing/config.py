@@ -131,6 +131,7 @@ class Config:
 
 
 Arch = typing.Literal["bert", "gpt", "transformer", "electra", "xlnet"]
+PRUNABLE = ("bert", "electra", "gpt")  # families built from nn.layers.Block, one per layer: per-layer widths
 Head = typing.Literal["none", "lm", "mlm", "pretraining", "seq_cls", "token_cls", "qa", "rtd"]
 
 
@@ -179,6 +180,8 @@ class ModelConfig(Config):
     attn_type: typing.Literal["bi", "uni"] = "bi"  # XLNet: bidirectional, or causal ("uni", Transformer-XL)
     mem_len: int | None = None  # XLNet: past states per layer kept in `mems` (None = all of them)
     clamp_len: int | None = None  # XLNet: relative distances beyond ±clamp_len are clamped (None = none)
+    heads_per_layer: list[int] = field(default_factory=list)  # heads per layer after pruning ([] = all)
+    ffn_dims: list[int] = field(default_factory=list)  # FFN width per layer after pruning ([] = ffn_dim)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_seq_len"):  # before dividing by any
@@ -221,10 +224,39 @@ class ModelConfig(Config):
         if not 0 < self.generator_size <= 1:
             raise ConfigError(f"generator_size={self.generator_size}: expected 0 < generator_size <= 1, the "
                               "generator's width as a fraction of the discriminator's (ELECTRA-small: 0.25)")
+        self._check_pruned()
         if self.label_names and len(self.label_names) != self.num_labels:
             raise ConfigError(
                 f"label_names has {len(self.label_names)} names but num_labels={self.num_labels}"
             )
+
+    def _check_pruned(self) -> None:
+        """heads_per_layer / ffn_dims (written by zhixing.compress.prune): one entry per layer, each a
+        width the unpruned layer had (heads: 1..num_heads, at least one head per layer)."""
+        for name, top in (("heads_per_layer", self.num_heads), ("ffn_dims", self.ffn_dim)):
+            sizes = getattr(self, name)
+            if not sizes:
+                continue
+            if self.arch not in PRUNABLE:
+                raise ConfigError(f"{name}: per-layer widths are supported for arch {', '.join(PRUNABLE)}, "
+                                  f"not {self.arch}")
+            if len(sizes) != self.num_layers:
+                raise ConfigError(f"{name} has {len(sizes)} entries for num_layers={self.num_layers}; "
+                                  "give one per layer (or [] for the unpruned widths)")
+            bad = [s for s in sizes if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= top]
+            if bad:
+                raise ConfigError(f"{name}: {bad[0]!r} is not a width between 1 and {top}")
+        if self.heads_per_layer and self.num_kv_heads != self.num_heads:
+            raise ConfigError("heads_per_layer: head pruning needs one key/value head per query head "
+                              f"(num_kv_heads={self.num_kv_heads}, num_heads={self.num_heads})")
+
+    def layer_heads(self, layer: int) -> int:
+        """Attention heads of block `layer` (fewer than num_heads after head pruning)."""
+        return self.heads_per_layer[layer] if self.heads_per_layer else self.num_heads
+
+    def layer_ffn_dim(self, layer: int) -> int:
+        """Feed-forward width of block `layer` (narrower than ffn_dim after neuron pruning)."""
+        return self.ffn_dims[layer] if self.ffn_dims else self.ffn_dim
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:

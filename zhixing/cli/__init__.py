@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "serve": "zhixing.cli.serve:serve_cmd",
     "viz": "zhixing.cli.viz:viz_cmd",
     "quantize": "zhixing.cli.quantize:quantize_cmd",
+    "prune": "zhixing.cli.prune:prune_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the

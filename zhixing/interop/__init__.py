@@ -124,6 +124,10 @@ def hf_state_dict(model: Model) -> tuple[dict[str, Any], dict[str, torch.Tensor]
                           "adapter in PEFT's format (zhixing.peft.save_peft) beside the base model's "
                           "export, or fold a LoRA run into a plain model first (zhixing merge RUN --out DIR)")
     family, model_type = family_for_config(cfg)
+    if cfg.heads_per_layer or cfg.ffn_dims:  # transformers 5 dropped `pruned_heads`; no per-layer FFN width
+        raise ConfigError(f"cannot export to Hugging Face {model_type}: the model is pruned (heads_per_layer"
+                          f"={cfg.heads_per_layer}, ffn_dims={cfg.ffn_dims}) and transformers' {model_type} "
+                          "has one head count and FFN width for every layer; use the zhixing directory")
     fields = family.config_to_hf(cfg)  # first: it names every setting HF cannot express
     hf = {"architectures": [family.architecture(model_type, cfg.head)], **fields}
     own = model.unique_state_dict()

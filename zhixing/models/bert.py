@@ -34,7 +34,7 @@ class Bert(Model):
         self.type_embed = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, layer=i) for i in range(cfg.num_layers))
         final = cfg.pre_norm and cfg.final_norm
         self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if final else None
         self.pooler = nn.Linear(cfg.dim, cfg.dim) if cfg.head in POOLED_HEADS else None

@@ -59,7 +59,8 @@ def generator_config(cfg: ModelConfig) -> ModelConfig:
                           f"{heads} heads (num_heads {cfg.num_heads} x {s}); expected a width >= 1 divisible "
                           "by its heads, e.g. generator_size=0.25 with dim and num_heads multiples of 4")
     return cfg.replace(head="mlm", dim=dim, num_heads=heads, num_kv_heads=None, head_dim=None,
-                       ffn_dim=max(1, round(cfg.ffn_dim * s)), embed_dim=embed_width(cfg))
+                       ffn_dim=max(1, round(cfg.ffn_dim * s)), embed_dim=embed_width(cfg),
+                       heads_per_layer=[], ffn_dims=[])  # the generator is never pruned
 
 
 def _activation(cfg: ModelConfig):
@@ -148,7 +149,7 @@ class Electra(Model):
         self.embed_norm = make_norm(cfg.norm, e, cfg.norm_eps) if cfg.embed_norm else None
         self.embed_proj = nn.Linear(e, cfg.dim) if e != cfg.dim else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, layer=i) for i in range(cfg.num_layers))
         final = cfg.pre_norm and cfg.final_norm
         self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if final else None
         self.rtd = DiscriminatorHead(cfg) if cfg.head == "rtd" else None

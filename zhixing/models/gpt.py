@@ -41,7 +41,7 @@ class GPT(Model):
         if cfg.position == "rotary":
             self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, layer=i) for i in range(cfg.num_layers))
         self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.final_norm else None
         self.head = LMHead(cfg, self.tok_embed) if cfg.head == "lm" else None
         self.score = nn.Linear(cfg.dim, cfg.num_labels, bias=False) if cfg.head == "seq_cls" else None

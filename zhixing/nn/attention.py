@@ -11,6 +11,9 @@ Multi-head attention runs h of these in parallel on learned projections and conc
     MultiHead(X) = Concat(head_1..head_h) W^O,   head_i = Attention(X W_i^Q, X W_i^K, X W_i^V)
 
 Grouped-query attention (Ainslie et al. 2023) lets groups of query heads share one key/value head.
+
+Head gates (Michel et al. 2019): with `Attention.head_mask` = ξ set, head_i is multiplied by ξ_i before W^O,
+so ∂L/∂ξ_i measures what head i contributes and ξ_i = 0 silences it; `keep_heads` removes heads for good.
 """
 
 from __future__ import annotations
@@ -240,6 +243,27 @@ class Attention(nn.Module):
         # Prefix tuning (zhixing.peft.prompt): a module returning extra keys and values, each
         # (kv_heads, n, head_dim), that every query may attend to; None (the default) costs one test.
         self.prefix: nn.Module | None = None
+        # ξ (heads,): a gate per head multiplied into its output (head importance, masking); None = none,
+        # and the forward is exactly the ungated one. Not a parameter or buffer: never trained or saved.
+        self.head_mask: torch.Tensor | None = None
+
+    def keep_heads(self, keep: list[int]) -> None:
+        """Remove every head not in `keep` (indices into the current heads): its rows of W^Q, W^K, W^V and
+        its columns of W^O go, so the layer is smaller and faster and equals the gated layer with those
+        heads' ξ = 0 (the bias of W^O stays: it was never a head's). Self-attention with one key/value
+        head per query head only."""
+        h, d = self.num_heads, self.head_dim
+        if self.cross or self.num_kv_heads != h:
+            raise ValueError("keep_heads: only self-attention with num_kv_heads == num_heads can drop heads")
+        if not keep or len(set(keep)) != len(keep) or not all(0 <= i < h for i in keep):
+            raise ValueError(f"keep_heads: expected 1..{h} distinct head indices in [0, {h}), got {keep}")
+        keep = sorted(keep)
+        cols = torch.tensor([i * d + j for i in keep for j in range(d)], device=self.o.weight.device)
+        rows = torch.cat([cols + part * h * d for part in range(3)])  # q | k | v blocks of the fused qkv
+        self.qkv = slice_linear(self.qkv, rows, dim=0)
+        self.o = slice_linear(self.o, cols, dim=1)
+        self.num_heads = self.num_kv_heads = len(keep)
+        self.head_mask = None
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, causal: bool = False,
@@ -280,6 +304,8 @@ class Attention(nn.Module):
             if self.prefix is not None:
                 k, v, mask, causal = self._add_prefix(k, v, mask, causal, t)
         out, weights = self._attend(q, k, v, mask, causal, need_weights)
+        if self.head_mask is not None:  # (b, h, t, d) * ξ_h
+            out = out * self.head_mask.to(out.dtype).view(1, h, 1, 1)
         out = out.transpose(1, 2).reshape(b, t, h * d)  # concatenate the heads
         if packing is not None:
             out = packing.pack(out)
@@ -304,3 +330,16 @@ class Attention(nn.Module):
         if need_weights or self.impl == "eager":
             return attention_reference(q, k, v, mask, causal, p)
         return scaled_dot_product(q, k, v, mask, causal, p), None
+
+
+def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A copy of `linear` keeping the output rows (dim=0) or input columns (dim=1) listed in `index`."""
+    weight = linear.weight.detach().index_select(dim, index)
+    out = nn.Linear(weight.size(1), weight.size(0), bias=linear.bias is not None,
+                    device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        if linear.bias is not None:
+            out.bias.copy_(linear.bias.detach().index_select(0, index) if dim == 0 else linear.bias.detach())
+    out.train(linear.training)
+    return out

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zhixing.config import ModelConfig
-from zhixing.nn.attention import Attention, KVCache, Packing
+from zhixing.nn.attention import Attention, KVCache, Packing, slice_linear
 
 
 class RMSNorm(nn.Module):
@@ -49,12 +49,36 @@ class FeedForward(nn.Module):
         self.act = F.silu if self.gated else _ACTIVATIONS[activation]
         self.up = nn.Linear(dim, 2 * ffn_dim if self.gated else ffn_dim, bias=bias)
         self.down = nn.Linear(ffn_dim, dim, bias=bias)
+        # a gate per hidden neuron (ffn_dim,), multiplied into the activations before W2 (neuron importance,
+        # masking); None = none. Not a parameter or buffer: never trained or saved.
+        self.neuron_mask: torch.Tensor | None = None
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.down.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gated:
             gate, up = self.up(x).chunk(2, dim=-1)
-            return self.down(self.act(gate) * up)
-        return self.down(self.act(self.up(x)))
+            h = self.act(gate) * up
+        else:
+            h = self.act(self.up(x))
+        if self.neuron_mask is not None:
+            h = h * self.neuron_mask.to(h.dtype)
+        return self.down(h)
+
+    def keep_neurons(self, keep: list[int]) -> None:
+        """Remove every hidden neuron not in `keep`: its row of W1 (and W3) and its column of W2 go, so
+        the FFN equals the gated one with those neurons' gates at 0 (b2 stays)."""
+        n = self.ffn_dim
+        if not keep or len(set(keep)) != len(keep) or not all(0 <= i < n for i in keep):
+            raise ValueError(f"keep_neurons: expected 1..{n} distinct neuron indices in [0, {n}), got "
+                             f"{len(keep)} indices")
+        cols = torch.tensor(sorted(keep), device=self.down.weight.device)
+        rows = torch.cat([cols, cols + n]) if self.gated else cols  # gate | up halves of the fused matrix
+        self.up = slice_linear(self.up, rows, dim=0)
+        self.down = slice_linear(self.down, cols, dim=1)
+        self.neuron_mask = None
 
 
 class Block(nn.Module):
@@ -64,19 +88,23 @@ class Block(nn.Module):
     post-norm (BERT, Vaswani): x = norm(x + f(x))
     """
 
-    def __init__(self, cfg: ModelConfig, cross_attention: bool = False):
+    def __init__(self, cfg: ModelConfig, cross_attention: bool = False, layer: int = 0):
         super().__init__()
         self.pre_norm = cfg.pre_norm
+        # `layer` picks this block's widths when pruning left layers with different ones (heads_per_layer,
+        # ffn_dims); a pruned layer keeps one key/value head per query head
+        heads = cfg.layer_heads(layer)
+        kv_heads = heads if cfg.heads_per_layer else cfg.num_kv_heads
 
         def attention(cross: bool) -> Attention:
-            return Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.bias,
+            return Attention(cfg.dim, heads, kv_heads, cfg.head_dim, cfg.bias,
                              cfg.attn_dropout, cross=cross, impl=cfg.attn_impl)
 
         self.attn = attention(False)
         self.attn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.cross_attn = attention(True) if cross_attention else None
         self.cross_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cross_attention else None
-        self.ffn = FeedForward(cfg.dim, cfg.ffn_dim, cfg.activation, cfg.bias)
+        self.ffn = FeedForward(cfg.dim, cfg.layer_ffn_dim(layer), cfg.activation, cfg.bias)
         self.ffn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 

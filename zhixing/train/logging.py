@@ -238,7 +238,8 @@ def flops_per_token(model: Any, seq_len: int) -> float:
     pos = getattr(model, "pos_embed", None)
     if pos is not None:
         n -= pos.weight.numel()
-    return 6 * n + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+    heads = sum(cfg.heads_per_layer) if cfg.heads_per_layer else cfg.num_layers * cfg.num_heads  # L·H
+    return 6 * n + 12 * heads * cfg.head_dim * seq_len
 
 
 

@@ -1,0 +1,1 @@
+"""Model compression: making a trained model smaller or faster (pruning: prune.py)."""
