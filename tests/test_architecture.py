@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("objectives",),
     ("train",),
     ("generation", "tasks", "viz"),
-    ("recipes", "serve"),
+    ("recipes", "serve", "prompts"),
     ("cli",),
     ("",),  # zhixing/__init__.py: the public face, may use everything (lazily)
 ]
