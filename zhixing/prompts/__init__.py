@@ -4,6 +4,8 @@ causal LM, and automatic prompts (label-word search, AutoPrompt triggers). docs/
 equations."""
 
 from zhixing.prompts.cloze import ClozeClassifier, PromptLoader, ensemble
+from zhixing.prompts.icl import InContextClassifier, continuation_logprobs
 from zhixing.prompts.template import Template, Verbalizer
 
-__all__ = ["Template", "Verbalizer", "ClozeClassifier", "PromptLoader", "ensemble"]
+__all__ = ["Template", "Verbalizer", "ClozeClassifier", "PromptLoader", "ensemble", "InContextClassifier",
+           "continuation_logprobs"]
