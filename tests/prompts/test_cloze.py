@@ -144,3 +144,30 @@ def test_unknown_label_and_missing_head(tok):
                         max_seq_len=64, head="none")
     with pytest.raises(ConfigError, match="needs a model with a 'mlm' head"):
         ClozeClassifier(plain, tok, "{text} {mask}", {"pos": "great"})
+
+
+def test_label_word_search_picks_the_best_dev_assignment(tok):
+    from zhixing.prompts.auto import search_label_words
+
+    model = bert(tok)
+    verb, report = search_label_words(model, tok, "{text} it was {mask} .", EXAMPLES, EXAMPLES, top_k=3)
+    assert set(verb.labels) == {"neg", "pos"} and len(report["candidates"]["pos"]) == 3
+    chosen = ClozeClassifier(model, tok, "{text} it was {mask} .", verb)
+    assert chosen.evaluate(EXAMPLES)["accuracy"] == report["dev_accuracy_zero_shot"]
+    for p in report["candidates"]["pos"]:  # no other assignment of the candidates does better
+        for n in report["candidates"]["neg"]:
+            if p != n:
+                other = ClozeClassifier(model, tok, "{text} it was {mask} .", {"neg": n, "pos": p})
+                assert other.evaluate(EXAMPLES)["accuracy"] <= report["dev_accuracy_zero_shot"]
+
+
+def test_autoprompt_triggers_lower_the_loss(tok):
+    from zhixing.prompts.auto import search_triggers
+
+    model = bert(tok)
+    c = ClozeClassifier(model, tok, "{text} [T] [T] {mask} .", {"pos": "great", "neg": "terrible"})
+    assert c.triggers == [tok.mask_id] * 2
+    out = search_triggers(c, EXAMPLES, iterations=6, candidates=5, batch_size=4)
+    assert out["loss"] == sorted(out["loss"], reverse=True)  # each accepted step lowers the loss
+    assert all(t.isalpha() for t in out["triggers"]) and len(out["triggers"]) == 2
+    assert all(p.requires_grad for p in model.parameters())
