@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "zhixing.cli.pipeline:pipeline_cmd",
     "serve": "zhixing.cli.serve:serve_cmd",
     "viz": "zhixing.cli.viz:viz_cmd",
+    "prompt": "zhixing.cli.prompt:prompt_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the
