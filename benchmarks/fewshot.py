@@ -32,6 +32,7 @@ warnings.filterwarnings("ignore")
 SETS = {
     "sst2": dict(template="{text} It was {mask} .", words={"1": ["great"], "0": ["terrible"]}),
     "hwu64": dict(template="{text} This is about {mask} .", words=None),  # words: the intent's name
+    "chnsenticorp": dict(template="{text}总之很{mask}。", words={"1": ["好"], "0": ["差"]}),
 }
 
 
@@ -42,6 +43,12 @@ def load(name: str, seed: int, k: int):
     if name == "sst2":
         pool = read_table(DATA / "sst2/train.tsv", text_column="sentence")
         test = read_table(DATA / "sst2/dev.tsv", text_column="sentence")
+    elif name == "chnsenticorp":  # one file: a fixed seeded 20% held out as test, K-shot sets from the rest
+        rows = read_table(DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv", text_column="review")
+        rows = [e for e in rows if e.text.strip()]
+        random.Random(1234).shuffle(rows)
+        cut = len(rows) // 5
+        test, pool = rows[:cut], rows[cut:]
     else:
         pool = read_table(DATA / "hwu64/train.csv", text_column="text")
         test = read_table(DATA / "hwu64/test.csv", text_column="text")
@@ -81,7 +88,8 @@ def standard_finetune(args, train, dev, test, labels, seed):
     from zhixing.train import Trainer
 
     torch.manual_seed(seed)
-    model = load_for_task(minilm_dir(), "seq_cls", labels, 0.1)  # the encoder with its own pooler
+    # MiniLM: the original checkpoint, the encoder with its own pooler; else the pretrained run given
+    model = load_for_task(args.encoder or minilm_dir(), "seq_cls", labels, 0.1)
     tok = model.tokenizer
 
     class Cfg:
@@ -118,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", choices=list(SETS), default="sst2")
     ap.add_argument("--model", default="/tmp/prompts-runs/minilm-mlm")
+    ap.add_argument("--encoder", default="", help="standard fine-tuning's checkpoint ('' = all-MiniLM-L6-v2)")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--methods", default="zero-shot,finetune,pet,auto")
