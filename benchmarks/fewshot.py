@@ -44,8 +44,13 @@ def load(name: str, seed: int, k: int):
         pool = read_table(DATA / "sst2/train.tsv", text_column="sentence")
         test = read_table(DATA / "sst2/dev.tsv", text_column="sentence")
     elif name == "chnsenticorp":  # one file: a fixed seeded 20% held out as test, K-shot sets from the rest
-        rows = read_table(DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv", text_column="review")
-        rows = [e for e in rows if e.text.strip()]
+        import csv
+
+        from zhixing.tasks.data import TextExample
+
+        with open(DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv", encoding="utf-8", newline="") as f:
+            rows = [TextExample(r["review"].strip(), None, r["label"], f"line {i}")
+                    for i, r in enumerate(csv.DictReader(f), 2) if (r["review"] or "").strip()]  # 1 is empty
         random.Random(1234).shuffle(rows)
         cut = len(rows) // 5
         test, pool = rows[:cut], rows[cut:]
@@ -122,10 +127,32 @@ def prompt_finetune(args, train, dev, test, template, words, seed):
     return c.evaluate(test, 64)["accuracy"], s["best_dev"]["accuracy"]
 
 
+def in_context(args, train, dev, test, template, words, seed, method):
+    """k-shot prompting of --gpt: random demonstrations (one seeded set) or the nearest by MiniLM sentence
+    embedding; "-cal": contextual calibration."""
+    from zhixing import hub
+    from zhixing.prompts import InContextClassifier
+
+    model = hub.load(args.gpt)
+    embed = None
+    if "nearest" in method:
+        from zhixing.tasks.pretrained import EmbeddingPipeline
+
+        pipe = EmbeddingPipeline(minilm_dir())
+        embed = lambda xs: pipe(list(xs))  # noqa: E731  (n, dim)
+    icl = InContextClassifier(model, model.tokenizer, template, words, shots=args.shots,
+                              selection="nearest" if embed else "random", calibrate=method.endswith("-cal"),
+                              separator="\n", seed=seed, embed=embed)
+    return icl.evaluate(test, train)["accuracy"], icl.evaluate(dev, train)["accuracy"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", choices=list(SETS), default="sst2")
     ap.add_argument("--model", default="/tmp/prompts-runs/minilm-mlm")
+    ap.add_argument("--gpt", default="", help="icl methods: a causal LM")
+    ap.add_argument("--electra", default="", help="electra methods: an ELECTRA pair / discriminator")
+    ap.add_argument("--shots", type=int, default=4, help="icl: demonstrations per prompt")
     ap.add_argument("--encoder", default="", help="standard fine-tuning's checkpoint ('' = all-MiniLM-L6-v2)")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--k", type=int, default=16)
@@ -170,6 +197,16 @@ def main() -> None:
                                                   top_k=10, labels=labels)
                 extra = {"words": {y: w for y, w in list(verb.words.items())[:8]}}
                 acc, dev_acc = prompt_finetune(args, train, dev, test, spec["template"], verb, seed)
+            elif method.startswith("icl"):  # icl, icl-cal, icl-nearest-cal: a causal LM (--gpt)
+                acc, dev_acc = in_context(args, train, dev, test, spec["template"], words, seed, method)
+            elif method in ("electra-zero", "electra"):  # the ELECTRA discriminator as scorer (--electra)
+                model = hub.load(args.electra)
+                c = ClozeClassifier(model, model.tokenizer, spec["template"], words, scorer="rtd")
+                dev_acc = None
+                if method == "electra":
+                    torch.manual_seed(seed)
+                    dev_acc = c.finetune(train, dev, train_cfg(args, seed))["best_dev"]["accuracy"]
+                acc = c.evaluate(test, 64)["accuracy"]
             else:
                 raise SystemExit(f"unknown method {method}")
             results.setdefault(method, []).append(acc)

@@ -38,10 +38,11 @@ def gpt2(tmp_path_factory):
     return from_hf(d).eval(), hf, tok
 
 
-def hf_scores(hf, contexts, words):
-    out = torch.zeros(len(contexts), len(words), dtype=torch.float64)
-    for i, c in enumerate(contexts):
-        for j, w in enumerate(words):
+def hf_scores(hf, prompts):
+    """Σ log p(tail | prompt) with transformers, per prompt and label: prompts = [(ids, [tail per label])]."""
+    out = torch.zeros(len(prompts), len(prompts[0][1]), dtype=torch.float64)
+    for i, (c, tails) in enumerate(prompts):
+        for j, w in enumerate(tails):
             ids = torch.tensor([c + w])
             logp = hf(ids).logits[0].log_softmax(-1)
             out[i, j] = sum(logp[len(c) - 1 + t, w[t]].double() for t in range(len(w)))
@@ -53,13 +54,15 @@ def test_label_scores_equal_transformers_log_probabilities(gpt2):
     icl = InContextClassifier(model, tok, TEMPLATE, VERB, shots=3, seed=1)
     assert icl.word_ids[0] == tok.encode(" positive", add_special_tokens=False).ids  # the space goes with it
     demos = icl.select(TEST, TRAIN)
-    contexts = [icl.context_ids(d, e.text, None) for d, e in zip(demos, TEST)]
-    assert tok.decode(contexts[0]).endswith("Review: good fun\nSentiment:")
-    assert tok.decode(contexts[0]).count("Review:") == 4  # 3 demonstrations + the query
-    expected = hf_scores(hf, contexts, icl.word_ids)
+    prompts = [icl.label_ids(d, e.text, None) for d, e in zip(demos, TEST)]
+    text = tok.decode(prompts[0][0])
+    assert text.rstrip().endswith("Review: good fun\nSentiment:") and text.count("Review:") == 4  # 3 demos
+    for word, tail in zip(("positive", "negative"), prompts[0][1]):  # prompt + tail: the text's own ids
+        assert tok.decode(prompts[0][0] + tail).endswith("Sentiment: " + word)
+    expected = hf_scores(hf, prompts)
     torch.testing.assert_close(icl.scores(TEST, TRAIN).double(), expected, atol=1e-4, rtol=1e-4)
     norm = InContextClassifier(model, tok, TEMPLATE, VERB, shots=3, seed=1, normalize=True)
-    lengths = torch.tensor([len(w) for w in icl.word_ids], dtype=torch.float64)
+    lengths = torch.tensor([[len(w) for w in tails] for _, tails in prompts], dtype=torch.float64)
     torch.testing.assert_close(norm.scores(TEST, TRAIN).double(), expected / lengths, atol=1e-4, rtol=1e-4)
 
 
@@ -68,7 +71,7 @@ def test_contextual_calibration_divides_by_the_content_free_probabilities(gpt2):
     plain = InContextClassifier(model, tok, TEMPLATE, VERB, shots=2, seed=3)
     cal = InContextClassifier(model, tok, TEMPLATE, VERB, shots=2, seed=3, calibrate=True)
     demos = plain.select(TEST, TRAIN)[0]
-    cf = hf_scores(hf, [plain.context_ids(demos, "N/A", None)], plain.word_ids).float()
+    cf = hf_scores(hf, [plain.label_ids(demos, "N/A", None)]).float()
     p = plain.scores(TEST, TRAIN).softmax(-1) / cf.softmax(-1)
     torch.testing.assert_close(cal.scores(TEST, TRAIN).softmax(-1), p / p.sum(-1, keepdim=True),
                                atol=1e-4, rtol=1e-4)
@@ -93,8 +96,21 @@ def test_demonstrations_that_do_not_fit_are_dropped_and_bad_settings_fail(gpt2):
     icl = InContextClassifier(model, tok, TEMPLATE, VERB, shots=5)
     long = [TextExample(" ".join(["fun"] * 30), None, "pos")] * 5
     ids = icl.context_ids(long, "so boring", None)
-    assert len(ids) <= model.config.max_seq_len and tok.decode(ids).endswith("so boring\nSentiment:")
+    assert len(ids) <= model.config.max_seq_len and tok.decode(ids).rstrip().endswith("so boring\nSentiment:")
     with pytest.raises(ConfigError, match="nearest' needs embed"):
         InContextClassifier(model, tok, TEMPLATE, VERB, selection="nearest")
     with pytest.raises(ConfigError, match="selection 'best'"):
         InContextClassifier(model, tok, TEMPLATE, VERB, selection="best")
+
+
+def test_a_word_that_merges_with_the_text_before_it_is_scored_from_where_the_labels_part(gpt2, tmp_path):
+    model, _, _ = gpt2
+    corpus = ["酒店很好", "房间很好", "我很好", "他很好"] * 20 + ["总之", "之", "差"] * 3
+    tok = Tokenizer.train(iter(corpus), kind="bpe", vocab_size=30, min_frequency=2, show_progress=False)
+    assert tok.encode("酒店总之很好", add_special_tokens=False).tokens[-1] == "很好"  # merged with 很
+    icl = InContextClassifier(model, tok, "{text}总之很{mask}。", {"pos": "好", "neg": "差"}, shots=0)
+    prompt, tails = icl.label_ids([], "酒店", None)
+    for word, tail in zip("好差", tails):  # prompt + tail is the whole text's own tokenisation
+        assert prompt + tail == [tok.bos_id] + tok.encode("酒店总之很" + word, add_special_tokens=False).ids
+    assert [tok.id_to_token(i) for i in tails[0]] == ["很好"]
+    assert [tok.id_to_token(i) for i in tails[1]] == ["很", "差"]

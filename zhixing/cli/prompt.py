@@ -96,7 +96,7 @@ def prompt_cmd(model_path, template, verbalizer, mode, scorer, train_path, dev_p
             from zhixing.tasks.pretrained import EmbeddingPipeline
 
             pipe = EmbeddingPipeline(need(embed_model, "--embed for --select nearest"), device=device)
-            embed = lambda xs: torch.stack(pipe(list(xs)))  # noqa: E731
+            embed = lambda xs: pipe(list(xs))  # noqa: E731  (n, dim)
         clf = InContextClassifier(model, tok, template, verb, shots=shots, selection=selection,
                                   normalize=normalize, calibrate=calibrate, seed=seed, embed=embed)
         scores = clf.scores(examples, need(train, "--train") if shots else [])

@@ -97,7 +97,8 @@ class InContextClassifier:
             and self.prefix.parts[-1][1].endswith(" ")
         if self.space:
             self.prefix.parts[-1] = ("lit", self.prefix.parts[-1][1][:-1])
-        self.word_ids = [self._ids((" " if self.space else "") + w) for w in words]
+        self.words = [(" " if self.space else "") + w for w in words]
+        self.word_ids = [self._ids(w) for w in self.words]  # alone; in a prompt see label_ids
         for w, ids in zip(words, self.word_ids):
             if not ids or (tokenizer.unk_id is not None and tokenizer.unk_id in ids):
                 toks = tokenizer.encode(w, add_special_tokens=False).tokens
@@ -128,40 +129,57 @@ class InContextClassifier:
         top = (emb_q @ emb_train.T).topk(k, dim=-1).indices  # most similar first
         return [[train[j] for j in reversed(row.tolist())] for row in top]  # ... the closest last
 
-    def context_ids(self, demos: Sequence[TextExample], text: str, pair: str | None) -> list[int]:
-        """The prompt's ids: as many demonstrations as fit before the query (the farthest dropped first)."""
-        room = self.max_len - max(len(w) for w in self.word_ids)
-        query = self._ids(self.query_text(text, pair))
-        parts = [self._ids(self.demonstration(d) + self.separator) for d in demos]
-        while parts and sum(map(len, parts)) + len(query) > room:
+    def label_ids(self, demos: Sequence[TextExample], text: str, pair: str | None
+                  ) -> tuple[list[int], list[list[int]]]:
+        """(the prompt's ids, each label's continuation ids). The prompt text followed by each label word is
+        tokenised whole and the tokens all labels share are the prompt: a tokeniser may merge the word
+        with the text before it (BPE on "总之很好" gives 总之 很好), so the label's part starts where the
+        labels' tokenisations part. As many demonstrations as fit the window come first (the farthest
+        dropped first)."""
+        parts = [self.demonstration(d) + self.separator for d in demos]
+        query = self.query_text(text, pair)
+        tok = self.tokenizer  # the text starts with bos (else eos, cls), so every label has a context
+        start = next((i for i in (tok.bos_id, tok.eos_id, tok.cls_id) if i is not None), None)
+        while True:
+            prompt = "".join(parts) + query
+            fulls = [([start] if start is not None else []) + self._ids(prompt + w) for w in self.words]
+            if max(map(len, fulls)) <= self.max_len or not parts:
+                break
             parts.pop(0)
-        ids = [i for p in parts for i in p] + query
-        bos = getattr(self.tokenizer, "bos_id", None)
-        if bos is not None and len(ids) < room:
-            ids = [bos] + ids
-        return ids[-room:]
+        n = 0
+        while all(len(f) > n + 1 for f in fulls) and len({f[n] for f in fulls}) == 1:
+            n += 1  # the shared prefix, leaving every label at least one token
+        if n == 0:
+            raise ConfigError("in-context learning needs a prompt before the label word: the tokenizer has "
+                              "no bos/eos/cls token and the template has no text before {mask}")
+        cut = max(0, min(max(map(len, fulls)) - self.max_len, n - 1))  # the query alone too long: its start
+        return fulls[0][cut:n], [f[n:] for f in fulls]
 
-    def _scores(self, contexts: list[list[int]]) -> torch.Tensor:
+    def context_ids(self, demos: Sequence[TextExample], text: str, pair: str | None) -> list[int]:
+        """The prompt's ids (see label_ids)."""
+        return self.label_ids(demos, text, pair)[0]
+
+    def _scores(self, prompts: list[tuple[list[int], list[list[int]]]]) -> torch.Tensor:
         k = len(self.labels)
-        ctx = [c for c in contexts for _ in range(k)]
-        cont = [w for _ in contexts for w in self.word_ids]
-        s = continuation_logprobs(self.model, ctx, cont, self.pad_id, self.batch_size).view(len(contexts), k)
+        ctx = [c for c, _ in prompts for _ in range(k)]
+        cont = [w for _, tails in prompts for w in tails]
+        s = continuation_logprobs(self.model, ctx, cont, self.pad_id, self.batch_size).view(len(prompts), k)
         if self.normalize:
-            s = s / torch.tensor([len(w) for w in self.word_ids], dtype=s.dtype)
+            s = s / torch.tensor([[len(w) for w in tails] for _, tails in prompts], dtype=s.dtype)
         return s.float()
 
     def scores(self, examples: Sequence[TextExample], train: Sequence[TextExample] = ()) -> torch.Tensor:
         """(n, num_labels) label scores (log-probabilities; calibrated ones when calibrate=True)."""
         demos = self.select(examples, train)
-        s = self._scores([self.context_ids(d, e.text, e.pair) for d, e in zip(demos, examples)])
+        s = self._scores([self.label_ids(d, e.text, e.pair) for d, e in zip(demos, examples)])
         if not self.calibrate:
             return s
         cf_pair = self.content_free if self.template.uses_pair else None
         if self.selection == "random" or not self.shots:  # one demonstration set: one content-free pass
-            cf = self._scores([self.context_ids(demos[0] if demos else [], self.content_free, cf_pair)])
+            cf = self._scores([self.label_ids(demos[0] if demos else [], self.content_free, cf_pair)])
             cf = cf.expand(len(examples), -1)
         else:
-            cf = self._scores([self.context_ids(d, self.content_free, cf_pair) for d in demos])
+            cf = self._scores([self.label_ids(d, self.content_free, cf_pair) for d in demos])
         return s.log_softmax(-1) - cf.log_softmax(-1)
 
     def predict(self, examples: Sequence[TextExample], train: Sequence[TextExample] = ()) -> list[str]:
