@@ -58,3 +58,24 @@ def test_errors_are_one_line(files):
     r = run(files / "bert", "--template", "{text} {mask}", "--verbalizer", "1=great", "--mode", "finetune",
             "--input", "fun")
     assert "needs --train" in r.output
+
+
+def test_in_context_learning_from_the_command_line(files):
+    from zhixing.interop import from_hf
+
+    transformers = pytest.importorskip("transformers")
+    tok = Tokenizer.train(iter([" ".join(WORDS)] * 20), kind="byte_bpe", vocab_size=280, min_frequency=1,
+                          show_progress=False)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=tok.vocab_size, n_embd=32, n_layer=2,
+                                                               n_head=4, n_positions=128))
+    hf.save_pretrained(files / "gpt")
+    model = from_hf(files / "gpt")
+    model.save_pretrained(files / "gpt-zx")
+    tok.save(files / "gpt-zx")
+    r = run(files / "gpt-zx", "--mode", "icl", "--template", "{text} it was {mask}", "--verbalizer",
+            "1=great;0=terrible", "--train", files / "data.csv", "--shots", 2, "--calibrate",
+            "--eval", files / "data.csv")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["mode"] == "icl" and out["examples"] == 8
