@@ -8,6 +8,11 @@ benchmarks/minilm_mlm_head.py trained on its frozen encoder):
 - pet:        prompt-based fine-tuning with the manual template and label words
 - auto:       label words found by zhixing.prompts.auto.search_label_words on the K-shot train/dev, then
               prompt-based fine-tuning with them
+- autoprompt: AutoPrompt's frozen-LM setting: 3 trigger tokens ({text} [T] [T] [T] {mask}, the manual
+              words; 20 HotFlip steps, 8 candidates) searched on the K-shot train set, no fine-tuning;
+              compare with zero-shot (manual)
+- icl, icl-cal, icl-nearest-cal: in-context learning with a causal LM (--gpt); electra-zero, electra: the
+              ELECTRA discriminator as the scorer (--electra), zero-shot and prompt-fine-tuned
 
     flock /tmp/zhixing-cpu.lock .venv/bin/python benchmarks/fewshot.py --data sst2 \\
         --model /tmp/prompts-runs/minilm-mlm --seeds 0,1,2,3,4
@@ -156,7 +161,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="", help="standard fine-tuning's checkpoint ('' = all-MiniLM-L6-v2)")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--methods", default="zero-shot,finetune,pet,auto")
+    ap.add_argument("--methods", default="", help="'' = zero-shot,finetune,pet,auto (+autoprompt on SST-2)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--batch", type=int, default=8)
@@ -170,6 +175,8 @@ def main() -> None:
     from zhixing.prompts.auto import search_label_words
 
     spec = SETS[args.data]
+    if not args.methods:
+        args.methods = "zero-shot,finetune,pet,auto" + (",autoprompt" if args.data == "sst2" else "")
     emit({"bench": "fewshot", "data": args.data, "k": args.k, "args": vars(args),
           "env": environment(args.threads)})
     results: dict[str, list[float]] = {}
@@ -197,6 +204,16 @@ def main() -> None:
                                                   top_k=10, labels=labels)
                 extra = {"words": {y: w for y, w in list(verb.words.items())[:8]}}
                 acc, dev_acc = prompt_finetune(args, train, dev, test, spec["template"], verb, seed)
+            elif method == "autoprompt":
+                from zhixing.prompts.auto import search_triggers
+
+                model = hub.load(args.model)
+                trig = spec["template"].replace("{mask}", "[T] [T] [T] {mask}")
+                c = ClozeClassifier(model, model.tokenizer, trig, words)
+                found = search_triggers(c, train, iterations=20, candidates=8, batch_size=16, seed=seed)
+                extra = {"triggers": found["triggers"]}
+                dev_acc = c.evaluate(dev, 64)["accuracy"]
+                acc = c.evaluate(test, 64)["accuracy"]
             elif method.startswith("icl"):  # icl, icl-cal, icl-nearest-cal: a causal LM (--gpt)
                 acc, dev_acc = in_context(args, train, dev, test, spec["template"], words, seed, method)
             elif method in ("electra-zero", "electra"):  # the ELECTRA discriminator as scorer (--electra)
