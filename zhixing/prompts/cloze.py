@@ -163,10 +163,12 @@ class ClozeClassifier:
     # -- prompt-based fine-tuning --------------------------------------------------------------------
 
     def finetune(self, train: Sequence[TextExample], dev: Sequence[TextExample] | None = None,
-                 config: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
+                 config: TrainConfig | None = None, run: str | None = None, **overrides: Any
+                 ) -> dict[str, Any]:
         """Prompt-based fine-tuning (cross-entropy over the label words' scores) with the Trainer; with a
-        dev set the weights of the best dev accuracy (first reached) are kept. Returns the summary plus
-        "best_dev" metrics."""
+        dev set the weights of the best dev accuracy (first reached) are kept. `run`: a run directory
+        (metrics.jsonl, checkpoints, best/) as for any Trainer run. Returns the summary plus "best_dev"
+        metrics."""
         from zhixing.train import Trainer
 
         cfg = config or TrainConfig(progress=False, tensorboard=False, plots=False, device="cpu")
@@ -182,7 +184,8 @@ class ClozeClassifier:
             return m
 
         objective = PromptClassification(self.words, self.scorer, evaluator if dev else None)
-        summary = Trainer(self.model, objective, cfg, self.loader(train, cfg.batch_size, cfg.seed)).fit()
+        loader = self.loader(train, cfg.batch_size, cfg.seed)
+        summary = Trainer(self.model, objective, cfg, loader, run=run).fit()
         if best["state"] is not None:
             self.model.load_state_dict(best["state"])
         self.model.eval()
