@@ -113,7 +113,7 @@ class PromptClassification(Objective):
         self.greater_is_better = "loss" not in self.metric
 
     def check(self, model: nn.Module) -> None:
-        head = {"mlm": "mlm", "rtd": "rtd"}[self.scorer]
+        head = self.scorer  # the module the scorer reads: model.mlm / model.rtd
         if getattr(model, head, None) is None:
             raise ConfigError(f"prompt scorer {self.scorer!r} needs a model with a {head!r} head "
                               f"(head={head}); the model has head={model.config.head!r}")

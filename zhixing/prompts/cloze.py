@@ -8,7 +8,6 @@ LM: the template with L [MASK]s), or one per word (discriminator: the template f
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -213,9 +212,4 @@ def ensemble(classifiers: Sequence[ClozeClassifier], examples: Sequence[TextExam
     return (total / sum(w)).log_softmax(-1)
 
 
-def copy_model(model: nn.Module) -> nn.Module:
-    """An independent copy (one per pattern when fine-tuning an ensemble)."""
-    return copy.deepcopy(model)
-
-
-__all__ = ["ClozeClassifier", "PromptLoader", "collate", "ensemble", "metrics_of", "copy_model"]
+__all__ = ["ClozeClassifier", "PromptLoader", "collate", "ensemble", "metrics_of"]
