@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("objectives",),
     ("train",),
     ("generation", "tasks", "viz", "compress"),
-    ("recipes", "serve"),
+    ("recipes", "serve", "prompts"),
     ("cli",),
     ("", "__main__"),  # zhixing/__init__.py: the public face, may use everything (lazily); python -m zhixing
 ]

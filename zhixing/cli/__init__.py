@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "viz": "zhixing.cli.viz:viz_cmd",
     "quantize": "zhixing.cli.quantize:quantize_cmd",
     "prune": "zhixing.cli.prune:prune_cmd",
+    "prompt": "zhixing.cli.prompt:prompt_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the
