@@ -9,7 +9,7 @@ LM: the template with L [MASK]s), or one per word (discriminator: the template f
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,18 +48,8 @@ def collate(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.
 class PromptLoader(TaskLoader):
     """TaskLoader (endless seeded batches, exact resume) over prompt features."""
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            order = self._order(self.epoch)
-            while self.position < len(order):
-                idx = order[self.position:self.position + self.batch_size]
-                self.position += len(idx)
-                yield collate([self.features[i] for i in idx], self.pad_id)
-            self.epoch, self.position = self.epoch + 1, 0
-
-    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        for i in range(0, len(self.features), self.batch_size):
-            yield collate(self.features[i:i + self.batch_size], self.pad_id)
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate(features, self.pad_id)
 
 
 class ClozeClassifier:

@@ -451,13 +451,17 @@ class TaskLoader:
             while self.position < len(order):
                 idx = order[self.position:self.position + self.batch_size]
                 self.position += len(idx)
-                yield collate([self.features[i] for i in idx], self.pad_id)
+                yield self.collate([self.features[i] for i in idx])
             self.epoch, self.position = self.epoch + 1, 0
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """One ordered pass over every feature (evaluation, prediction)."""
         for i in range(0, len(self.features), self.batch_size):
-            yield collate(self.features[i:i + self.batch_size], self.pad_id)
+            yield self.collate(self.features[i:i + self.batch_size])
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One batch of `features` (subclasses with features of another shape override this alone)."""
+        return collate(features, self.pad_id)
 
     def num_eval_batches(self) -> int:
         return self.steps_per_epoch
