@@ -145,8 +145,7 @@ def distill(dcfg: DistillConfig, cfg: FinetuneConfig, *, name: str = "distill",
     from zhixing.hub import load, resolve
     from zhixing.objectives.distill import Distillation, check_vocab
     from zhixing.tasks import get_task
-    from zhixing.tasks.finetune import TRAIN_DEFAULTS, finetune
-    from zhixing.train.config import TrainConfig
+    from zhixing.tasks.finetune import finetune, loop_config
 
     task = get_task(cfg.task)
     if task.objective == "span" or task.head != "seq_cls":
@@ -161,7 +160,7 @@ def distill(dcfg: DistillConfig, cfg: FinetuneConfig, *, name: str = "distill",
     if teacher.config.head != task.head:
         raise ConfigError(f"teacher={dcfg.teacher}: a {teacher.config.head!r} model; distilling for "
                           f"{cfg.task} needs a fine-tuned {task.head} teacher")
-    seed = TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(train_overrides).seed
+    seed = loop_config(train_overrides).seed
     torch.manual_seed(seed)  # a narrower student's random initial weights
     student = build_student(teacher, dcfg.student)
     check_vocab(student, teacher)

@@ -39,6 +39,13 @@ TRAIN_DEFAULTS = {"batch_size": 32, "schedule": "linear", "weight_decay": 0.01, 
                   "eps": 1e-8, "grad_clip": 1.0, "log_interval": 10, "keep_last": 1, "tensorboard": False}
 
 
+def loop_config(train_overrides: typing.Sequence[str] = ()):
+    """The TrainConfig of a fine-tuning run: TRAIN_DEFAULTS with the `key=value` overrides applied."""
+    from zhixing.train.config import TrainConfig
+
+    return TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(train_overrides)
+
+
 def default_lr(width: int) -> float:
     """The default fine-tuning rate of a model `width` wide: BERT-base's 5e-5 at width 768, scaled as
     1 / width (narrow models need larger steps: ELECTRA's recipe uses 3e-4 at 256, 1e-4 at 768 with
@@ -179,7 +186,6 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
 
     from zhixing.data import arrow
     from zhixing.tasks.data import TaskLoader
-    from zhixing.train.config import TrainConfig
     from zhixing.train.loop import Trainer
 
     task = get_task(cfg.task)
@@ -204,7 +210,7 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     labels = task.label_names(train_ex)
     if labels is not None:
         task.check_labels(dev_ex, labels, cfg.dev or "dev examples")
-    train_cfg = TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(train_overrides)
+    train_cfg = loop_config(train_overrides)
     given = {item.split("=", 1)[0].strip() for item in train_overrides}
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
     pooling = getattr(cfg, "pooling", "")
@@ -339,7 +345,6 @@ def finetune_seeds(cfg: FinetuneConfig, *, name: str = "finetune", train_overrid
     import statistics
 
     from zhixing.io import atomic_write_text
-    from zhixing.train.config import TrainConfig
 
     base = [o for o in train_overrides if o.split("=", 1)[0].strip() != "seed"]
     one = cfg.replace(seeds=1)
@@ -357,7 +362,7 @@ def finetune_seeds(cfg: FinetuneConfig, *, name: str = "finetune", train_overrid
         if vals:
             report[split] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1
                              else 0.0, "values": vals}
-    out = TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(base).out_dir
+    out = loop_config(base).out_dir
     atomic_write_text(Path(out) / f"{name}-seeds.json", json.dumps(report, indent=1) + "\n")
     return report
 

@@ -122,8 +122,7 @@ def search(cfg: FinetuneConfig, *, space: dict[str, str] | None = None, trials: 
         import optuna
     except ImportError as e:  # a dependency of zhixing; only a broken install lacks it
         raise ConfigError("the hyperparameter search needs optuna: pip install optuna") from e
-    from zhixing.tasks.finetune import TRAIN_DEFAULTS, finetune
-    from zhixing.train.config import TrainConfig
+    from zhixing.tasks.finetune import finetune, loop_config
 
     if trials < 1:
         raise ConfigError(f"trials={trials}; expected at least 1")
@@ -133,7 +132,7 @@ def search(cfg: FinetuneConfig, *, space: dict[str, str] | None = None, trials: 
     task = get_task(cfg.task)
     metric = cfg.metric or task.metric
     base = [o for o in train_overrides if o.split("=", 1)[0].strip() not in {d.key for d in dims}]
-    out_dir = Path(TrainConfig.from_dict(TRAIN_DEFAULTS, source="finetune defaults").override(base).out_dir)
+    out_dir = Path(loop_config(base).out_dir)
     home = out_dir / f"{name}-search"
     home.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
