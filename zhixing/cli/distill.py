@@ -25,6 +25,7 @@ and name=.
 def split_keys(task: str, items: tuple[str, ...]
                ) -> tuple[dict[str, str], dict[str, str], list[str], str | None]:
     """key=value items -> (distillation settings, task settings, train.* overrides, name)."""
+    from zhixing.cli.finetune import train_item
     from zhixing.config import nearest
     from zhixing.tasks import get_task
     from zhixing.tasks.distill import DistillConfig, LMDistillConfig
@@ -42,10 +43,7 @@ def split_keys(task: str, items: tuple[str, ...]
         if key == "name":
             name = value
         elif key.startswith("train."):
-            if key[6:] not in TrainConfig.field_names():
-                known = [f"train.{k}" for k in TrainConfig.field_names()]
-                raise click.ClickException(f"unknown key {key!r}{nearest(key, known)}")
-            train.append(f"{key[6:]}={value}")
+            train.append(train_item(key, value))
         elif key in own:
             mine[key] = value
         elif key in task_keys:

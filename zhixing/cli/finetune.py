@@ -30,6 +30,17 @@ train.* (the loop: lr, batch_size, warmup_steps, early_stopping_patience, seed, 
 
 
 
+def train_item(key: str, value: str) -> str:
+    """`train.KEY`=value -> the loop override "KEY=value"; an unknown KEY is an error naming the nearest."""
+    from zhixing.config import nearest
+    from zhixing.train.config import TrainConfig
+
+    if key[6:] not in TrainConfig.field_names():
+        train_keys = [f"train.{k}" for k in TrainConfig.field_names()]
+        raise click.ClickException(f"unknown key {key!r}{nearest(key, train_keys)}")
+    return f"{key[6:]}={value}"
+
+
 def split_overrides(task: str, items: tuple[str, ...]
                     ) -> tuple[dict[str, str], list[str], str | None, dict[str, str]]:
     """key=value items -> (task settings, train.* overrides without the prefix, name, search.* space)."""
@@ -50,10 +61,7 @@ def split_overrides(task: str, items: tuple[str, ...]
         elif key.startswith("search."):
             space[key[7:]] = value  # checked by zhixing.tasks.search.parse_space
         elif key.startswith("train."):
-            if key[6:] not in TrainConfig.field_names():
-                train_keys = [f"train.{k}" for k in TrainConfig.field_names()]
-                raise click.ClickException(f"unknown key {key!r}{nearest(key, train_keys)}")
-            train.append(f"{key[6:]}={value}")
+            train.append(train_item(key, value))
         elif key in keys:
             settings[key] = value
         else:
