@@ -107,21 +107,6 @@ def latency_ms(model, batch_list: list[dict], warmup: int) -> float:
     return statistics.median(times)
 
 
-def chnsenticorp_splits(seed: int = 0) -> tuple[list, list, list]:
-    """(train, dev, test) of ChnSentiCorp as benchmarks/finetune_chinese.py splits it (hash holdout)."""
-    import csv
-
-    from zhixing.tasks.data import TextExample, holdout_split
-
-    path = DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv"
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = [TextExample(r["review"], None, r["label"], f"{path}:{i + 2}")
-                for i, r in enumerate(csv.DictReader(f)) if r["review"].strip()]
-    rest, test = holdout_split(rows, 0.1, seed=seed, key=lambda e: e.text)
-    train, dev = holdout_split(rest, 0.1, seed=seed + 1, key=lambda e: e.text)
-    return train, dev, test
-
-
 @torch.inference_mode()
 def task_accuracy(model, dev: list, max_seq_len: int) -> float:
     """SST-2 dev accuracy through the classify task's own evaluation (what `zhixing evaluate` reports)."""
@@ -153,6 +138,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+
+    from finetune_common import chnsenticorp_splits
 
     from zhixing.hub import load, resolve
     from zhixing.tasks.data import read_table

@@ -24,14 +24,13 @@ One JSON line per task: the test metrics of the dev-selected model, steps and wa
 from __future__ import annotations
 
 import argparse
-import csv
 import random
 import tempfile
 import time
 import warnings
 
 import torch
-from finetune_common import DATA, emit, environment
+from finetune_common import DATA, chnsenticorp_splits, emit, environment
 
 warnings.filterwarnings("ignore")
 
@@ -53,14 +52,7 @@ def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
 
 
 def chnsenticorp(args) -> dict:
-    from zhixing.tasks.data import TextExample, holdout_split
-
-    path = DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv"
-    with open(path, encoding="utf-8", newline="") as f:  # one row (line 6376) has an empty review: dropped
-        rows = [TextExample(r["review"], None, r["label"], f"{path}:{i + 2}")
-                for i, r in enumerate(csv.DictReader(f)) if r["review"].strip()]
-    rest, test = holdout_split(rows, 0.1, seed=args.seed, key=lambda e: e.text)
-    train, dev = holdout_split(rest, 0.1, seed=args.seed + 1, key=lambda e: e.text)
+    train, dev, test = chnsenticorp_splits(args.seed)
     random.Random(args.seed).shuffle(train)  # the file is sorted by label; --limit takes a mixed prefix
     return run("classify", "chnsenticorp", train, dev, test, args, max_seq_len=args.max_seq_len,
                epochs=args.epochs, text_column="review")

@@ -51,3 +51,19 @@ def hf_args(out: str, epochs: float, lr: float, batch: int, seed: int, warmup_st
 
 def emit(record: dict) -> None:
     print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+def chnsenticorp_splits(seed: int = 0) -> tuple[list, list, list]:
+    """(train, dev, test) of ChnSentiCorp_htl_all.csv (7,766 reviews; the one empty review, line 6376,
+    dropped): a hash holdout of 10% as test, then 10% of the rest as dev (`holdout_split`, by text)."""
+    import csv
+
+    from zhixing.tasks.data import TextExample, holdout_split
+
+    path = DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = [TextExample(r["review"], None, r["label"], f"{path}:{i + 2}")
+                for i, r in enumerate(csv.DictReader(f)) if r["review"].strip()]
+    rest, test = holdout_split(rows, 0.1, seed=seed, key=lambda e: e.text)
+    train, dev = holdout_split(rest, 0.1, seed=seed + 1, key=lambda e: e.text)
+    return train, dev, test
