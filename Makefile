@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-all lint bench clean
+.PHONY: quickstart test test-all lint bench docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ quickstart: $(STAMP)
 	$(VENV)/bin/zhixing quickstart
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check zhixing tests benchmarks
+	$(VENV)/bin/ruff check zhixing tests benchmarks tools
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -m "not slow and not gpu"
@@ -31,8 +31,15 @@ test: $(STAMP) lint
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
+# The bilingual guide and reference (mkdocs.yml): built into site/ with --strict, or served on :8000.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site docs/source *.egg-info .pytest_cache .ruff_cache
