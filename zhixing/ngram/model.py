@@ -139,7 +139,7 @@ class NgramModel:
         return out
 
     def ranks(self, ids: np.ndarray) -> list[np.ndarray]:
-        """ranks[n-1][s]: rank of the n-gram starting at position s (-1: absent or past the end)."""
+        """`ranks[n-1][s]`: rank of the n-gram starting at position s (-1: absent or past the end)."""
         ids = np.asarray(ids, dtype=np.int64)
         T = len(ids)
         out = [ids.copy()]
