@@ -34,6 +34,13 @@ def decoding_options(f):
         click.option("--sliding-window", is_flag=True, default=None,
                      help="Generate past the context window: each token is predicted from the last "
                           "max_seq_len tokens (the cache is rebuilt per token once the window is full)."),
+        click.option("--form", default=None,
+                     help="A verse form the text must take: 五言绝句, 七言绝句, 五言律诗, 七言律诗."),
+        click.option("--acrostic", default=None,
+                     help="藏头诗: line i starts with character i (needs --form)."),
+        click.option("--bad-word", "bad_words", multiple=True, help="A word never to write (repeatable)."),
+        click.option("--force-word", "force_words", multiple=True,
+                     help="A word the poem must contain (repeatable; needs --form)."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
                      help="Weights' dtype (default: bfloat16 on CUDA, float32 on CPU)."),
@@ -66,8 +73,11 @@ def load_for_generation(path: str, device: str | None, dtype: str | None):
 def apply_flags(config: GenerationConfig, flags: dict[str, Any]) -> GenerationConfig:
     """Override the model's generation config with the flags the user gave."""
     flags = {k: v for k, v in flags.items() if v is not None and k not in ("device", "dtype")}
-    if not flags.get("stop_strings"):
-        flags.pop("stop_strings", None)
+    for key in ("stop_strings", "bad_words", "force_words"):  # repeatable flags: () when not given
+        if flags.get(key):
+            flags[key] = list(flags[key])
+        else:
+            flags.pop(key, None)
     if "do_sample" not in flags and any(k in flags for k in ("temperature", "top_k", "top_p", "min_p")):
         flags["do_sample"] = True
     try:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from zhixing.generation.config import GenerationConfig
+from zhixing.generation.constraints import Constraints
 from zhixing.generation.engine import DecoderOnlyRunner, EncoderDecoderRunner
 from zhixing.generation.processors import LogitsProcessor
 from zhixing.generation.search import Decoding, StopStrings, beam_search, sample_steps
@@ -157,8 +158,16 @@ class _Plan:
         if cfg.seed is not None and cfg.sampling:
             self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         n_eos = self.eos.numel() if self.eos is not None else 0
-        self.processor = LogitsProcessor(cfg, min_keep=n_eos + 1 if cfg.num_beams > 1 else 1)
         ids, mask = left_pad(ids, self.pad_id, self.device)
+        constraints = None
+        if cfg.constrained:
+            prompt_len = 1 if self.encoder_decoder else ids.size(1)
+            constraints = Constraints(tokenizer, prompt_len, form=cfg.form, acrostic=cfg.acrostic,
+                                      bad_words=cfg.bad_words, force_words=cfg.force_words, eos=eos)
+            if constraints.max_new_tokens is not None:  # a form fixes the length: the poem, then the end
+                self.config = cfg = cfg.replace(max_new_tokens=constraints.max_new_tokens)
+        self.processor = LogitsProcessor(cfg, min_keep=n_eos + 1 if cfg.num_beams > 1 else 1,
+                                         constraints=constraints)
         self.source_mask = mask
         if self.encoder_decoder:
             start = model.config.decoder_start_token_id

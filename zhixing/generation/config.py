@@ -39,6 +39,11 @@ class GenerationConfig(Config):
     truncate_prompt: bool = False  # drop the oldest prompt tokens when prompt + new tokens exceed the context
     sliding_window: bool = False  # past the context: predict from the last max_seq_len tokens (nanoGPT)
     cuda_graph: bool = True  # on CUDA, replay each decode step as one CUDA graph (greedy / sampling)
+    # controllable generation (zhixing.generation.constraints; need a tokenizer)
+    form: str | None = None  # a verse form the text must take: 五言绝句, 七言绝句, 五言律诗, 七言律诗
+    acrostic: str | None = None  # 藏头诗: line i starts with character i (needs form)
+    bad_words: list[str] = field(default_factory=list)  # words the generated text may never contain
+    force_words: list[str] = field(default_factory=list)  # words the poem must contain (needs form)
 
     def validate(self) -> GenerationConfig:
         """Raise ValueError naming the parameter and its valid range; return self when all is well."""
@@ -81,7 +86,16 @@ class GenerationConfig(Config):
                              "decoding or sampling")
         if any(not s for s in self.stop_strings):
             raise bad("stop_strings", "non-empty strings")
+        if self.form is not None or self.acrostic is not None or self.bad_words or self.force_words:
+            from zhixing.generation.constraints import validate
+
+            validate(self.form, self.acrostic, self.bad_words, self.force_words)
         return self
+
+    @property
+    def constrained(self) -> bool:
+        """Whether form / content constraints apply (zhixing.generation.constraints)."""
+        return self.form is not None or bool(self.bad_words) or bool(self.force_words)
 
     @property
     def sampling(self) -> bool:

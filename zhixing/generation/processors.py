@@ -3,8 +3,9 @@
 All work on a whole batch at once: `scores` is (rows, vocab) float32, `tokens` (rows, length) the ids so
 far. No Python loop over rows or the vocabulary; penalties are gathers and scatters.
 
-Order (the one transformers uses, so results match it): repetition penalty, no-repeat n-grams, then, only
-when sampling, temperature, top-k, top-p, min-p.
+Order (the one transformers uses, so results match it): repetition penalty, no-repeat n-grams, then the
+form / content constraints (zhixing.generation.constraints), then, only when sampling, temperature, top-k,
+top-p, min-p.
 """
 
 from __future__ import annotations
@@ -93,15 +94,16 @@ class LogitsProcessor:
     so that a beam can always continue).
     """
 
-    def __init__(self, config: GenerationConfig, min_keep: int = 1):
+    def __init__(self, config: GenerationConfig, min_keep: int = 1, constraints=None):
         self.config = config
         self.min_keep = min_keep
+        self.constraints = constraints  # a zhixing.generation.constraints.Constraints, or None
 
     @property
     def needs_tokens(self) -> bool:
         """Whether the processors read the token history (otherwise callers may skip slicing it)."""
         c = self.config
-        return c.repetition_penalty != 1.0 or c.no_repeat_ngram_size > 0
+        return c.repetition_penalty != 1.0 or c.no_repeat_ngram_size > 0 or self.constraints is not None
 
     def __call__(
         self, scores: torch.Tensor, tokens: torch.Tensor, ignore: torch.Tensor | None = None
@@ -112,6 +114,8 @@ class LogitsProcessor:
             scores = repetition_penalty(scores, tokens, c.repetition_penalty, ignore)
         if c.no_repeat_ngram_size > 0:
             scores = no_repeat_ngram(scores, tokens, c.no_repeat_ngram_size)
+        if self.constraints is not None:  # hard constraints: what the text may not contain next
+            scores = self.constraints(scores, tokens)
         if c.sampling:
             if c.temperature != 1.0:
                 # softmax(s / T): T < 1 sharpens the distribution, T > 1 flattens it
