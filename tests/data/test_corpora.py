@@ -78,6 +78,8 @@ def test_small_builtins():
         "python-docs",
         "tinyshakespeare",
         "wikitext-2",
+        "tang-poetry",
+        "tang300",
     }
 
 
@@ -92,3 +94,12 @@ def test_shared_data_corpora(shared_data):
     assert text.startswith("First Citizen:") and len(text) == 1115394
     arts = list(read_documents("wikitext-2"))
     assert arts[0].startswith("= Homarus gammarus =") and all(a.startswith("= ") for a in arts)
+
+
+def test_tang_poetry_holds_out_tang300(shared_data):
+    held = list(read_documents("tang300"))
+    train = list(read_documents("tang-poetry"))
+    assert len(held) == 366 and held[0].startswith("在嶽詠蟬\n西陸蟬聲唱，南冠客思侵。")
+    assert len(train) == 57240 and train[0].startswith("帝京篇十首 一\n秦川雄帝宅，")
+    poems = {d.split("\n", 1)[1] for d in held}
+    assert not any(d.split("\n", 1)[1] in poems for d in train)

