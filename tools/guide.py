@@ -8,6 +8,8 @@ Three additions to markdown, each checked so that the docs cannot silently go st
 * ``<!-- run -->`` (or ``<!-- run: slow -->``) on the line before a fenced ``console``, ``pycon`` or
   ``python`` block marks it runnable: tests/docs/test_guide_examples.py executes it and compares what it
   prints with what the block shows (doctest rules: ``...`` matches anything, whitespace is normalised).
+  ``<!-- run: figure=out/attention.png -->`` (options separated by commas) also checks that the block
+  leaves that image behind: a PNG or SVG of a sensible size.
 * ``[text](src:zhixing/nn/attention.py#MultiHeadAttention.forward)`` links to the lines of a symbol (a
   function, class or method, found with ``ast`` at build time) or, without ``#``, to a whole file. The
   site carries a page per linked file with numbered lines; a symbol that no longer exists fails the build.
@@ -60,6 +62,11 @@ class Block:
     def slow(self) -> bool:
         return "slow" in self.opts
 
+    @property
+    def figures(self) -> list[str]:
+        """Image files the block must leave behind (``figure=PATH``, relative to the working directory)."""
+        return sorted(o.split("=", 1)[1] for o in self.opts if o.startswith("figure="))
+
     def where(self) -> str:
         return f"{self.path.relative_to(REPO)}:{self.line}"
 
@@ -111,9 +118,10 @@ def runnable_blocks(path: Path) -> list[Block]:
         if k == len(lines):
             raise GuideError(f"{path}:{j + 1}: this code block is never closed")
         opts = frozenset(o.strip() for o in (mark["opts"] or "").split(",") if o.strip())
-        unknown = opts - {"slow"}
+        unknown = {o for o in opts if o != "slow" and not o.startswith("figure=")}
         if unknown:
-            raise GuideError(f"{path}:{i + 1}: unknown run option(s) {sorted(unknown)}; known: slow")
+            raise GuideError(f"{path}:{i + 1}: unknown run option(s) {sorted(unknown)}; "
+                             "known: slow, figure=PATH")
         blocks.append(Block(path, j + 1, lang, "\n".join(body) + "\n", opts))
         i = k + 1
     return blocks

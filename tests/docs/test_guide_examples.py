@@ -4,9 +4,10 @@ A page's blocks run in order in one fresh working directory that looks like the 
 (``configs/``, ``benchmarks/`` and ``docs/`` linked in), the way a reader follows a chapter: console blocks
 through bash (the venv's ``zhixing`` and ``python`` first on PATH), pycon blocks as doctests and python
 blocks in one namespace per page. Output is compared by doctest's rules (``...`` matches anything,
-whitespace normalised). Blocks marked ``<!-- run: slow -->`` run only in the slow suite (``make test-all``),
-which then runs the page whole. Chinese twins (``x.zh.md``) are not run again: test_guide_parity.py
-proves their runnable blocks identical to the English page's.
+whitespace normalised); a block marked ``figure=PATH`` must leave that image behind. Blocks marked
+``<!-- run: slow -->`` run only in the slow suite (``make test-all``), which then runs the page whole.
+Chinese twins (``x.zh.md``) are not run again: test_guide_parity.py proves their runnable blocks
+identical to the English page's.
 """
 
 import doctest
@@ -106,6 +107,20 @@ def run_python(block, workdir, namespace):
         os.chdir(cwd)
 
 
+def check_figure(block, path: Path) -> None:
+    """The image a block promises: there, a real PNG (its header's size) or SVG, not a blank stub."""
+    if not path.is_file():
+        pytest.fail(f"{block.where()}: the block should leave the figure {path.name} behind; it did not")
+    data = path.read_bytes()
+    if path.suffix == ".svg":
+        assert b"<svg" in data[:2000] and len(data) > 1000, f"{block.where()}: {path.name} is no real SVG"
+        return
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{block.where()}: {path.name} is not a PNG"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 200 and height >= 100 and len(data) > 5000, (
+        f"{block.where()}: {path.name} is {width}x{height}, {len(data)} bytes: too small to be the figure")
+
+
 def _needs_data(blocks):
     return any("$ZHIXING_DATA" in b.text or "ZHIXING_DATA" in b.text for b in blocks)
 
@@ -124,6 +139,8 @@ def _run(blocks, tmp_path):
                 run_console(block, workdir, env)
             else:
                 run_python(block, workdir, namespace)
+            for figure in block.figures:
+                check_figure(block, workdir / figure)
     finally:
         for key, value in old.items():
             if value is None:
