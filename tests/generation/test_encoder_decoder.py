@@ -109,7 +109,7 @@ def test_beam_search_equals_no_cache_reference(model, settings):
     out = generate(model, srcs, max_new_tokens=10, eos_token_ids=[eos], pad_token_id=PAD, **settings)
 
     cfg = GenerationConfig(max_new_tokens=10, eos_token_ids=[eos], pad_token_id=PAD, **settings)
-    src, mask = left_pad(srcs, PAD, "cpu")
+    src, mask = left_pad(srcs, PAD, "cpu", right=True)  # sources are padded on the right
     runner = RecomputingRunner(model, src, mask, cfg.num_beams)
     # transformers fills beam buffers with `pad or eos`: pad id 0 is falsy, so eos
     tokens = torch.full((len(srcs) * cfg.num_beams, 11), eos)
@@ -135,3 +135,24 @@ def test_too_long_source_is_an_error_or_truncated(model):
     out = generate(model, [long], max_new_tokens=4, eos_token_ids=[], truncate_prompt=True)
     kept = generate(model, [long[-48:]], max_new_tokens=4, eos_token_ids=[])
     assert torch.equal(out.sequences, kept.sequences)
+
+
+def test_a_batch_translates_each_source_as_alone(model):
+    """Sources of different lengths are padded on the right, as in training: with absolute positions, left
+    padding would shift every real source token (made to matter here by scaling the sinusoids up)."""
+    with torch.no_grad():
+        model.sinusoid.mul_(6.0)
+    try:
+        srcs = sources((4, 11, 7))
+        batch = generate(model, srcs, max_new_tokens=8, eos_token_ids=[], pad_token_id=PAD)
+        for i, src in enumerate(srcs):
+            alone = generate(model, [src], max_new_tokens=8, eos_token_ids=[], pad_token_id=PAD)
+            assert batch.tokens[i].tolist() == alone.tokens[0].tolist() == reference_greedy(model, src, 8, -1)
+        src, mask = left_pad(srcs, PAD, "cpu")  # the old way: the 4-token source moves to positions 7-10
+        wrong = RecomputingRunner(model, src, mask, 1).prefill()
+        right = RecomputingRunner(model, *left_pad(srcs, PAD, "cpu", right=True), 1).prefill()
+        assert right.argmax(-1).tolist() == batch.tokens[:, 0].tolist()
+        assert (wrong[0] - right[0]).abs().max() > 1e-2  # left padding changes what the short source says
+    finally:
+        with torch.no_grad():
+            model.sinusoid.div_(6.0)

@@ -120,14 +120,17 @@ def fit_prompts(prompts: list[list[int]], model, config: GenerationConfig, bos: 
     return out
 
 
-def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(ids, mask) of shape (batch, longest), padded on the left; mask None when no row needed padding."""
+def left_pad(prompts: list[list[int]], pad_id: int, device, right: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(ids, mask) of shape (batch, longest), padded on the left (on the right with `right=True`); mask
+    None when no row needed padding."""
     longest = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), longest, dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, longest - len(p):] = 1
+        at = slice(0, len(p)) if right else slice(longest - len(p), longest)
+        ids[i, at] = torch.tensor(p, dtype=torch.long)
+        mask[i, at] = 1
     padded = bool((mask == 0).any())
     return ids.to(device), (mask.to(device) if padded else None)
 
@@ -158,7 +161,10 @@ class _Plan:
         if cfg.seed is not None and cfg.sampling:
             self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         n_eos = self.eos.numel() if self.eos is not None else 0
-        ids, mask = left_pad(ids, self.pad_id, self.device)
+        # A decoder-only prompt is padded on the left, so every row's next token comes last. An encoder's
+        # source is padded on the right, as in training: with absolute positions (the Transformer's
+        # sinusoids), left padding would move every real token to another position.
+        ids, mask = left_pad(ids, self.pad_id, self.device, right=self.encoder_decoder)
         constraints = None
         if cfg.constrained:
             prompt_len = 1 if self.encoder_decoder else ids.size(1)
