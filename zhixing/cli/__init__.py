@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "quantize": "zhixing.cli.quantize:quantize_cmd",
     "prune": "zhixing.cli.prune:prune_cmd",
     "prompt": "zhixing.cli.prompt:prompt_cmd",
+    "translate": "zhixing.cli.translate:translate_cmd",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the

@@ -96,6 +96,13 @@ def _print_summary(summary: dict) -> None:
     click.echo("; ".join(parts))
     if summary.get("model_dir"):
         click.echo(f"model: {summary['model_dir']}")
+    if summary.get("averaged"):
+        avg = summary["averaged"]
+        click.echo(f"averaged {', '.join(avg['checkpoints'])}: {avg['model']}")
+    if summary.get("test"):  # a translation recipe's test split, translated with beam search
+        t = summary["test"]
+        click.echo(f"{t['split']}: BLEU {t['bleu']:.2f} ({t['signature']}); lowercased BLEU "
+                   f"{t['bleu_lowercase']:.2f}; {t['sentences']:,} sentences, beam {t['num_beams']}")
 
 
 @click.command("quickstart")

@@ -15,11 +15,12 @@ from zhixing.objectives.distill import CausalLMDistillation, Distillation
 from zhixing.objectives.mlm import MaskedLM
 from zhixing.objectives.plm import PLM
 from zhixing.objectives.rtd import RTDObjective
+from zhixing.objectives.seq2seq import Seq2Seq
 
 # data.objective name -> the class that implements it (recipes name their objective this way)
 OBJECTIVES: dict[str, type[Objective]] = {"clm": CausalLM, "mlm": MaskedLM, "rtd": RTDObjective,
                                           "plm": PLM, "distill": Distillation,
-                                          "clm_distill": CausalLMDistillation}
+                                          "clm_distill": CausalLMDistillation, "seq2seq": Seq2Seq}
 
 
 def build_objective(name: str, **options: Any) -> Objective:
@@ -35,5 +36,5 @@ def build_objective(name: str, **options: Any) -> Objective:
 
 
 __all__ = ["Objective", "Batch", "CausalLM", "MaskedLM", "PLM", "RTDObjective", "Classification", "SpanQA",
-           "Distillation", "CausalLMDistillation",
+           "Distillation", "CausalLMDistillation", "Seq2Seq",
            "OBJECTIVES", "build_objective"]

@@ -144,6 +144,10 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     from zhixing.tokenizers.layout import apply_layout
     from zhixing.train.loop import Trainer
 
+    if recipe.data.objective == "seq2seq":  # parallel text: its own data path (zhixing.recipes.translation)
+        from zhixing.recipes import translation
+
+        return translation.build_trainer(recipe, info, progress)
     # Validate what needs no data first, so a typo fails in a second, not after tokenization.
     recipe.model_config()
     if recipe.data.block_size > recipe.model_config().max_seq_len:
@@ -166,7 +170,12 @@ def run_recipe(recipe: Recipe, *, progress: bool | None = None) -> dict[str, Any
     info = D.setup(recipe.train.device)
     try:
         show = recipe.train.progress if progress is None else progress
-        return build_trainer(recipe, info, show).fit()
+        summary = build_trainer(recipe, info, show).fit()
+        if recipe.data.objective == "seq2seq" and info.is_main:
+            from zhixing.recipes import translation
+
+            summary = translation.finish(recipe, summary, show)
+        return summary
     finally:
         D.teardown()
 

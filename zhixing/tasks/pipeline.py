@@ -64,6 +64,6 @@ def pipeline(task: str, path: str | os.PathLike, device: str = "cpu", **settings
     if task not in TASKS:
         from zhixing.config import nearest
 
-        known = [*TASKS, *PIPELINES, "text-generation"]
+        known = [*TASKS, *PIPELINES, "text-generation", "translation"]
         raise ConfigError(f"unknown pipeline task {task!r}{nearest(task, known)}; known: {', '.join(known)}")
     return Pipeline(task, path, device=device, **settings)

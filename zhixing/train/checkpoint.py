@@ -137,3 +137,26 @@ def load_checkpoint(path: Path, expected: ModelConfig) -> tuple[dict[str, torch.
         raise CheckpointError(f"{path / 'trainer_state.json'}: not a zhixing trainer state (format {FORMAT})"
                               f"{fallback}")
     return model_state, optimizer_state, trainer_state
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the model weights of `paths` (step checkpoints or model directories):
+
+        θ̄ = 1/K Σ_k θ_k
+
+    Averaging the last checkpoints of a run (Vaswani et al. 2017: the last 5, 10 minutes apart) smooths
+    the noise of the final steps; integer tensors (buffers) are taken from the newest."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        state = read_safetensors(Path(path) / "model.safetensors", advice="average other checkpoints")
+        if total and set(state) != set(total):
+            raise CheckpointError(f"{path}: holds other weights than {paths[0]}; average the checkpoints "
+                                  "of one run")
+        for name, tensor in state.items():
+            if tensor.is_floating_point():
+                total[name] = total[name] + tensor.double() if name in total else tensor.double()
+            else:
+                total[name] = tensor
+    return {n: (t / len(paths)).to(torch.float32) if t.is_floating_point() else t for n, t in total.items()}

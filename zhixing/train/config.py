@@ -45,7 +45,7 @@ class TrainConfig(Config):
     # -- optimizer ----------------------------------------------------------------------------------
     lr: float = 3e-4  # peak learning rate
     min_lr: float = 0.0  # floor of the cosine / linear decay
-    schedule: typing.Literal["cosine", "linear", "constant"] = "cosine"  # shape after warmup
+    schedule: typing.Literal["cosine", "linear", "constant", "inverse_sqrt"] = "cosine"  # shape after warmup
     warmup_steps: int = 0  # linear warmup from 0 to lr
     decay_steps: int | None = None  # step at which the decay reaches min_lr (None = max_steps)
     weight_decay: float = 0.1  # AdamW decoupled decay, applied to matrices only (not norms, biases)
@@ -114,8 +114,9 @@ class DataConfig(Config):
     cache_dir: str = "runs/.prepared"  # trained tokenizers + token shards, per corpus/kind/vocab
     val_fraction: float = 0.01  # share held out for validation
     split: typing.Literal["auto", "hash", "tail"] = "auto"  # hash: by document; tail: last tokens (nanoGPT)
-    objective: typing.Literal["clm", "mlm", "rtd", "plm"] = "clm"  # causal LM (GPT), masked LM (BERT),
-    # replaced-token detection (ELECTRA generator + discriminator) or permutation LM (XLNet)
+    objective: typing.Literal["clm", "mlm", "rtd", "plm", "seq2seq"] = "clm"  # causal LM (GPT), masked LM
+    # (BERT), replaced-token detection (ELECTRA generator + discriminator), permutation LM (XLNet), or
+    # sequence to sequence (translation: corpus = a directory of <split>.<lang> files, or multi30k)
     block_size: int = 256  # tokens per training sequence (<= model.max_seq_len)
     mlm_probability: float = 0.15  # share of tokens masked (mlm, rtd)
     mask_ratio: float = 0.8  # of the masked tokens, the share replaced by [MASK] (BERT 0.8; ELECTRA 0.85)
@@ -125,6 +126,16 @@ class DataConfig(Config):
     plm_max_span: int = 5  # plm: longest span of words permuted as a unit
     whole_word: bool = False  # mask whole words (Chinese: jieba words) (mlm)
     nsp: bool = False  # next-sentence prediction pairs + token_type_ids (mlm; needs head "pretraining")
+    # seq2seq (zhixing.tasks.translate): languages, splits, label smoothing, the evaluation's decoding
+    source_lang: str = "de"  # <split>.<source_lang> holds the source side
+    target_lang: str = "en"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test_2016_flickr"  # scored with BLEU after training ("" = none)
+    label_smoothing: float = 0.1  # ε: the share of each target's mass spread over the vocabulary
+    average_last: int = 5  # average the weights of the last K checkpoints before the test (1 = off)
+    num_beams: int = 5  # beam width of the test translation (1 = greedy)
+    length_penalty: float = 1.0  # beam score / length**α
 
     def __post_init__(self) -> None:
         if self.block_size < 2:
@@ -139,6 +150,10 @@ class DataConfig(Config):
                 and self.mask_ratio + self.random_ratio <= 1):
             raise ConfigError(f"data.mask_ratio={self.mask_ratio} and data.random_ratio={self.random_ratio}: "
                               "each in [0, 1], their sum at most 1 (the rest keeps the original token)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"data.label_smoothing={self.label_smoothing}: expected a value in [0, 1)")
+        if self.average_last < 1 or self.num_beams < 1:
+            raise ConfigError("data.average_last and data.num_beams must be >= 1")
         if not self.disc_weight > 0:
             raise ConfigError(f"data.disc_weight={self.disc_weight}: expected a weight > 0 (ELECTRA uses 50)")
 

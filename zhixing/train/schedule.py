@@ -1,4 +1,4 @@
-"""Learning-rate schedules: linear warmup, then cosine, linear or constant.
+"""Learning-rate schedules: linear warmup, then cosine, linear, constant or inverse square root.
 
 The rate is a pure function of the step, so resuming needs nothing but the step count: there is no
 scheduler object whose state could be lost or double-stepped (a known pain of resumed HF runs).
@@ -7,6 +7,7 @@ scheduler object whose state could be lost or double-stepped (a known pain of re
     cosine (W ≤ s < D):    lr(s) = min_lr + ½ (lr − min_lr) (1 + cos(π (s − W) / (D − W)))
     linear (W ≤ s < D):    lr(s) = lr − (lr − min_lr) (s − W) / (D − W)
     after D:               lr(s) = min_lr
+    inverse_sqrt (s ≥ W):  lr(s) = max(min_lr, lr · sqrt(W / (s + 1)))   (Vaswani et al. 2017's decay)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps  # (step + 1): the first step does not waste a 0 lr
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "inverse_sqrt":
+        return max(cfg.min_lr, cfg.lr * math.sqrt(max(cfg.warmup_steps, 1) / (step + 1)))
     decay_end = cfg.decay_steps if cfg.decay_steps is not None else cfg.max_steps
     if step >= decay_end:
         return cfg.min_lr
