@@ -62,8 +62,10 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(model_dir):
     """A long reply is interrupted with SIGINT; the loop survives, answers again, and exits on /exit."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zhixing.cli", "chat", str(model_dir), "--max-new-tokens", "2000",
-         "--device", "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # a reply that cannot end by itself (past the context with a sliding window), so that on a busy
+        # machine it is still streaming when the signal comes
+        [sys.executable, "-m", "zhixing.cli", "chat", str(model_dir), "--max-new-tokens", "1000000",
+         "--sliding-window", "--device", "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=env, text=True, bufsize=1)
     try:
         proc.stdin.write("你好\n")
