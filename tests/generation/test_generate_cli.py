@@ -58,15 +58,22 @@ def test_generate_errors_are_one_clean_line(model_dir, tmp_path, byte_tokenizer)
     assert result.exit_code == 1 and "--device='gpu' is not a device" in result.output
 
 
+def _sigint_as_default():
+    """In the child: SIGINT delivered and handled by Python, whatever the test process inherited or set
+    (an ignored or blocked SIGINT is inherited by a child, which then never sees the Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_chat_ctrl_c_stops_the_reply_not_the_program(model_dir):
     """A long reply is interrupted with SIGINT; the loop survives, answers again, and exits on /exit."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a reply that cannot end by itself (past the context with a sliding window), so that on a busy
+    # machine it is still streaming when the signal comes
     proc = subprocess.Popen(
-        # a reply that cannot end by itself (past the context with a sliding window), so that on a busy
-        # machine it is still streaming when the signal comes
         [sys.executable, "-m", "zhixing.cli", "chat", str(model_dir), "--max-new-tokens", "1000000",
-         "--sliding-window", "--device", "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=env, text=True, bufsize=1)
+         "--sliding-window", "--device", "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, env=env, text=True, bufsize=1, preexec_fn=_sigint_as_default)
     try:
         proc.stdin.write("你好\n")
         proc.stdin.flush()
@@ -76,7 +83,7 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(model_dir):
         proc.send_signal(signal.SIGINT)
         proc.stdin.write("/exit\n")
         proc.stdin.flush()
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert "[stopped]" in out
