@@ -67,7 +67,8 @@ def test_recipe_trains_averages_and_scores_bleu(tmp_path):
         "name": "numbers",
         "model": {"preset": "transformer-tiny", "max_seq_len": 32, "dropout": 0.0},
         "data": {"objective": "seq2seq", "corpus": str(tmp_path), "vocab_size": 120, "test_split": "test",
-                 "block_size": 32, "average_last": 2, "num_beams": 3, "cache_dir": str(tmp_path / "cache")},
+                 "block_size": 32, "average_last": 2, "num_beams": 3, "cache_dir": str(tmp_path / "cache"),
+                 "val_bleu": True},
         "train": {"max_steps": 400, "batch_size": 32, "lr": 3e-3, "warmup_steps": 30,
                   "schedule": "inverse_sqrt", "eval_interval": 50, "save_interval": 50, "eval_batches": 4,
                   "out_dir": str(tmp_path / "runs"),
@@ -79,6 +80,8 @@ def test_recipe_trains_averages_and_scores_bleu(tmp_path):
     test = json.loads((run / "summary.json").read_text())["test"]
     assert test["bleu"] > 60 and test["signature"].startswith("nrefs:1|case:mixed")
     assert len((run / "test.en.hyp").read_text().splitlines()) == 100
+    curve = [json.loads(line) for line in (run / "val_bleu.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curve] == list(range(50, 401, 50)) and curve[-1]["bleu"] > curve[0]["bleu"]
     result = CliRunner().invoke(main, ["translate", str(run), "sechs null fünf", "zwei acht eins",
                                        "--num-beams", "2"])
     assert result.exit_code == 0, result.output

@@ -21,6 +21,7 @@ import torch
 from zhixing.errors import ConfigError
 from zhixing.io import RunDir, atomic_write_json, atomic_write_text, staged_dir
 from zhixing.train import distributed as D
+from zhixing.train.callbacks import Callback
 from zhixing.train.config import Recipe
 
 SPECIALS = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}
@@ -129,7 +130,34 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     if t.keep_last < d.average_last:  # the checkpoints to average must still be there at the end
         recipe.train = t = t.replace(keep_last=d.average_last)
     objective = build_objective("seq2seq", label_smoothing=d.label_smoothing)
-    return Trainer(model, objective, t, train, val, run, dist=info)
+    callbacks = [ValBleu(val_pairs, tok)] if d.val_bleu else []
+    return Trainer(model, objective, t, train, val, run, dist=info, callbacks=callbacks)
+
+
+class ValBleu(Callback):
+    """At each evaluation, the val split translated greedily and scored: `<run>/val_bleu.jsonl` holds
+    {step, bleu, elapsed_s} (elapsed: the run's wall time so far without these translations), for "wall time
+    to a BLEU" comparisons with another training loop."""
+
+    def __init__(self, pairs: list[tuple[str, str]], tokenizer):
+        self.pairs, self.tokenizer, self.start = pairs, tokenizer, time.perf_counter()
+        self.eval_seconds = 0.0  # time spent here, not counted as training time
+
+    def on_start(self, trainer) -> None:
+        self.start = time.perf_counter()
+
+    def on_eval(self, trainer, step: int, metrics: dict[str, float]) -> None:
+        began = time.perf_counter()
+        model = trainer.raw
+        was_training = model.training
+        scores = evaluate_bleu(model.eval(), self.tokenizer, self.pairs, num_beams=1)
+        model.train(was_training)
+        record = {"step": step, "bleu": scores["bleu"], "bleu_lowercase": scores["bleu_lowercase"],
+                  "elapsed_s": round(began - self.start - self.eval_seconds, 1)}
+        self.eval_seconds += time.perf_counter() - began
+        if trainer.run_dir is not None:
+            with open(Path(trainer.run_dir) / "val_bleu.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
 
 def finish(recipe: Recipe, summary: dict[str, Any], progress: bool) -> dict[str, Any]:

@@ -136,6 +136,7 @@ class DataConfig(Config):
     average_last: int = 5  # average the weights of the last K checkpoints before the test (1 = off)
     num_beams: int = 5  # beam width of the test translation (1 = greedy)
     length_penalty: float = 1.0  # beam score / length**α
+    val_bleu: bool = False  # also translate the val split greedily at each evaluation: <run>/val_bleu.jsonl
 
     def __post_init__(self) -> None:
         if self.block_size < 2:
