@@ -92,3 +92,31 @@ def test_rtd_needs_an_electra_pair(tmp_path, corpus):
     assert "data.objective=rtd trains an ELECTRA generator + discriminator" in res.output
     res = CliRunner().invoke(main, ["pretrain", "-c", cfg, "data.disc_weight=0"])
     assert res.exit_code == 1 and "data.disc_weight=0" in res.output
+
+
+def test_continued_pretraining_starts_from_the_init_model(tmp_path, corpus):
+    """model.init: a second recipe continues a trained BERT on other text (domain-adaptive pretraining) —
+    its weights, config and tokenizer — and a preset beside it, or another vocabulary, is refused."""
+    from safetensors.torch import load_file
+
+    runner = CliRunner()
+    first = recipe(tmp_path, corpus, "base", {"preset": "bert-tiny"}, {"objective": "mlm"})
+    assert runner.invoke(main, ["pretrain", "--config", first]).exit_code == 0
+    domain = tmp_path / "domain.txt"
+    lines = ["the plot and the actor were " + w for w in WORDS * 20]
+    domain.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    second = recipe(tmp_path, domain, "dapt", {"init": str(tmp_path / "runs" / "base")},
+                    {"objective": "mlm", "vocab_size": 999})  # vocab_size is the init tokenizer's, not this
+    (tmp_path / "runs" / "base" / "best").rename(tmp_path / "runs" / "base" / "kept")  # the last checkpoint
+    result = runner.invoke(main, ["pretrain", "--config", second, "train.max_steps=1", "train.lr=1e-9",
+                                  "train.eval_interval=1", "train.warmup_steps=0"])
+    assert result.exit_code == 0, result.output
+    start = load_file(tmp_path / "runs" / "base" / "checkpoints" / "step-6" / "model.safetensors")
+    after = load_file(tmp_path / "runs" / "dapt" / "checkpoints" / "step-1" / "model.safetensors")
+    for name, tensor in start.items():  # one step at lr 1e-9: still the init model's weights
+        assert (after[name] - tensor).abs().max() < 1e-5, name
+    base_tok = json.loads((tmp_path / "runs/base/checkpoints/step-6/tokenizer.json").read_text())
+    dapt_tok = json.loads((tmp_path / "runs/dapt/checkpoints/step-1/tokenizer.json").read_text())
+    assert base_tok["model"]["vocab"] == dapt_tok["model"]["vocab"]
+    bad = runner.invoke(main, ["pretrain", "--config", second, "model.preset=bert-tiny", "name=x"])
+    assert bad.exit_code != 0 and "model.init and model.preset" in bad.output

@@ -148,6 +148,15 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
         from zhixing.recipes import translation
 
         return translation.build_trainer(recipe, info, progress)
+    init = recipe.model.get("init")
+    if init and not recipe.data.tokenizer:  # continued pretraining reads the text as the model did
+        from zhixing.hub import resolve, tokenizer_directory
+
+        found = tokenizer_directory(*resolve(init))
+        if found is None:
+            raise ConfigError(f"{recipe.source}: model.init={init!r} has no tokenizer beside it; set "
+                              "data.tokenizer to the one it was trained with")
+        recipe.data = recipe.data.replace(tokenizer=str(found))
     # Validate what needs no data first, so a typo fails in a second, not after tokenization.
     recipe.model_config()
     if recipe.data.block_size > recipe.model_config().max_seq_len:
@@ -157,7 +166,13 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     shards = prepare_data(recipe, tokenizer, info, progress=progress and info.is_main)
     train_loader, val_loader = build_loaders(recipe, shards, tokenizer, info)
     torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
-    model = build_model(config)
+    if init:  # continued (domain-adaptive) pretraining: the trained weights, the recipe's overrides
+        from zhixing.hub import load
+
+        overrides = {k: v for k, v in recipe.model.items() if k != "init"}
+        model = load(init, **overrides).train()
+    else:
+        model = build_model(config)
     # a family whose inputs have their own layout (XLNet: <cls> last, left padding) saves its tokenizer
     # with it, so fine-tuning builds the inputs pretraining used (the shards hold no special tokens)
     apply_layout(tokenizer, model.tokenizer_layout)

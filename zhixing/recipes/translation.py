@@ -111,6 +111,9 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     from zhixing.train.loop import Trainer
 
     d, t = recipe.data, recipe.train
+    if recipe.model.get("init"):
+        raise ConfigError(f"{recipe.source}: model.init is not supported by seq2seq recipes yet; train "
+                          "from a preset")
     base = recipe.model_config()
     if base.arch != "transformer":
         raise ConfigError(f"{recipe.source}: data.objective=seq2seq trains an encoder–decoder (a "

@@ -11,6 +11,7 @@ Unknown keys anywhere are errors naming the section, the key and the nearest val
 
 from __future__ import annotations
 
+import json
 import os
 import sysconfig
 import typing
@@ -159,7 +160,7 @@ class DataConfig(Config):
             raise ConfigError(f"data.disc_weight={self.disc_weight}: expected a weight > 0 (ELECTRA uses 50)")
 
 
-MODEL_KEYS = ("preset", *ModelConfig.field_names())
+MODEL_KEYS = ("preset", "init", *ModelConfig.field_names())
 
 
 @dataclass
@@ -180,6 +181,12 @@ class Recipe:
         """The ModelConfig: preset, then the recipe's overrides, then `fixed` (e.g. the tokenizer's vocab)."""
         spec = dict(self.model)
         preset = spec.pop("preset", None)
+        init = spec.pop("init", None)
+        if init is not None:  # continue from a trained model: its config, with the recipe's overrides
+            if preset is not None:
+                raise ConfigError(f"{self.source}: model.init and model.preset both given; the model is "
+                                  "init's (drop model.preset)")
+            return self._init_config(init, spec, fixed)
         for key, value in fixed.items():
             if key in spec and value is not None and spec[key] != value:
                 raise ConfigError(
@@ -193,6 +200,25 @@ class Recipe:
                 return ModelConfig.from_dict(spec, source=f"{self.source}: model")
             return ModelConfig.from_preset(preset, **spec)
         except ConfigError as e:
+            raise ConfigError(f"{self.source}: model: {e}") from None
+
+    def _init_config(self, init: str, spec: dict[str, Any], fixed: dict[str, Any]) -> ModelConfig:
+        from zhixing.hub import load, resolve
+
+        try:
+            directory, _ = resolve(init)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise ConfigError(f"{self.source}: model.init={init!r}: {e}") from None
+        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        base = ModelConfig.load(directory) if "arch" in data else load(directory).config  # else: HF
+        for key, value in fixed.items():
+            if value is not None and getattr(base, key) != value:
+                raise ConfigError(f"{self.source}: model.init={init!r} has {key}={getattr(base, key)} but "
+                                  f"the data gives {key}={value}; continue with the init model's own "
+                                  "tokenizer (leave data.tokenizer unset)")
+        try:
+            return base.replace(**spec)
+        except (ConfigError, TypeError) as e:
             raise ConfigError(f"{self.source}: model: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
