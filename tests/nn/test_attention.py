@@ -131,3 +131,25 @@ def test_packed_layer_equals_padded_layer_at_real_tokens(impl):
     g_packed = torch.autograd.grad(packed.square().sum(), x)[0]
     torch.testing.assert_close(g_packed[keep], g_full[keep], atol=1e-5, rtol=1e-5)
     assert (g_packed[~keep] == 0).all()
+
+
+def test_packed_examples_do_not_see_each_other():
+    """A (batch, q, k) block-diagonal keep-matrix + positions restarting per example: a GPT over two packed
+    examples gives each the logits it gives alone."""
+    from zhixing.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("gpt-tiny", vocab_size=50, dim=32, max_seq_len=32).eval()
+    a, b = torch.randint(0, 50, (1, 5)), torch.randint(0, 50, (1, 7))
+    packed = torch.cat([a, b], dim=1)
+    doc = torch.tensor([[0] * 5 + [1] * 7])
+    keep = doc[:, :, None] == doc[:, None, :]
+    positions = torch.tensor([list(range(5)) + list(range(7))])
+    with torch.no_grad():
+        together = model(packed, attention_mask=keep, position_ids=positions).logits
+        torch.testing.assert_close(together[:, :5], model(a).logits)
+        torch.testing.assert_close(together[:, 5:], model(b).logits, rtol=1e-5, atol=1e-5)
+        leaky = model(packed, position_ids=positions).logits  # without the mask b sees a
+    assert (leaky[:, 5:] - together[:, 5:]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="3-d attention_mask must be"):
+        model(packed, attention_mask=keep[:, :3])

@@ -67,6 +67,9 @@ def build_mask(
 ) -> tuple[torch.Tensor | None, bool]:
     """Turn a (batch, k_len) keep-mask (1 = real token) into what the attention kernels take.
 
+    A (batch, q_len, k_len) keep-matrix is taken as is (combined with the causal triangle): e.g. the
+    block-diagonal mask of several examples packed into one sequence, none attending to another.
+
     Returns (mask, causal): mask is None or bool (batch, 1, q_len, k_len); causal=True means "let the
     kernel apply the causal triangle itself", which only holds when there is no explicit mask and
     queries and keys are the same positions. With a cache, the q_len new queries sit at the end of the
@@ -84,7 +87,13 @@ def build_mask(
     if attention_mask is not None:
         if attention_mask.size(-1) != k_len:
             raise ValueError(f"attention_mask covers {attention_mask.size(-1)} positions, expected {k_len}")
-        mask = mask & attention_mask.bool()[:, None, None, :]
+        if attention_mask.dim() == 3:  # (batch, q_len, k_len): which key each query may see
+            if attention_mask.size(1) != q_len:
+                raise ValueError(f"a 3-d attention_mask must be (batch, {q_len}, {k_len}), got "
+                                 f"{tuple(attention_mask.shape)}")
+            mask = mask & attention_mask.bool()[:, None]
+        else:
+            mask = mask & attention_mask.bool()[:, None, None, :]
         # A query with nothing to look at (a left pad under a causal mask) would give NaN; let it look
         # at every key instead. Its output is never used.
         mask = mask | ~mask.any(dim=-1, keepdim=True)
