@@ -148,6 +148,10 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
         from zhixing.recipes import translation
 
         return translation.build_trainer(recipe, info, progress)
+    if recipe.data.objective == "sft":  # conversations in a chat format (zhixing.recipes.sft)
+        from zhixing.recipes import sft
+
+        return sft.build_trainer(recipe, info, progress)
     init = recipe.model.get("init")
     if init and not recipe.data.tokenizer:  # continued pretraining reads the text as the model did
         from zhixing.hub import resolve, tokenizer_directory

@@ -115,9 +115,10 @@ class DataConfig(Config):
     cache_dir: str = "runs/.prepared"  # trained tokenizers + token shards, per corpus/kind/vocab
     val_fraction: float = 0.01  # share held out for validation
     split: typing.Literal["auto", "hash", "tail"] = "auto"  # hash: by document; tail: last tokens (nanoGPT)
-    objective: typing.Literal["clm", "mlm", "rtd", "plm", "seq2seq"] = "clm"  # causal LM (GPT), masked LM
-    # (BERT), replaced-token detection (ELECTRA generator + discriminator), permutation LM (XLNet), or
-    # sequence to sequence (translation: corpus = a directory of <split>.<lang> files, or multi30k)
+    objective: typing.Literal["clm", "mlm", "rtd", "plm", "seq2seq", "sft"] = "clm"  # causal LM (GPT),
+    # masked LM (BERT), replaced-token detection (ELECTRA generator + discriminator), permutation LM
+    # (XLNet), sequence to sequence (translation: corpus = a directory of <split>.<lang> files, or
+    # multi30k), or instruction tuning (sft: corpus = JSONL conversations, model.init = a trained GPT)
     block_size: int = 256  # tokens per training sequence (<= model.max_seq_len)
     mlm_probability: float = 0.15  # share of tokens masked (mlm, rtd)
     mask_ratio: float = 0.8  # of the masked tokens, the share replaced by [MASK] (BERT 0.8; ELECTRA 0.85)
@@ -138,6 +139,9 @@ class DataConfig(Config):
     num_beams: int = 5  # beam width of the test translation (1 = greedy)
     length_penalty: float = 1.0  # beam score / length**α
     val_bleu: bool = False  # also translate the val split greedily at each evaluation: <run>/val_bleu.jsonl
+    # sft (zhixing.recipes.sft)
+    chat_template: str | None = None  # a Jinja chat template file (default: the init tokenizer's, or plain)
+    pack: bool = True  # several conversations per row of block_size tokens (block-diagonal attention)
 
     def __post_init__(self) -> None:
         if self.block_size < 2:
