@@ -240,8 +240,10 @@ def rewrite(markdown: str, page: str) -> tuple[str, set[str]]:
     out = []
     for line in markdown.splitlines():
         mark = RESULTS_MARK.match(line.strip())
-        if mark:
-            out.append(results_section(mark["heading"]))
+        if mark:  # its links were written relative to benchmarks/: re-pointed from this page
+            text, files = relink(results_section(mark["heading"]), "benchmarks/RESULTS.md", page)
+            linked |= files
+            out.append(text)
             continue
         line = SRC_LINK.sub(src, line)
         line = re.sub(r"\]\((?P<target>\.\./[^)#\s]+)(?P<anchor>#[^)\s]*)?\)", outside, line)
@@ -249,22 +251,31 @@ def rewrite(markdown: str, page: str) -> tuple[str, set[str]]:
     return "\n".join(out) + "\n", linked
 
 
+def relink(text: str, origin: str, page: str) -> tuple[str, set[str]]:
+    """``text`` written at repository path ``origin`` (e.g. benchmarks/RESULTS.md), its relative links
+    re-pointed so they work from the docs page ``page``; and the repository files (outside docs/) they
+    name, which get pages of their own."""
+    linked: set[str] = set()
+
+    def one(match):
+        target, anchor = match["target"], match["anchor"] or ""
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(origin), target))
+        if not (REPO / resolved).exists():
+            raise GuideError(f"{origin}: the link {target!r} points at {resolved}, which does not exist")
+        if resolved.startswith("docs/"):
+            return f"]({_relative(page, resolved[len('docs/'):])}{anchor})"
+        linked.add(resolved)
+        return f"]({_relative(page, source_page(resolved))}{anchor})"
+
+    out = re.sub(r"\]\((?P<target>(?!https?:|#|mailto:)[^)#\s]+)(?P<anchor>#[^)\s]*)?\)", one, text)
+    return out, linked
+
+
 def render_source(path: str) -> str:
     """A page of numbered lines for one repository file (``RESULTS.md`` is shown as markdown)."""
     text = (REPO / path).read_text(encoding="utf-8")
     if path.endswith(".md"):  # a markdown file out of docs/: its relative links re-pointed from its new place
-        page = source_page(path)
-
-        def relink(match):
-            target, anchor = match["target"], match["anchor"] or ""
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-            if not (REPO / resolved).exists():
-                raise GuideError(f"{path}: the link {target!r} points at {resolved}, which does not exist")
-            if resolved.startswith("docs/"):
-                return f"]({_relative(page, resolved[len('docs/'):])}{anchor})"
-            return f"]({_relative(page, source_page(resolved))}{anchor})"
-
-        return re.sub(r"\]\((?P<target>(?!https?:|#|mailto:)[^)#\s]+)(?P<anchor>#[^)\s]*)?\)", relink, text)
+        return relink(text, path, source_page(path))[0]
     lang = {".py": "python", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}.get(Path(path).suffix, "text")
     fence = "`" * max(4, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
     return f"# `{path}`\n\n{fence}{lang} linenums=\"1\"\n{text}\n{fence}\n"
@@ -283,6 +294,8 @@ def on_config(config):
         page = file.relative_to(docs_dir).as_posix()
         if not page.startswith(SOURCE_DIR + "/"):
             wanted |= _checked(rewrite, file.read_text(encoding="utf-8"), page)[1]
+    for path in [p for p in wanted if p.endswith(".md")]:  # RESULTS.md's own links need pages too
+        wanted |= _checked(relink, (REPO / path).read_text(encoding="utf-8"), path, source_page(path))[1]
     shutil.rmtree(docs_dir / SOURCE_DIR, ignore_errors=True)
     for path in sorted(wanted):
         target = docs_dir / source_page(path)
