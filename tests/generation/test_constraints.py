@@ -72,6 +72,8 @@ def test_traditional_names_and_clear_errors(poet):
         generate(model, "x", tokenizer=tok, form="六言绝句")
     with pytest.raises(ValueError, match="takes 1 to 4 characters"):
         generate(model, "x", tokenizer=tok, form="五言绝句", acrostic="春夏秋冬风")
+    with pytest.raises(ValueError, match="holds only those"):
+        generate(model, "x", tokenizer=tok, form="五言绝句", acrostic="春[")
     with pytest.raises(ValueError, match="acrostic needs a form"):
         generate(model, "x", tokenizer=tok, acrostic="春")
     with pytest.raises(ValueError, match="not a token of this model's vocabulary"):

@@ -87,6 +87,9 @@ def validate(form: str | None, acrostic: str | None, bad_words: list[str], force
         if not acrostic or len(acrostic) > shape.lines:
             raise ValueError(f"acrostic={acrostic!r} is invalid: {form} has {shape.lines} lines, so it takes "
                              f"1 to {shape.lines} characters")
+        if not all(_HAN.match(ch) for ch in acrostic):
+            raise ValueError(f"acrostic={acrostic!r} is invalid: a line of {form} starts with a Chinese "
+                             "character, so the acrostic holds only those")
     if any(not w for w in bad_words):
         raise ValueError("bad_words must be non-empty strings")
     if force_words:
