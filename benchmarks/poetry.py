@@ -92,7 +92,7 @@ def main() -> None:
             form = poem_form(form_name)
             lines = [seg for para in p["paragraphs"] for seg in para.replace("。", "。|").replace("，", "，|")
                      .split("|") if seg]
-            lines = [line.replace("[", "").replace("]", "") for line in lines]  # "[玄]宗回馬": an editor's mark
+            lines = [line.replace("[", "").replace("]", "") for line in lines]  # "[玄]宗": editor marks
             acrostic = "".join(line[0] for line in lines[: form.lines])
             acrostic = "".join(ch for ch in acrostic if tok.token_to_id(ch) is not None)[: form.lines]
             prompt = [eos] + tok.encode(f"{p['title']}\n", add_special_tokens=False).ids
