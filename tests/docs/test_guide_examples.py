@@ -101,6 +101,7 @@ def run_python(block, workdir, namespace):
         runner = doctest.DocTestRunner(optionflags=FLAGS)
         report = []
         runner.run(test, out=report.append, clear_globs=False)
+        namespace.update(test.globs)  # doctest ran on a copy: what the block defined carries on, as in a REPL
         if runner.failures:
             pytest.fail("".join(report))
     finally:
