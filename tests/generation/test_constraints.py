@@ -41,6 +41,14 @@ def test_every_decoding_mode_writes_the_form(poet, form, mode):
     assert poem_form(form).check(poem(out)) == [], poem(out)
 
 
+def test_the_form_sets_the_length_even_in_a_short_context(poet):
+    """The default max_new_tokens (64) would not fit a 32-position model; the form's 24 + 1 do."""
+    model, tok = poet
+    small = type(model)(model.config.replace(max_seq_len=32)).eval()
+    out = generate(small, "春\n", tokenizer=tok, form="五言绝句", do_sample=True, seed=0)
+    assert poem_form("五言绝句").check(out.texts[0]) == []
+
+
 def test_unconstrained_untrained_model_breaks_the_form(poet):
     model, tok = poet
     out = generate(model, "静夜思\n", tokenizer=tok, max_new_tokens=24, do_sample=True, seed=0)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from zhixing.generation.config import GenerationConfig
-from zhixing.generation.constraints import Constraints
+from zhixing.generation.constraints import Constraints, poem_form
 from zhixing.generation.engine import DecoderOnlyRunner, EncoderDecoderRunner
 from zhixing.generation.processors import LogitsProcessor
 from zhixing.generation.search import Decoding, StopStrings, beam_search, sample_steps
@@ -149,6 +149,9 @@ class _Plan:
             raise ValueError(f"generation needs a language-model head (gpt or transformer, head='lm'); this "
                              f"model is arch={model.config.arch!r}, head={model.config.head!r}")
         eos, self.pad_id = special_ids(model, tokenizer, cfg)
+        if cfg.form is not None:  # a verse form fixes the length (its characters, then the end), before the
+            # prompt is fitted into the context
+            self.config = cfg = cfg.replace(max_new_tokens=poem_form(cfg.form).length + (1 if eos else 0))
         self.eos = torch.tensor(eos, dtype=torch.long, device=self.device) if eos else None
         bos = _tokenizer_attr(tokenizer, "bos_id")
         bos = bos if bos is not None else model.config.bos_token_id
@@ -170,8 +173,6 @@ class _Plan:
             prompt_len = 1 if self.encoder_decoder else ids.size(1)
             constraints = Constraints(tokenizer, prompt_len, form=cfg.form, acrostic=cfg.acrostic,
                                       bad_words=cfg.bad_words, force_words=cfg.force_words, eos=eos)
-            if constraints.max_new_tokens is not None:  # a form fixes the length: the poem, then the end
-                self.config = cfg = cfg.replace(max_new_tokens=constraints.max_new_tokens)
         self.processor = LogitsProcessor(cfg, min_keep=n_eos + 1 if cfg.num_beams > 1 else 1,
                                          constraints=constraints)
         self.source_mask = mask
