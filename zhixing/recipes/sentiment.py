@@ -91,11 +91,16 @@ def quick_sentiment(model: str | None = None, *, name: str = "quickstart-sentime
 def random_twin(model: str, directory: Any, seed: int) -> Any:
     """A freshly initialised model of the same config as `model` (a run or model directory), saved with
     its tokenizer: the control of a pretrained-vs-random comparison."""
+    import json
+
     from zhixing.config import ModelConfig
-    from zhixing.hub import load_tokenizer, resolve
+    from zhixing.hub import load, load_tokenizer, resolve
     from zhixing.models import build_model
 
-    config = ModelConfig.load(resolve(model)[0])
+    directory_of_model = resolve(model)[0]
+    saved = json.loads((directory_of_model / "config.json").read_text(encoding="utf-8"))
+    # a zhixing config is read as is; a Hugging Face one (all-MiniLM-L6-v2) through its conversion
+    config = ModelConfig.load(directory_of_model) if "arch" in saved else load(model).config
     torch.manual_seed(seed)
     build_model(config).save_pretrained(directory)
     load_tokenizer(model).save(directory)
