@@ -117,3 +117,10 @@ def test_chat_renders_the_models_template_and_slides_past_the_window(tmp_path, b
     bad.write_text("{% for m in messages %}", encoding="utf-8")
     result = CliRunner().invoke(main, ["chat", str(tmp_path), "--device", "cpu", "--chat-template", str(bad)])
     assert result.exit_code != 0 and "does not parse" in result.output
+
+
+def test_a_prompt_too_long_fails_before_anything_is_printed(model_dir):
+    result = CliRunner().invoke(main, ["generate", str(model_dir), "知行" * 2000, "--max-new-tokens", "60",
+                                       "--device", "cpu"])
+    assert result.exit_code != 0 and not result.output.startswith("知行"), result.output[:200]
+    assert "max_new_tokens" in result.output or "context" in result.output

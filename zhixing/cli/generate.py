@@ -109,9 +109,11 @@ def generate_cmd(model_path: str, prompt: str, **flags: Any) -> None:
             for i, text in enumerate(out.texts):
                 click.echo(f"--- {i + 1} ---\n{prompt}{text}")
             return
-        click.echo(prompt, nl=False)
+        pieces = stream(model, prompt, config, tokenizer)
+        first = next(pieces, "")  # a bad setting (a prompt too long) fails here, before any output
+        click.echo(prompt + first, nl=False)
         echoed = True
-        for piece in stream(model, prompt, config, tokenizer):
+        for piece in pieces:
             click.echo(piece, nl=False)
             sys.stdout.flush()
         click.echo()
