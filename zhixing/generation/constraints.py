@@ -131,11 +131,6 @@ class Constraints:
                     raise ValueError(f"{ch!r} is not a token of this model's vocabulary, so no text can "
                                      "hold it")
 
-    @property
-    def max_new_tokens(self) -> int | None:
-        """The tokens a form takes (its characters, then one end token); None without a form."""
-        return None if self.form is None else self.form.length + (1 if self.eos else 0)
-
     @cached_property
     def texts(self) -> list[str]:
         size = self.tokenizer.vocab_size if hasattr(self.tokenizer, "vocab_size") else len(self.tokenizer)
