@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from zhixing.errors import ConfigError, DataError
+from zhixing.models.heads import IGNORE
 from zhixing.tasks.data import TaskLoader
 from zhixing.train import distributed as D
 from zhixing.train.config import Recipe
 
-IGNORE = -100
 ROLES = ("system", "user", "assistant")
 _PROBE = "\u2063zhixing-slot\u2063"  # a text no template writes by itself
 

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from zhixing.errors import DataError
+from zhixing.models.heads import IGNORE
 from zhixing.tasks.data import TaskLoader
-
-IGNORE = -100
 
 
 def parallel_dir(corpus: str) -> Path:
