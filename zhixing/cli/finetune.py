@@ -72,6 +72,21 @@ def split_overrides(task: str, items: tuple[str, ...]
     return settings, train, name, space
 
 
+def find_lr_options(f):
+    """--find-lr, --find-lr-steps and --find-lr-range: the range test's flags (finetune and pretrain)."""
+    options = [
+        click.option("--find-lr", is_flag=True,
+                     help="Run the learning-rate range test instead of training: writes "
+                          "runs/<name>/lr_find.png and prints the suggested train.lr."),
+        click.option("--find-lr-steps", default=200, show_default=True, help="Steps of the range test."),
+        click.option("--find-lr-range", default="1e-7:1", show_default=True, metavar="START:END",
+                     help="The rates the range test sweeps (exponentially)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def parse_range(text: str) -> tuple[float, float]:
     """--find-lr-range START:END -> (start, end)."""
     try:
@@ -117,12 +132,7 @@ TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --
 @click.option("--train", "train_file", required=True, help="Training file.")
 @click.option("--dev", "dev_file", required=True, help="Development file (model selection).")
 @click.option("--test", "test_file", default="", help="Optional test file, scored with the best model.")
-@click.option("--find-lr", is_flag=True,
-              help="Run the learning-rate range test instead of training: writes runs/<name>/lr_find.png "
-                   "and prints the suggested train.lr.")
-@click.option("--find-lr-steps", default=200, show_default=True, help="Steps of the range test.")
-@click.option("--find-lr-range", default="1e-7:1", show_default=True, metavar="START:END",
-              help="The rates the range test sweeps (exponentially).")
+@find_lr_options
 @click.option("--search", "do_search", is_flag=True,
               help="Hyperparameter search with Optuna over search.KEY=SPEC items (default: lr, batch_size, "
                    "epochs); resumable: run the same command again to continue.")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from zhixing.cli.finetune import find_lr_options
+
 EPILOG = """\b
 Examples:
   zhixing pretrain --config configs/gpt-shakespeare-char-cpu.yaml
@@ -38,12 +40,7 @@ def _recipe_path(config: str) -> Path:
 @click.option("--config", "-c", "config", required=True, metavar="RECIPE",
               help="A YAML recipe (configs/NAME.yaml) or a shipped recipe's name.")
 @click.option("--print-config", is_flag=True, help="Print the resolved recipe and exit.")
-@click.option("--find-lr", is_flag=True,
-              help="Run the learning-rate range test instead of training: writes runs/<name>/lr_find.png "
-                   "and prints the suggested train.lr.")
-@click.option("--find-lr-steps", default=200, show_default=True, help="Steps of the range test.")
-@click.option("--find-lr-range", default="1e-7:1", show_default=True, metavar="START:END",
-              help="The rates the range test sweeps (exponentially).")
+@find_lr_options
 @click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
 def pretrain_cmd(config: str, print_config: bool, find_lr: bool, find_lr_steps: int, find_lr_range: str,
                  overrides: tuple[str, ...]) -> None:
