@@ -223,20 +223,6 @@ def rewrite(markdown: str, page: str) -> tuple[str, set[str]]:
         anchor = f"#__codelineno-0-{first}" if symbol else ""
         return f"]({_relative(page, source_page(path))}{anchor})"
 
-    def outside(match):
-        target, anchor = match["target"], match["anchor"] or ""
-        resolved = posixpath.normpath(posixpath.join("docs", posixpath.dirname(page), target))
-        if resolved.startswith("docs/") or resolved.startswith("..") or resolved.startswith("http"):
-            return match[0]
-        if not (REPO / resolved).exists():
-            raise GuideError(f"docs/{page}: the link {target!r} points at {resolved}, which does not exist")
-        if (REPO / resolved).is_dir():  # a package: its __init__.py
-            if not (REPO / resolved / "__init__.py").is_file():
-                raise GuideError(f"docs/{page}: the link {target!r} is a directory without an __init__.py")
-            resolved = resolved.rstrip("/") + "/__init__.py"
-        linked.add(resolved)
-        return f"]({_relative(page, source_page(resolved))}{anchor})"
-
     out = []
     for line in markdown.splitlines():
         mark = RESULTS_MARK.match(line.strip())
@@ -245,29 +231,36 @@ def rewrite(markdown: str, page: str) -> tuple[str, set[str]]:
             linked |= files
             out.append(text)
             continue
-        line = SRC_LINK.sub(src, line)
-        line = re.sub(r"\]\((?P<target>\.\./[^)#\s]+)(?P<anchor>#[^)\s]*)?\)", outside, line)
-        out.append(line)
+        line, files = relink(line, f"docs/{page}", page)  # links out of docs/ into the repository
+        linked |= files
+        out.append(SRC_LINK.sub(src, line))
     return "\n".join(out) + "\n", linked
 
 
 def relink(text: str, origin: str, page: str) -> tuple[str, set[str]]:
-    """``text`` written at repository path ``origin`` (e.g. benchmarks/RESULTS.md), its relative links
-    re-pointed so they work from the docs page ``page``; and the repository files (outside docs/) they
-    name, which get pages of their own."""
+    """``text`` written at repository path ``origin`` (a docs page itself, or e.g. benchmarks/RESULTS.md),
+    its relative links checked and re-pointed so they work from the docs page ``page``; and the repository
+    files (outside docs/; a package: its __init__.py) they name, which get pages of their own."""
     linked: set[str] = set()
 
     def one(match):
         target, anchor = match["target"], match["anchor"] or ""
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(origin), target))
-        if not (REPO / resolved).exists():
-            raise GuideError(f"{origin}: the link {target!r} points at {resolved}, which does not exist")
+        if resolved.startswith(".."):  # out of the repository: not ours to check
+            return match[0]
+        if not resolved.startswith(f"docs/{SOURCE_DIR}/"):  # generated pages are checked by MkDocs
+            if not (REPO / resolved).exists():
+                raise GuideError(f"{origin}: the link {target!r} points at {resolved}, which does not exist")
+            if (REPO / resolved).is_dir() and not resolved.startswith("docs/"):  # a package: its __init__.py
+                if not (REPO / resolved / "__init__.py").is_file():
+                    raise GuideError(f"{origin}: the link {target!r} is a directory without an __init__.py")
+                resolved = resolved.rstrip("/") + "/__init__.py"
         if resolved.startswith("docs/"):
             return f"]({_relative(page, resolved[len('docs/'):])}{anchor})"
         linked.add(resolved)
         return f"]({_relative(page, source_page(resolved))}{anchor})"
 
-    out = re.sub(r"\]\((?P<target>(?!https?:|#|mailto:)[^)#\s]+)(?P<anchor>#[^)\s]*)?\)", one, text)
+    out = re.sub(r"\]\((?P<target>(?!https?:|#|mailto:|src:)[^)#\s]+)(?P<anchor>#[^)\s]*)?\)", one, text)
     return out, linked
 
 
