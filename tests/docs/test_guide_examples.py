@@ -126,41 +126,33 @@ def _needs_data(blocks):
     return any("$ZHIXING_DATA" in b.text or "ZHIXING_DATA" in b.text for b in blocks)
 
 
-def _run(blocks, tmp_path):
+def _run(blocks, tmp_path, monkeypatch):
     if _needs_data(blocks) and not DATA.is_dir():
         pytest.skip(f"shared datasets not found at {DATA} (set ZHIXING_DATA)")
     workdir = _workdir(tmp_path)
     env = _env(workdir)
     namespace = {"__name__": "__guide__"}
-    old = {k: os.environ.get(k) for k in ("ZHIXING_DATA",)}
-    os.environ["ZHIXING_DATA"] = str(DATA)
-    try:
-        for block in blocks:
-            if block.lang == "console":
-                run_console(block, workdir, env)
-            else:
-                run_python(block, workdir, namespace)
-            for figure in block.figures:
-                check_figure(block, workdir / figure)
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    monkeypatch.setenv("ZHIXING_DATA", str(DATA))  # python blocks run in this process
+    for block in blocks:
+        if block.lang == "console":
+            run_console(block, workdir, env)
+        else:
+            run_python(block, workdir, namespace)
+        for figure in block.figures:
+            check_figure(block, workdir / figure)
 
 
 @pytest.mark.parametrize("page,blocks", [p for p in PAGES if any(not b.slow for b in p[1])],
                          ids=lambda v: v if isinstance(v, str) else "")
-def test_page_examples(page, blocks, tmp_path):
-    _run([b for b in blocks if not b.slow], tmp_path)
+def test_page_examples(page, blocks, tmp_path, monkeypatch):
+    _run([b for b in blocks if not b.slow], tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page,blocks", [p for p in PAGES if any(b.slow for b in p[1])],
                          ids=lambda v: v if isinstance(v, str) else "")
-def test_page_examples_with_slow_ones(page, blocks, tmp_path):
-    _run(blocks, tmp_path)
+def test_page_examples_with_slow_ones(page, blocks, tmp_path, monkeypatch):
+    _run(blocks, tmp_path, monkeypatch)
 
 
 def test_console_blocks_split_into_commands_and_their_output():
