@@ -40,18 +40,21 @@ def data_dir(recipe: Recipe) -> Path:
     return Path(d.cache_dir) / f"{_slug(d.corpus)}-{tag}"
 
 
-def prepare_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool = True):
-    """The recipe's tokenizer: loaded from data.tokenizer, or trained on the corpus once and cached."""
+def prepare_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool = True, *, texts: Any = None,
+                      directory: Path | None = None, special_tokens: dict[str, str] | None = None):
+    """The recipe's tokenizer: loaded from data.tokenizer, or trained once and cached — on the corpus, or on
+    `texts` into `directory` (a translation recipe: both sides of its parallel text)."""
     from zhixing.data import read_documents
     from zhixing.tokenizers import Tokenizer
 
     d = recipe.data
     if d.tokenizer:
         return Tokenizer.load(d.tokenizer)
-    tok_dir = data_dir(recipe) / "tokenizer"
+    tok_dir = directory if directory is not None else data_dir(recipe) / "tokenizer"
     if info.is_main and not Tokenizer.can_load(tok_dir):
-        tok = Tokenizer.train(read_documents(d.corpus), kind=d.tokenizer_kind, vocab_size=d.vocab_size,
-                              chinese_words=d.chinese_words, show_progress=progress)
+        tok = Tokenizer.train(iter(texts) if texts is not None else read_documents(d.corpus),
+                              kind=d.tokenizer_kind, vocab_size=d.vocab_size, chinese_words=d.chinese_words,
+                              special_tokens=special_tokens, show_progress=progress)
         with staged_dir(tok_dir) as tmp:  # other ranks (and later runs) see a whole tokenizer or none
             tok.save(tmp)
     D.barrier(info)

@@ -85,20 +85,10 @@ def tokenizer_dir(recipe: Recipe) -> Path:
 
 def prepare_tokenizer(recipe: Recipe, pairs: list[tuple[str, str]], info: D.DistInfo, progress: bool):
     """One vocabulary for both languages, trained on both sides of the training split (cached)."""
-    from zhixing.tokenizers import Tokenizer
+    from zhixing.recipes.pretrain import prepare_tokenizer as prepare
 
-    d = recipe.data
-    if d.tokenizer:
-        return Tokenizer.load(d.tokenizer)
-    out = tokenizer_dir(recipe)
-    if info.is_main and not Tokenizer.can_load(out):
-        texts = [s for s, _ in pairs] + [t for _, t in pairs]
-        tok = Tokenizer.train(iter(texts), kind=d.tokenizer_kind, vocab_size=d.vocab_size,
-                              special_tokens=SPECIALS, show_progress=progress)
-        with staged_dir(out) as tmp:
-            tok.save(tmp)
-    D.barrier(info)
-    return Tokenizer.load(out)
+    return prepare(recipe, info, progress, texts=[s for s, _ in pairs] + [t for _, t in pairs],
+                   directory=tokenizer_dir(recipe), special_tokens=SPECIALS)
 
 
 def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
