@@ -16,7 +16,7 @@ from typing import Any
 
 from zhixing.config import ModelConfig
 from zhixing.errors import ConfigError
-from zhixing.io import RunDir, staged_dir
+from zhixing.io import RunDir
 from zhixing.objectives import Objective, build_objective
 from zhixing.train import distributed as D
 from zhixing.train.config import Recipe
@@ -40,25 +40,13 @@ def data_dir(recipe: Recipe) -> Path:
     return Path(d.cache_dir) / f"{_slug(d.corpus)}-{tag}"
 
 
-def prepare_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool = True, *, texts: Any = None,
-                      directory: Path | None = None, special_tokens: dict[str, str] | None = None):
-    """The recipe's tokenizer: loaded from data.tokenizer, or trained once and cached — on the corpus, or on
-    `texts` into `directory` (a translation recipe: both sides of its parallel text)."""
+def prepare_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool = True):
+    """The recipe's tokenizer: loaded from data.tokenizer, or trained on the corpus once and cached."""
     from zhixing.data import read_documents
-    from zhixing.tokenizers import Tokenizer
+    from zhixing.recipes.tokenizer import cached_tokenizer
 
-    d = recipe.data
-    if d.tokenizer:
-        return Tokenizer.load(d.tokenizer)
-    tok_dir = directory if directory is not None else data_dir(recipe) / "tokenizer"
-    if info.is_main and not Tokenizer.can_load(tok_dir):
-        tok = Tokenizer.train(iter(texts) if texts is not None else read_documents(d.corpus),
-                              kind=d.tokenizer_kind, vocab_size=d.vocab_size, chinese_words=d.chinese_words,
-                              special_tokens=special_tokens, show_progress=progress)
-        with staged_dir(tok_dir) as tmp:  # other ranks (and later runs) see a whole tokenizer or none
-            tok.save(tmp)
-    D.barrier(info)
-    return Tokenizer.load(tok_dir)
+    return cached_tokenizer(recipe, info, progress, lambda: read_documents(recipe.data.corpus),
+                            data_dir(recipe) / "tokenizer")
 
 
 def prepare_data(recipe: Recipe, tokenizer: Any, info: D.DistInfo, progress: bool = True) -> Path:

@@ -85,10 +85,10 @@ def tokenizer_dir(recipe: Recipe) -> Path:
 
 def prepare_tokenizer(recipe: Recipe, pairs: list[tuple[str, str]], info: D.DistInfo, progress: bool):
     """One vocabulary for both languages, trained on both sides of the training split (cached)."""
-    from zhixing.recipes.pretrain import prepare_tokenizer as prepare
+    from zhixing.recipes.tokenizer import cached_tokenizer
 
-    return prepare(recipe, info, progress, texts=[s for s, _ in pairs] + [t for _, t in pairs],
-                   directory=tokenizer_dir(recipe), special_tokens=SPECIALS)
+    return cached_tokenizer(recipe, info, progress, lambda: [s for s, _ in pairs] + [t for _, t in pairs],
+                            tokenizer_dir(recipe), SPECIALS)
 
 
 def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
