@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),
     ("generation", "tasks", "viz", "compress"),
     ("recipes", "serve", "prompts"),
+    ("apps",),
     ("cli",),
     ("", "__main__"),  # zhixing/__init__.py: the public face, may use everything (lazily); python -m zhixing
 ]

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "prune": "zhixing.cli.prune:prune_cmd",
     "prompt": "zhixing.cli.prompt:prompt_cmd",
     "translate": "zhixing.cli.translate:translate_cmd",
+    "app": "zhixing.cli.app:app_group",
 }
 
 # Errors whose message is the whole story: shown as one line (a ZhixingError, a missing path, and the

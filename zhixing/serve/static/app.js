@@ -341,6 +341,21 @@ $("#attn-kind").addEventListener("change", () => { refreshSelectors(); drawModel
 $("#attn-layer").addEventListener("change", drawHeadView);
 $("#attn-head").addEventListener("change", drawHeadView);
 
+// ---- applications (zhixing serve --app NAME=PATH): links to their pages ------------------------------
+
+async function loadApps() {
+  const r = await fetch("/apps").catch(() => null);
+  if (!r || !r.ok) return;  // no application mounted: the route does not exist
+  const { apps } = await r.json();
+  for (const a of apps) {
+    const link = document.createElement("a");
+    link.className = "tab app-link";
+    link.href = a.url;
+    link.textContent = a.name;
+    document.querySelector("nav").appendChild(link);
+  }
+}
+
 // ---- start ------------------------------------------------------------------------------------------
 
 $("#api-key").value = localStorage.getItem("zhixing-api-key") || "";
@@ -349,3 +364,4 @@ $("#api-key").addEventListener("change", () => {
   loadModels();
 });
 loadModels();
+loadApps();
