@@ -6,6 +6,8 @@ inside the functions, so the command layer can call `openmp_defaults` before tor
 
 from __future__ import annotations
 
+import os
+import time
 from typing import TYPE_CHECKING
 
 from zhixing.errors import ConfigError
@@ -14,12 +16,50 @@ if TYPE_CHECKING:
     import torch
 
 
-def openmp_defaults() -> dict[str, str]:
+def openmp_defaults(others: float | None = None) -> dict[str, str]:
     """Environment settings for OpenMP, to be applied (without overriding the user's) before torch is
-    first imported. OpenMP threads that spin while waiting for work turn a CPU shared with other
-    processes into a disaster: on a busy 2-core machine a 2-thread training step took 4.3 s with the
-    default (active) policy and 0.34 s with PASSIVE (benchmarks/RESULTS.md)."""
-    return {"OMP_WAIT_POLICY": "PASSIVE"}
+    first imported: the wait policy of torch's worker threads, chosen from how busy the machine is now.
+
+    Between two operations OpenMP threads spin for a while before they sleep (the default policy). On a
+    machine with nothing else to run that is the fastest choice: the next operation finds its threads
+    awake (the gpt-shakespeare-char-cpu step ran ~20% faster than with PASSIVE, which puts them to sleep
+    at once). With other processes wanting the same cores, the spinning threads take turns away from the
+    thread that holds the actual work, and a 2-thread step got 3-15x slower than with PASSIVE
+    (benchmarks/RESULTS.md, issue #23). So: PASSIVE when other processes are running at start, else
+    OpenMP's default. others: how many other processes want a CPU (default: measured, others_running)."""
+    if others is None:
+        others = others_running()
+    return {"OMP_WAIT_POLICY": "PASSIVE"} if others >= 0.5 else {}
+
+
+def others_running(samples: int = 5, interval: float = 0.004) -> float:
+    """How many other processes want a CPU right now: runnable tasks (the 4th field of /proc/loadavg,
+    which counts this process too) averaged over a few samples ~20 ms apart in all. Where /proc is
+    missing, the 1-minute load average; where that is missing too, infinity (assume busy)."""
+    try:
+        counts = []
+        for k in range(samples):
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+            if k < samples - 1:
+                time.sleep(interval)
+        return sum(counts) / len(counts)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (OSError, AttributeError):
+            return float("inf")
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there, oneDNN's bf16 matrix
+    products do twice the work per instruction of fp32 ones, and bf16 autocast pays as it does on a GPU
+    (the gpt-shakespeare-char-cpu step: 1.24x, benchmarks/RESULTS.md). Elsewhere bf16 is emulated and
+    slower than fp32."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: absent in some builds
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def pick_device(name: str, local_rank: int = 0, field: str = "train.device") -> torch.device:

@@ -21,8 +21,8 @@ out, run_dir, strategy, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(
 info = D.setup("cpu")
 torch.manual_seed(0)
 model = build_model("gpt-tiny", vocab_size=48, dim=32, num_heads=2, max_seq_len=32, dropout=0.0)
-cfg = TrainConfig(device="cpu", progress=False, tensorboard=False, plots=False, log_interval=1,
-                  eval_batches=2, warmup_steps=2, lr=3e-3, max_steps=6, eval_interval=3,
+cfg = TrainConfig(device="cpu", dtype="float32", progress=False, tensorboard=False, plots=False,
+                  log_interval=1, eval_batches=2, warmup_steps=2, lr=3e-3, max_steps=6, eval_interval=3,
                   batch_size=batch_size,
                   distributed=strategy)
 loader = ToyLoader(batch_size=batch_size, ignore_frac=0.5, rank=info.rank, world_size=info.world_size)

@@ -22,8 +22,10 @@ WORKER = Path(__file__).parent / "ddp_worker.py"
 def single_process(tmp_path: Path) -> dict:
     torch.manual_seed(0)
     model = build_model("gpt-tiny", vocab_size=48, dim=32, num_heads=2, max_seq_len=32, dropout=0.0)
-    cfg = TrainConfig(device="cpu", progress=False, tensorboard=False, plots=False, log_interval=1,
-                      eval_batches=2, warmup_steps=2, lr=3e-3, max_steps=6, eval_interval=3, batch_size=4)
+    # fp32: the two runs are compared to 1e-4 (auto would be bf16 autocast on a CPU with bf16 arithmetic)
+    cfg = TrainConfig(device="cpu", dtype="float32", progress=False, tensorboard=False, plots=False,
+                      log_interval=1, eval_batches=2, warmup_steps=2, lr=3e-3, max_steps=6, eval_interval=3,
+                      batch_size=4)
     trainer = Trainer(model, CausalLM(), cfg, ToyLoader(batch_size=4, ignore_frac=0.5),
                       ToyLoader(batch_size=4), run=tmp_path / "single")
     summary = trainer.fit()

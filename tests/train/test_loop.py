@@ -25,8 +25,10 @@ from zhixing.train import (
 )
 from zhixing.train import checkpoint as ckpt_mod
 
+# fp32: these tests compare runs to 1e-6 (accumulation == large batch, sparse == full head); the default
+# dtype (auto) would train under bf16 autocast on a CPU that computes bf16 natively.
 FAST = dict(device="cpu", progress=False, tensorboard=False, plots=False, log_interval=1, eval_batches=2,
-            warmup_steps=2, lr=3e-3, num_threads=1)
+            warmup_steps=2, lr=3e-3, num_threads=1, dtype="float32")
 
 
 def gpt(dropout: float = 0.0, **kw) -> Model:

@@ -88,6 +88,8 @@ def set_process_defaults() -> None:
     (before torch is imported by a command), and never over the user's own environment."""
     from zhixing.device import openmp_defaults
 
+    if "OMP_WAIT_POLICY" in os.environ:  # the user chose: nothing to measure
+        return
     for key, value in openmp_defaults().items():
         os.environ.setdefault(key, value)
 

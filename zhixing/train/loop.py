@@ -32,6 +32,7 @@ import torch
 import yaml
 from torch import nn
 
+from zhixing.device import cpu_computes_bf16
 from zhixing.errors import CheckpointError, ConfigError, TrainingError
 from zhixing.io import RunDir, atomic_write_json, atomic_write_text
 from zhixing.models.base import Model
@@ -54,11 +55,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto": bf16 on a CUDA device that supports it, fp16 on an older one, fp32 elsewhere."""
+    """"auto": bf16 on a CUDA device that supports it, fp16 on an older one; bf16 on a CPU that computes
+    it natively (AVX512-BF16 / AMX: zhixing.device.cpu_computes_bf16); fp32 elsewhere. Autocast keeps the
+    weights, the optimizer and the reductions (softmax, norms, losses) in fp32 either way."""
     if name != "auto":
         return DTYPES[name]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_computes_bf16():
+        return torch.bfloat16
     return torch.float32
 
 
