@@ -1,11 +1,11 @@
 """shakespeare_char on a CPU: zhixing's training loop against a plain transformers loop, and the full
-`gpt-shakespeare-char-cpu` run against nanoGPT's figure.
+`gpt-shakespeare-char-cpu` recipe against nanoGPT's CPU run.
 
     python benchmarks/shakespeare_char.py                 # throughput: zhixing vs transformers, alternating
-    python benchmarks/shakespeare_char.py --full          # + the full 2000-step run: val loss and wall time
-    python benchmarks/shakespeare_char.py --only-full --nanogpt-style --full-runs 2
-                                                          # full runs, each next to nanoGPT's CPU run
-                                                          # (benchmarks/nanogpt_style.py), alternating
+    python benchmarks/shakespeare_char.py --only-full --full-runs 3 [--nanogpt DIR]
+        # pairs of whole processes, alternating: `zhixing pretrain --config
+        # configs/gpt-shakespeare-char-cpu.yaml` in a fresh directory next to nanoGPT's CPU run
+        # (its train.py in DIR, else benchmarks/nanogpt_style.py)
 
 Data as nanoGPT's shakespeare_char: the characters of tinyshakespeare sorted into a 65-id vocabulary,
 the first 90% of the text for training and the last 10% for validation, batches of 12 random windows
@@ -23,12 +23,18 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as zhixing.train does; before torch loads OpenMP
+ENV0 = dict(os.environ)  # what the full runs' processes get: each chooses its own threading settings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from zhixing.device import openmp_defaults  # noqa: E402
+
+for _k, _v in openmp_defaults().items():  # the in-process throughput rounds: zhixing's policy, before torch
+    os.environ.setdefault(_k, _v)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -178,50 +184,71 @@ def throughput(rounds: int, steps: int, warm: int, hf_fused: bool = False) -> fl
     return ratio
 
 
-def full_run(train: np.ndarray, val: np.ndarray, vocab: int) -> dict:
-    """gpt-shakespeare-char-cpu as its recipe says (no biases, exact GELU), 2000 steps, writing a run dir."""
-    model = zhixing_gpt(vocab, gpt2_arch=False)
+def timed_process(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Run one command as its own process; its wall time from start to exit, and what it printed."""
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return wall, done.stdout
+
+
+def recipe_run(env: dict[str, str], overrides: list[str]) -> dict:
+    """`zhixing pretrain --config configs/gpt-shakespeare-char-cpu.yaml` as a user runs it, in a fresh
+    directory (so its wall time includes tokenizing the corpus and writing the shards)."""
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        summary = Trainer(model, CausalLM(), train_cfg(), CharBatches(train), CharBatches(val),
-                          run=Path(tmp) / "run").fit()
-        wall = time.perf_counter() - t0
-    out = {"bench": "shakespeare_char_cpu_full", "impl": "zhixing", "device": "cpu", "steps": summary["step"],
-           "val_loss": round(summary["final_val_loss"], 4),
-           "best_val_loss": round(summary["best_val_loss"], 4),
-           "wall_s": round(wall, 1), "tokens_per_s": summary["tokens_per_s"],
-           "nanogpt_reference": {"val_loss": 1.886, "wall_s": 116},
-           "speedup_vs_nanogpt_wall": round(116 / wall, 3)}
+        cmd = [sys.executable, "-m", "zhixing", "pretrain", "--config",
+               str(ROOT / "configs" / "gpt-shakespeare-char-cpu.yaml"), "train.progress=false", *overrides]
+        wall, _ = timed_process(cmd, Path(tmp), env)
+        summary = json.loads((Path(tmp) / "runs" / "gpt-shakespeare-char-cpu" / "summary.json").read_text())
+    out = {"bench": "shakespeare_char_cpu_full", "impl": "zhixing", "device": "cpu", "overrides": overrides,
+           "steps": summary["step"], "val_loss": round(summary["final_val_loss"], 4),
+           "dtype": summary.get("dtype"), "train_s": round(summary["train_time_s"], 1),
+           "wall_s": round(wall, 1)}
     print(json.dumps(out), flush=True)
     return out
 
 
-def nanogpt_style_run(train: np.ndarray, val: np.ndarray, vocab: int) -> dict:
-    """The same-job control: nanoGPT's CPU run as benchmarks/nanogpt_style.py rewrites it."""
-    import nanogpt_style
-
-    r = nanogpt_style.run(train, val, vocab, block=BLOCK, batch=BATCH, layers=LAYERS, heads=HEADS, dim=DIM)
-    out = {"bench": "shakespeare_char_cpu_full", "impl": "nanogpt_style", "device": "cpu",
-           "steps": r["steps"], "val_loss": round(r["val_loss"], 4),
-           "best_val_loss": round(r["best_val_loss"], 4), "wall_s": round(r["wall_s"], 1)}
+def nanogpt_run(env: dict[str, str], nanogpt: str | None) -> dict:
+    """The peer as its own process: nanoGPT's train.py with its README's CPU command when a nanoGPT checkout
+    is given (its data/shakespeare_char/prepare.py must have run), else benchmarks/nanogpt_style.py."""
+    if nanogpt:
+        cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu",
+               "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
+               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+               "--lr_decay_iters=2000", "--dropout=0.0",
+               "--out_dir=" + tempfile.mkdtemp()]
+        wall, stdout = timed_process(cmd, Path(nanogpt), env)
+        steps = [line for line in stdout.splitlines() if line.startswith("step ")]
+        dts = [float(line.rsplit("time ", 1)[1].split("ms")[0]) for line in stdout.splitlines()
+               if line.startswith("iter ")]
+        out = {"impl": "nanogpt", "val_loss": float(steps[-1].rsplit("val loss ", 1)[1]),
+               "median_iter_ms": round(statistics.median(dts), 2)}
+    else:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "nanogpt_style.py")]
+        wall, stdout = timed_process(cmd, ROOT, env)
+        r = json.loads(stdout.strip().splitlines()[-1])
+        out = {"impl": "nanogpt_style", "val_loss": r["val_loss"], "median_iter_ms": r["median_iter_ms"]}
+    out = {"bench": "shakespeare_char_cpu_full", "device": "cpu", **out, "wall_s": round(wall, 1)}
     print(json.dumps(out), flush=True)
     return out
 
 
-def full_runs(n: int, control: bool) -> None:
-    """n full runs of ours; with `control`, each next to a nanoGPT-style run, the order alternating."""
-    data = load_text()
-    runners = {"zhixing": full_run, "nanogpt": nanogpt_style_run}
-    results: dict[str, list[dict]] = {"zhixing": [], "nanogpt": []}
+def full_runs(n: int, nanogpt: str | None, overrides: list[str]) -> None:
+    """n pairs of whole processes — the recipe as shipped and the nanoGPT peer — the order alternating. Both
+    get the environment this benchmark was started with (zhixing chooses its own OpenMP policy)."""
+    env = dict(ENV0)
+    ratios = []
     for k in range(n):
-        order = ("zhixing", "nanogpt") if k % 2 == 0 else ("nanogpt", "zhixing")
-        for impl in order if control else ("zhixing",):
-            results[impl].append(runners[impl](*data))
-    if control:
-        ratios = [t["wall_s"] / o["wall_s"] for o, t in zip(results["zhixing"], results["nanogpt"])]
-        print(json.dumps({"bench": "shakespeare_char_cpu_full", "wall_ratio_nanogpt_style_over_zhixing":
-                          [round(r, 3) for r in ratios], "median": round(statistics.median(ratios), 3)}),
-              flush=True)
+        order = ("zhixing", "peer") if k % 2 == 0 else ("peer", "zhixing")
+        got = {}
+        for impl in order:
+            got[impl] = recipe_run(env, overrides) if impl == "zhixing" else nanogpt_run(env, nanogpt)
+        ratios.append(got["peer"]["wall_s"] / got["zhixing"]["wall_s"])
+    print(json.dumps({"bench": "shakespeare_char_cpu_full",
+                      "wall_ratio_peer_over_zhixing": [round(r, 3) for r in ratios],
+                      "median": round(statistics.median(ratios), 3)}), flush=True)
 
 
 def main() -> None:
@@ -229,11 +256,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=120, help="steps per round")
     ap.add_argument("--warm", type=int, default=20, help="untimed steps at the start of each round")
-    ap.add_argument("--full", action="store_true", help="+ the 2000-step gpt-shakespeare-char-cpu run")
+    ap.add_argument("--full", action="store_true",
+                    help="+ full 2000-step runs: the gpt-shakespeare-char-cpu recipe next to nanoGPT's")
     ap.add_argument("--only-full", action="store_true")
-    ap.add_argument("--full-runs", type=int, default=1, help="how many full runs")
-    ap.add_argument("--nanogpt-style", action="store_true",
-                    help="time benchmarks/nanogpt_style.py's run next to each full run")
+    ap.add_argument("--full-runs", type=int, default=1, help="how many pairs of full runs")
+    ap.add_argument("--nanogpt", metavar="DIR",
+                    help="a nanoGPT checkout: time its train.py (else benchmarks/nanogpt_style.py)")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe overrides for the zhixing runs (e.g. train.dtype=float32)")
     ap.add_argument("--hf-fused", action="store_true", help="the transformers loop uses fused AdamW too")
     args = ap.parse_args()
     print(json.dumps({"bench": "env", "torch": torch.__version__, "python": platform.python_version(),
@@ -242,7 +272,7 @@ def main() -> None:
     if not args.only_full:
         throughput(args.rounds, args.steps, args.warm, args.hf_fused)
     if args.full or args.only_full:
-        full_runs(args.full_runs, args.nanogpt_style)
+        full_runs(args.full_runs, args.nanogpt, args.override)
 
 
 if __name__ == "__main__":

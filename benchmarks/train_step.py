@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zhixing.interop import from_hf  # noqa: E402
 from zhixing.objectives import CausalLM, MaskedLM  # noqa: E402
-from zhixing.train.loop import ObjectiveModule  # noqa: E402
+from zhixing.train.loop import ObjectiveModule, resolve_dtype  # noqa: E402
 
 
 def hf_model(kind: str, layers: int, dim: int, heads: int, seq: int, vocab: int):
@@ -75,6 +75,13 @@ class Runner:
 
     def __init__(self, name, model, data, args, objective=None):
         self.name, self.model, self.data, self.args = name, model, data, args
+        # --dtype default: each side as its user gets it without asking — zhixing's Trainer resolves
+        # train.dtype=auto (bf16 autocast on a GPU, or on a CPU that computes bf16 natively), a plain
+        # transformers loop runs in fp32.
+        if args.dtype == "default":
+            self.bf16 = name != "hf" and resolve_dtype("auto", torch.device(args.device)) == torch.bfloat16
+        else:
+            self.bf16 = args.dtype == "bf16"
         fused = args.device == "cuda"
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=not fused)
         module = ObjectiveModule(model, objective) if objective is not None else model
@@ -92,7 +99,7 @@ class Runner:
     def step(self):
         k = self.i % len(self.data)
         self.i += 1
-        with torch.autocast(self.args.device, dtype=torch.bfloat16, enabled=self.args.dtype == "bf16"):
+        with torch.autocast(self.args.device, dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.loss(k)
         loss.backward()
         self.opt.step()
@@ -187,8 +194,8 @@ def run(kind: str, args) -> None:
         med = statistics.median(times[r.name])
         tps = tokens / med
         rec = {"bench": "train_step", "model": f"{kind}-{layers}L-{dim}", "impl": r.name,
-               "device": device_name(args),
-               "dtype": args.dtype, "compile": args.compile and (args.compile_mode or "default"),
+               "device": device_name(args), "dtype": "bf16" if r.bf16 else "fp32",
+               "compile": args.compile and (args.compile_mode or "default"),
                "sdpa": args.sdpa, "trainer_path": objective is not None and r.name == "zhixing",
                "batch": batch, "seq": seq, "vocab": args.vocab,
                "tokens_per_s": round(tps, 1), "step_ms": round(1000 * med / args.steps, 2),
@@ -232,7 +239,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="gpt,bert", help="comma list of gpt,bert")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "default"], default="fp32",
+                   help="autocast dtype of both; default: each side's default (zhixing: train.dtype=auto)")
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--heads", type=int, default=8)
