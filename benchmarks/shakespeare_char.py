@@ -204,7 +204,8 @@ def recipe_run(env: dict[str, str], overrides: list[str]) -> dict:
         summary = json.loads((Path(tmp) / "runs" / "gpt-shakespeare-char-cpu" / "summary.json").read_text())
     out = {"bench": "shakespeare_char_cpu_full", "impl": "zhixing", "device": "cpu", "overrides": overrides,
            "steps": summary["step"], "val_loss": round(summary["final_val_loss"], 4),
-           "dtype": summary.get("dtype"), "train_s": round(summary["train_time_s"], 1),
+           "dtype": summary.get("dtype"), "omp_wait_policy": summary.get("omp_wait_policy"),
+           "train_s": round(summary["train_time_s"], 1),
            "wall_s": round(wall, 1)}
     print(json.dumps(out), flush=True)
     return out

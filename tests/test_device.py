@@ -19,8 +19,8 @@ def test_openmp_policy_passive_only_when_others_run():
 
 
 def test_others_running_reads_this_machine():
-    n = device.others_running(samples=2, interval=0.001)
-    assert 0 <= n < 10_000
+    n = device.others_running(window=0.02)
+    assert 0 <= n <= (os.cpu_count() or 1) + 1e-9
 
 
 def test_the_command_never_overrides_the_users_policy():

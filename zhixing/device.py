@@ -32,18 +32,26 @@ def openmp_defaults(others: float | None = None) -> dict[str, str]:
     return {"OMP_WAIT_POLICY": "PASSIVE"} if others >= 0.5 else {}
 
 
-def others_running(samples: int = 5, interval: float = 0.004) -> float:
-    """How many other processes want a CPU right now: runnable tasks (the 4th field of /proc/loadavg,
-    which counts this process too) averaged over a few samples ~20 ms apart in all. Where /proc is
-    missing, the 1-minute load average; where that is missing too, infinity (assume busy)."""
+def others_running(window: float = 0.06) -> float:
+    """How many CPUs other processes kept busy over the last `window` seconds, read from /proc/stat
+    (this process sleeps meanwhile, so every busy tick is someone else's). An instant count of runnable
+    tasks proved too jumpy on a small VM. Where /proc is missing, the 1-minute load average; where that
+    is missing too, infinity (assume busy)."""
+
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # user nice system idle iowait irq softirq steal
+
     try:
-        counts = []
-        for k in range(samples):
-            with open("/proc/loadavg") as f:
-                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
-            if k < samples - 1:
-                time.sleep(interval)
-        return sum(counts) / len(counts)
+        total0, idle0 = ticks()
+        time.sleep(window)
+        total1, idle1 = ticks()
+        span = total1 - total0
+        if span <= 0:
+            return 0.0
+        return (os.cpu_count() or 1) * (span - (idle1 - idle0)) / span
     except (OSError, ValueError, IndexError):
         try:
             return os.getloadavg()[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -666,6 +667,9 @@ class Trainer:
             "dtype": str(self.dtype).replace("torch.", ""), "world_size": self.dist.world_size,
             "objective": self.objective.name,
         }
+        if self.device.type == "cpu":  # what the step time depends on (docs/training.md, CPU threads)
+            summary["threads"] = torch.get_num_threads()
+            summary["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
         if self._last_eval:
             summary.update({f"final_{k}": v for k, v in self._last_eval.items() if k not in ("kind", "step")})
             name = self.objective.metric
