@@ -197,7 +197,14 @@ def sentiment_cmd(config_path, overrides):
 @click.option("--top-k", type=int, default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", default=None, help="Also write the rows as JSON lines here.")
-def evaluate_cmd(run, guide, judge, data, n_prompts, strengths, max_new_tokens, top_k, seed, out):
+@click.option(
+    "--exclude-corpus",
+    default=None,
+    help="Never draw a prompt whose review is in this corpus (the LM's training corpus, e.g. reviews-zh).",
+)
+def evaluate_cmd(
+    run, guide, judge, data, n_prompts, strengths, max_new_tokens, top_k, seed, out, exclude_corpus
+):
     """Measure sentiment control: target rate by GUIDE and by JUDGE, perplexity under RUN's plain LM."""
     from zhixing.apps.write import StyleGuide, Writer
     from zhixing.apps.write.reviews import evaluate_control, review_prompts

