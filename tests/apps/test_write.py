@@ -275,3 +275,17 @@ def test_cli_continue_index_and_materials(models, tmp_path):
     assert out.exit_code == 0 and json.loads(out.output)["title"] == "登鹳雀楼", out.output
     out = runner.invoke(cli, ["app", "write", "materials", str(tmp_path), "x"])
     assert out.exit_code != 0 and "not a material index" in out.output
+
+
+def test_review_sentences_as_passages(tmp_path):
+    path = reviews_csv(tmp_path / "reviews.csv")
+    with path.open("a", encoding="utf-8") as f:
+        f.write("手机,1,\n")  # an empty review is skipped, as the shared files have a few
+    passages = read_passages(path)
+    assert [p["text"] for p in passages][:2] == [
+        "这款手机屏幕很清晰，电池也耐用，非常满意。",
+        "质量太差了，用了两天就坏，再也不买了。",
+    ]
+    assert passages[0]["source"] == "reviews.csv:2"
+    hit = MaterialIndex.build(passages).search("电池耐用", k=1)[0]
+    assert hit["text"].startswith("这款手机")

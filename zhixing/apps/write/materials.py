@@ -88,7 +88,6 @@ def read_passages(source: str | os.PathLike, limit: int | None = None) -> list[d
     chinese-poetry writes them) or objects with a "text" field; `.csv` with a `review` or `text` column
     (one passage per sentence); `.txt`, one passage per non-blank line."""
     from zhixing.data.corpora import read_lines
-    from zhixing.tasks.data import read_table
 
     path = Path(source)
     if not path.is_file():
@@ -117,13 +116,25 @@ def read_passages(source: str | os.PathLike, limit: int | None = None) -> list[d
             if limit and len(out) >= limit:
                 break
     elif path.suffix in (".csv", ".tsv"):
-        for ex in read_table(
-            str(path), text_column=None, pair_column=None, label_column="label", require_label=False
-        ):
-            for sentence in split_sentences(ex.text):
-                out.append({"text": sentence, "title": "", "author": "", "source": ex.where})
-            if limit and len(out) >= limit:
-                break
+        import csv
+
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            column = next((c for c in ("review", "text", "sentence") if c in (reader.fieldnames or [])), None)
+            if column is None:
+                raise DataError(f"{path}:1: no review / text / sentence column in the header")
+            for row in reader:  # empty cells are skipped: the shared review files have a few
+                for sentence in split_sentences(row.get(column) or ""):
+                    out.append(
+                        {
+                            "text": sentence,
+                            "title": "",
+                            "author": "",
+                            "source": f"{path.name}:{reader.line_num}",
+                        }
+                    )
+                if limit and len(out) >= limit:
+                    break
     else:
         for i, line in read_lines(path, error=DataError):
             if line.strip():
