@@ -160,8 +160,9 @@ def materials_cmd(index, draft, k, as_json):
     show_default=True,
     help="The recipe (keys of zhixing.apps.write.reviews.train_classifiers).",
 )
+@click.option("--out", default=None, help="Also write the report (JSON) here.")
 @click.argument("overrides", nargs=-1)
-def sentiment_cmd(config_path, overrides):
+def sentiment_cmd(config_path, out, overrides):
     """Train the guide and the judge sentiment classifiers from a recipe (KEY=VALUE overrides it)."""
     import inspect
 
@@ -183,7 +184,12 @@ def sentiment_cmd(config_path, overrides):
         if key not in valid:
             raise ValueError(f"{path}: unknown key {key!r}; valid keys: {', '.join(valid)}")
     settings["data"] = str(_data_path(settings.get("data", "zh-reviews/online_shopping_10_cats.csv")))
-    click.echo(json.dumps(train_classifiers(**settings), ensure_ascii=False, indent=1))
+    from zhixing.io import atomic_write_json
+
+    report = train_classifiers(**settings)
+    click.echo(json.dumps(report, ensure_ascii=False, indent=1))
+    if out:
+        atomic_write_json(out, report)
 
 
 @write_group.command("evaluate")

@@ -96,12 +96,15 @@ class WriteService:
             raise ConfigError(f"model={name!r} is not served; choose one of {', '.join(self.writers)}")
         return self.writers[name]
 
-    def styled(self, target: str | None, strength: float) -> Any:
+    def styled(self, target: str | None, strength: float, top_k: int = 20) -> Any:
+        """A copy of the served guide for one request (the shared one is never changed)."""
         if not target:
             return None
         if self.guide is None:
             raise ConfigError("no guide classifier is served (add guide: RUN to the app's settings)")
-        return self.guide.retarget(target).with_strength(strength)
+        guide = self.guide.retarget(target).with_strength(strength)
+        guide.top_k = top_k  # the request's candidate set
+        return guide
 
 
 def _under(base: Path, value: Any) -> str:
@@ -193,7 +196,11 @@ def mount(app: Any, path: str | os.PathLike, service: WriteService | None = None
     def continue_(req: Decode, request: Request) -> Any:
         authorize(request)
         try:
-            writer, guide, settings = pick(req), service.styled(req.target, req.strength), settings_of(req)
+            writer, guide, settings = (
+                pick(req),
+                service.styled(req.target, req.strength, req.top_k),
+                settings_of(req),
+            )
             if not req.stream:
                 with service.lock:
                     return {"text": writer.continue_text(req.text, guide, **settings)}
@@ -222,7 +229,11 @@ def mount(app: Any, path: str | os.PathLike, service: WriteService | None = None
     def rewrite(req: Rewrite, request: Request) -> Any:
         authorize(request)
         try:
-            writer, guide, settings = pick(req), service.styled(req.target, req.strength), settings_of(req)
+            writer, guide, settings = (
+                pick(req),
+                service.styled(req.target, req.strength, req.top_k),
+                settings_of(req),
+            )
             with service.lock:
                 out = writer.rewrite(req.text, guide, req.keep, **settings)
                 before, after = guide.target_probability([req.text.strip(), out["text"]]).tolist()
