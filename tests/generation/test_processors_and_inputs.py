@@ -164,3 +164,34 @@ def test_beam_scores_are_length_normalised_log_probabilities(gpt):
         logp = gpt(seq[None]).logits[0].float().log_softmax(-1)
     total = sum(float(logp[i - 1, seq[i]]) for i in range(3, 7))
     assert math.isclose(float(out.scores[0]), total / 4**2.0, rel_tol=1e-4)
+
+
+def test_caller_logits_processors_steer_greedy_and_streamed_decoding():
+    """`logits_processors=` callables see every step's (rows, vocab) scores and the token history, and
+    what they return is what greedy decoding picks from (the writing assistant's FUDGE guidance)."""
+    from zhixing.generation import stream
+
+    torch.manual_seed(0)
+    model = build_model("gpt-tiny", vocab_size=VOCAB, dim=32, num_layers=2, num_heads=2, max_seq_len=32)
+    seen: list[tuple[int, int]] = []
+
+    def only_seven(scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        seen.append((scores.size(0), tokens.size(1)))
+        out = torch.full_like(scores, INF)
+        out[:, 7] = 0.0
+        return out
+
+    out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=4, pad_token_id=PAD,
+                   logits_processors=[only_seven])
+    assert out.tokens.tolist() == [[7] * 4, [7] * 4]
+    assert seen == [(2, 3), (2, 4), (2, 5), (2, 6)]  # history grows one column per step
+
+    class Chars:  # a minimal tokenizer for stream(): token i decodes to chr(65 + i)
+        eos_id = None
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(65 + i) for i in ids)
+
+    pieces = list(stream(model, [1, 2], tokenizer=Chars(), max_new_tokens=3, pad_token_id=PAD,
+                         logits_processors=[only_seven]))
+    assert "".join(pieces) == "HHH"

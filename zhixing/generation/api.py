@@ -139,7 +139,8 @@ class _Plan:
     """Everything one call resolves before decoding: ids, masks, special ids, runner, processors."""
 
     def __init__(self, model, prompts: Prompts, config: GenerationConfig | None, tokenizer,
-                 attention_mask: torch.Tensor | None, overrides: dict[str, Any]):
+                 attention_mask: torch.Tensor | None, overrides: dict[str, Any],
+                 logits_processors: Sequence[Any] = ()):
         config = config if config is not None else GenerationConfig.for_model(model)
         self.config = cfg = (config.replace(**overrides) if overrides else config).validate()
         self.model, self.tokenizer = model, tokenizer
@@ -174,7 +175,7 @@ class _Plan:
             constraints = Constraints(tokenizer, prompt_len, form=cfg.form, acrostic=cfg.acrostic,
                                       bad_words=cfg.bad_words, force_words=cfg.force_words, eos=eos)
         self.processor = LogitsProcessor(cfg, min_keep=n_eos + 1 if cfg.num_beams > 1 else 1,
-                                         constraints=constraints)
+                                         constraints=constraints, extra=logits_processors)
         self.source_mask = mask
         if self.encoder_decoder:
             start = model.config.decoder_start_token_id
@@ -230,7 +231,8 @@ class _Plan:
 
 @torch.no_grad()  # not inference_mode: returned tensors stay usable in autograd (e.g. as labels)
 def generate(model, prompts: Prompts, config: GenerationConfig | None = None, tokenizer=None, *,
-             attention_mask: torch.Tensor | None = None, **overrides: Any) -> GenerationOutput:
+             attention_mask: torch.Tensor | None = None, logits_processors: Sequence[Any] = (),
+             **overrides: Any) -> GenerationOutput:
     """Generate continuations of one or more prompts.
 
     model: a zhixing GPT (decoder-only) or Transformer (encoder–decoder) with an LM head.
@@ -238,11 +240,13 @@ def generate(model, prompts: Prompts, config: GenerationConfig | None = None, to
         (batch, len) tensor with an optional left-padding `attention_mask`. Batches are left-padded.
     config: a GenerationConfig (default: the model's `generation_config`, else defaults); any field may
         be overridden per call as a keyword, e.g. `generate(model, "Hi", tok, max_new_tokens=20)`.
+    logits_processors: extra callables `(scores (rows, vocab) float32, tokens (rows, length)) -> scores`,
+        applied each step after the built-in penalties and constraints, before sampling's filters.
     """
     was_training = model.training
     model.eval()
     try:
-        plan = _Plan(model, prompts, config, tokenizer, attention_mask, overrides)
+        plan = _Plan(model, prompts, config, tokenizer, attention_mask, overrides, logits_processors)
         cfg = plan.config
         if cfg.num_beams > 1:
             tokens, ignore = plan.buffers()

@@ -4,7 +4,8 @@ All work on a whole batch at once: `scores` is (rows, vocab) float32, `tokens` (
 far. No Python loop over rows or the vocabulary; penalties are gathers and scatters.
 
 Order (the one transformers uses, so results match it): repetition penalty, no-repeat n-grams, then the
-form / content constraints (zhixing.generation.constraints), then, only when sampling, temperature, top-k,
+form / content constraints (zhixing.generation.constraints), then the caller's own processors
+(`generate(..., logits_processors=[...])`), then, only when sampling, temperature, top-k,
 top-p, min-p.
 """
 
@@ -94,16 +95,20 @@ class LogitsProcessor:
     so that a beam can always continue).
     """
 
-    def __init__(self, config: GenerationConfig, min_keep: int = 1, constraints=None):
+    def __init__(self, config: GenerationConfig, min_keep: int = 1, constraints=None, extra=()):
         self.config = config
         self.min_keep = min_keep
         self.constraints = constraints  # a zhixing.generation.constraints.Constraints, or None
+        # callables (scores, tokens) -> scores given by the caller (e.g. a classifier's guidance, as the
+        # writing assistant's FUDGE weighting): applied after the constraints, before sampling's filters
+        self.extra = tuple(extra)
 
     @property
     def needs_tokens(self) -> bool:
         """Whether the processors read the token history (otherwise callers may skip slicing it)."""
         c = self.config
-        return c.repetition_penalty != 1.0 or c.no_repeat_ngram_size > 0 or self.constraints is not None
+        return (c.repetition_penalty != 1.0 or c.no_repeat_ngram_size > 0 or self.constraints is not None
+                or bool(self.extra))
 
     def __call__(
         self, scores: torch.Tensor, tokens: torch.Tensor, ignore: torch.Tensor | None = None
@@ -116,6 +121,8 @@ class LogitsProcessor:
             scores = no_repeat_ngram(scores, tokens, c.no_repeat_ngram_size)
         if self.constraints is not None:  # hard constraints: what the text may not contain next
             scores = self.constraints(scores, tokens)
+        for process in self.extra:
+            scores = process(scores, tokens)
         if c.sampling:
             if c.temperature != 1.0:
                 # softmax(s / T): T < 1 sharpens the distribution, T > 1 flattens it

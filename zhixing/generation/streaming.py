@@ -92,11 +92,12 @@ class TextStreamer:
 
 @torch.no_grad()
 def stream(model, prompt: Prompt, config: GenerationConfig | None = None, tokenizer=None,
-           **overrides: Any) -> Iterator[str]:
+           logits_processors: Sequence[Any] = (), **overrides: Any) -> Iterator[str]:
     """Generate for one prompt and yield text pieces as they become final (greedy or sampling).
 
     Stops at an eos token, at max_new_tokens, or when a stop string appears (the stop string itself is
-    not yielded). Closing the iterator (break, Ctrl-C in a caller) stops generation at once.
+    not yielded). `logits_processors`: as in `generate`. Closing the iterator (break, Ctrl-C in a caller)
+    stops generation at once.
     """
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is None:
@@ -110,7 +111,7 @@ def stream(model, prompt: Prompt, config: GenerationConfig | None = None, tokeni
     was_training = model.training
     model.eval()
     try:
-        plan = _Plan(model, prompts, config, tokenizer, None, overrides)
+        plan = _Plan(model, prompts, config, tokenizer, None, overrides, logits_processors)
         cfg = plan.config
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
             raise ValueError(f"num_beams={cfg.num_beams} / num_return_sequences={cfg.num_return_sequences}: "
