@@ -40,8 +40,8 @@ def run_zhixing(rows, args) -> dict:
     out = tempfile.mkdtemp(prefix="zx-sst2-")
     s = finetune(cfg, name="sst2", train_examples=train, dev_examples=dev, train_overrides=[
         f"out_dir={out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",
-        f"num_threads={args.threads}", "progress=false", "plots=false", "device=cpu"])
-    return {"impl": "zhixing", "accuracy": s["dev"]["accuracy"], "steps": s["step"],
+        f"num_threads={args.threads}", "progress=false", "plots=false", "device=cpu", f"dtype={args.dtype}"])
+    return {"impl": "zhixing", "accuracy": s["dev"]["accuracy"], "steps": s["step"], "dtype": s.get("dtype"),
             "wall_s": time.perf_counter() - t, "run_dir": s["run_dir"]}
 
 
@@ -87,6 +87,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--order", default="zhixing,hf")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="zhixing's train.dtype (auto: bf16 autocast on a CPU that computes bf16 natively)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = subset(args.train_examples, args.seed)
