@@ -1,0 +1,138 @@
+"""What can be measured honestly: aspect-sentiment accuracy against a hand-annotated sample, explanation
+faithfulness, and coverage.
+
+The annotated sample is JSONL, one review a line: {"review_id", "item", "text", "mentions": [{"aspect":
+"屏幕", "polarity": "positive" | "negative"}]} — every aspect (written as in the text) that the review
+judges, with the judgement's polarity (tests/apps/data/recommend_aspects.jsonl; how it was made:
+docs/applications/recommend.md).
+
+Two scores: *end to end* (the extractor finds its mentions, a predicted mention matches a gold one of the
+same review when one term contains the other: aspect precision / recall / F1, polarity accuracy on the
+matched ones, and F1 of (aspect, polarity) pairs); *polarity given the gold aspect* (the clause holding
+each gold aspect, classified: the sentiment model alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zhixing.apps.recommend.aspects import find_mentions
+from zhixing.apps.recommend.reviews import Review, clauses
+from zhixing.apps.recommend.sentiment import ClauseSentiment, polarity
+from zhixing.errors import DataError
+
+POLARITIES = ("positive", "negative")
+
+
+def read_annotations(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The annotated sample; errors name the line and the field."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
+        for key in ("review_id", "text", "mentions"):
+            if key not in row:
+                raise DataError(
+                    f"{path}:{n}: missing field {key!r} (fields: review_id, item, text, mentions)"
+                )
+        for m in row["mentions"]:
+            if m.get("polarity") not in POLARITIES or not m.get("aspect"):
+                raise DataError(f"{path}:{n}: mention {m}: expected an aspect and a polarity in {POLARITIES}")
+            if m["aspect"] not in row["text"]:
+                raise DataError(f"{path}:{n}: aspect {m['aspect']!r} does not occur in the review text")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no annotated reviews")
+    return rows
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def evaluate_aspects(
+    rows: Sequence[dict[str, Any]],
+    terms: Sequence[str],
+    sentiment: ClauseSentiment,
+) -> dict[str, Any]:
+    """Scores of the extractor (lexicon `terms` + `sentiment`) on the annotated `rows` (module docstring)."""
+    gold_n = pred_n = matched = polar_ok = pair_ok = 0
+    oracle_ok = oracle_n = 0
+    in_lexicon = 0
+    confusion = {g: {p: 0 for p in POLARITIES} for g in POLARITIES}
+    terms = sorted(terms, key=lambda t: (-len(t), t))
+    term_set = set(terms)
+    for row in rows:
+        gold = list(row["mentions"])
+        preds = find_mentions(Review(row["review_id"], row.get("item", ""), row["text"], None), terms)
+        probs = sentiment([m.clause for m in preds]) if preds else []
+        gold_n += len(gold)
+        pred_n += len(preds)
+        free = list(range(len(gold)))
+        for m, p in zip(preds, probs):
+            hit = next(
+                (i for i in free if gold[i]["aspect"] in m.aspect or m.aspect in gold[i]["aspect"]), None
+            )
+            if hit is None:
+                continue
+            free.remove(hit)
+            matched += 1
+            ok = polarity(p) == gold[hit]["polarity"]
+            polar_ok += ok
+            pair_ok += ok
+        # the sentiment model alone: the clause holding each gold aspect
+        spans = list(clauses(row["text"]))
+        texts = []
+        for g in gold:
+            in_lexicon += any(g["aspect"] in t or t in g["aspect"] for t in term_set)
+            texts.append(next((c for _, c in spans if g["aspect"] in c), row["text"]))
+        for g, p in zip(gold, sentiment(texts) if texts else []):
+            oracle_n += 1
+            oracle_ok += polarity(p) == g["polarity"]
+            confusion[g["polarity"]][polarity(p)] += 1
+    precision, recall = (matched / pred_n if pred_n else 0.0), (matched / gold_n if gold_n else 0.0)
+    pair_p, pair_r = (pair_ok / pred_n if pred_n else 0.0), (pair_ok / gold_n if gold_n else 0.0)
+    return {
+        "reviews": len(rows),
+        "gold_mentions": gold_n,
+        "predicted_mentions": pred_n,
+        "matched": matched,
+        "aspect_precision": precision,
+        "aspect_recall": recall,
+        "aspect_f1": _f1(precision, recall),
+        "polarity_accuracy_matched": polar_ok / matched if matched else None,
+        "pair_precision": pair_p,
+        "pair_recall": pair_r,
+        "pair_f1": _f1(pair_p, pair_r),
+        "gold_aspects_in_lexicon": in_lexicon / gold_n if gold_n else None,
+        "polarity_accuracy_gold_aspects": oracle_ok / oracle_n if oracle_n else None,
+        "confusion_gold_aspects": confusion,
+    }
+
+
+def coverage(store: Any, top: int = 3) -> dict[str, Any]:
+    """How much the store can say: reviews with at least one aspect mention (per item and overall), and for
+    single-aspect queries (each aspect preferred alone) the share of the top-`top` items whose explanation
+    cites that aspect."""
+    per_item = {item: m / n for item, (n, m) in store.items.items()}
+    reviews = sum(n for n, _ in store.items.values())
+    cited = asked = 0
+    for aspect in store.aspects:
+        for r in store.rank([aspect], top=top):
+            asked += 1
+            cited += any(c.aspect == aspect for c in r.citations)
+    return {
+        "review_coverage": sum(m for _, m in store.items.values()) / reviews,
+        "per_item": per_item,
+        "single_aspect_queries": len(store.aspects),
+        "top": top,
+        "top_items_citing_the_aspect": cited / asked if asked else None,
+    }
