@@ -293,3 +293,62 @@ def test_real_reviews_have_ids_and_items(shared_data):
     every = {r.id: r.text for r in read_reviews(shared_data / "zh-reviews" / "online_shopping_10_cats.csv")}
     every |= {r.id: r.text for r in read_reviews(f"外卖={shared_data / 'zh-reviews' / 'waimai_10k.csv'}")}
     assert all(every[i] == t for i, t in annotated.items())  # the sample quotes the files exactly
+
+
+def _serve_helpers():
+    """tests/serve's LiveServer and not_blank (a module there, not a package: loaded by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "serve_helpers", Path(__file__).parents[1] / "serve" / "serve_helpers.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.browser
+def test_page_in_chromium(built, tmp_path):
+    """The page in a real headless Chromium: prefer 电池, avoid 屏幕 -> 乙 first with its explanation and a
+    cited review id; the item's profile opens; no JavaScript errors; the screenshot is not blank."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (make install adds it: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    from PIL import Image
+
+    from zhixing.cli.serve import mount_apps
+    from zhixing.serve.app import create_app
+
+    app = create_app({})
+    mount_apps(app, (f"recommend={built[2]}",))
+    with _serve_helpers().LiveServer(app) as live, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.set_default_timeout(15_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(live.url + "/apps/recommend/")
+        page.wait_for_selector(".aspect[data-aspect=电池]")
+        assert "3 items" in page.locator("#status").inner_text()
+        page.click(".aspect[data-aspect=电池]")  # prefer
+        page.click(".aspect[data-aspect=屏幕]")
+        page.click(".aspect[data-aspect=屏幕]")  # avoid
+        assert page.get_attribute(".aspect[data-aspect=屏幕]", "data-state") == "avoid"
+        page.click("#rank")
+        page.wait_for_selector("#ranked > li")
+        first = page.locator("#ranked > li").first
+        assert first.get_attribute("data-item") == "乙"
+        assert first.locator(".why").inner_text().startswith("推荐：电池")
+        assert first.locator(".cite.positive .rid").first.inner_text().startswith("reviews:")
+        first.locator("a[data-item]").click()
+        page.wait_for_selector("#profile table tr")
+        assert page.locator("#profile h3").inner_text().startswith("乙: 80 reviews")
+        shot = tmp_path / "recommend.png"
+        page.screenshot(path=str(shot))
+        browser.close()
+    assert not errors, f"JavaScript errors: {errors}"
+    colors = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20) or []
+    assert len(colors) >= 3
