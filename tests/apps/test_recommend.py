@@ -195,6 +195,8 @@ def test_annotated_sample_is_valid_and_scored(built, tmp_path):
     assert report["gold_mentions"] == sum(len(r["mentions"]) for r in rows)
     assert report["matched"] <= min(report["gold_mentions"], report["predicted_mentions"])
     assert sum(sum(v.values()) for v in report["confusion_gold_aspects"].values()) == report["gold_mentions"]
+    labels = [r["label"] == m["polarity"] for r in rows for m in r["mentions"]]
+    assert report["baseline_review_label"] == pytest.approx(sum(labels) / len(labels))
     cov = coverage(store, top=2)
     assert 0 < cov["review_coverage"] <= 1 and cov["top_items_citing_the_aspect"] > 0
     broken = tmp_path / "a.jsonl"

@@ -9,7 +9,8 @@ docs/applications/recommend.md).
 Two scores: *end to end* (the extractor finds its mentions, a predicted mention matches a gold one of the
 same review when one term contains the other: aspect precision / recall / F1, polarity accuracy on the
 matched ones, and F1 of (aspect, polarity) pairs); *polarity given the gold aspect* (the clause holding
-each gold aspect, classified: the sentiment model alone).
+each gold aspect, classified: the sentiment model alone), next to two baselines that need no model of
+clauses: the review's own label for every aspect in it, and the majority polarity of the sample.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def evaluate_aspects(
 ) -> dict[str, Any]:
     """Scores of the extractor (lexicon `terms` + `sentiment`) on the annotated `rows` (module docstring)."""
     gold_n = pred_n = matched = polar_ok = pair_ok = 0
-    oracle_ok = oracle_n = 0
+    oracle_ok = oracle_n = label_ok = 0
     in_lexicon = 0
     confusion = {g: {p: 0 for p in POLARITIES} for g in POLARITIES}
     terms = sorted(terms, key=lambda t: (-len(t), t))
@@ -97,6 +98,7 @@ def evaluate_aspects(
         for g, p in zip(gold, sentiment(texts) if texts else []):
             oracle_n += 1
             oracle_ok += polarity(p) == g["polarity"]
+            label_ok += row.get("label") == g["polarity"]
             confusion[g["polarity"]][polarity(p)] += 1
     precision, recall = (matched / pred_n if pred_n else 0.0), (matched / gold_n if gold_n else 0.0)
     pair_p, pair_r = (pair_ok / pred_n if pred_n else 0.0), (pair_ok / gold_n if gold_n else 0.0)
@@ -115,6 +117,10 @@ def evaluate_aspects(
         "gold_aspects_in_lexicon": in_lexicon / gold_n if gold_n else None,
         "polarity_accuracy_gold_aspects": oracle_ok / oracle_n if oracle_n else None,
         "confusion_gold_aspects": confusion,
+        "baseline_review_label": label_ok / oracle_n if oracle_n else None,
+        "baseline_majority": max(sum(confusion[g].values()) for g in POLARITIES) / oracle_n
+        if oracle_n
+        else None,
     }
 
 
