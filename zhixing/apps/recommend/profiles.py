@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from zhixing.apps.recommend.aspects import Lexicon, Mention, all_mentions, find_mentions, mine_aspects
-from zhixing.apps.recommend.reviews import Review, read_all
+from zhixing.apps.recommend.reviews import Review, parse_source, read_all
 from zhixing.apps.recommend.sentiment import ClauseSentiment, polarity
 from zhixing.config import nearest
 from zhixing.errors import ConfigError, DataError
@@ -98,8 +98,9 @@ def build_store(
         c[0] += 1
         c[1] += r.id in mentioned
     summary = {
-        "sources": list(sources),
-        "sentiment_run": str(sentiment_run),
+        # absolute paths: the store is read (faithfulness, user reviews) from wherever the server runs
+        "sources": [_absolute(spec) for spec in sources],
+        "sentiment_run": str(Path(sentiment_run).resolve()),
         "reviews": len(reviews),
         "items": len(per_item_counts),
         "aspects": len(terms),
@@ -139,6 +140,11 @@ def build_store(
 
     atomic_write(out, write)
     return summary
+
+
+def _absolute(spec: str) -> str:
+    item, path = parse_source(str(spec))
+    return f"{item}={path.resolve()}" if item else str(path.resolve())
 
 
 @dataclass
