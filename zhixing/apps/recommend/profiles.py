@@ -284,7 +284,7 @@ class Store:
                 bad.append(self.cite(item, a, "negative"))
         for a in sorted(avoid, key=lambda a: (-avoid[a], a)):
             pos, neg = self.counts(item, a)
-            if neg and (neg >= pos or neg / (pos + neg) >= NOTE_SHARE):
+            if a not in prefer and neg and (neg >= pos or neg / (pos + neg) >= NOTE_SHARE):
                 bad.append(self.cite(item, a, "negative"))
         cited = {c.aspect for c in good + bad}
         if not prefer:  # no preferences: the item's best-liked aspects
