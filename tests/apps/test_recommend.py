@@ -102,13 +102,17 @@ def test_mining_keeps_judged_nouns_and_drops_generic(tmp_path):
     assert not set(lexicon.terms) & {"朋友", "东西"}
     stats = {s.term: s for s in lexicon.per_item["甲"]}
     assert stats["屏幕"].opinionated <= stats["屏幕"].mentions
-    r = replace(reviews[0], text="屏幕很清晰，电池不耐用，屏幕还行")
+    r = replace(reviews[0], text="屏幕很清晰，电池不耐用，说了屏幕的事，屏幕和电池都很好")
     found = find_mentions(r, lexicon.terms)
     assert [(m.aspect, m.clause, m.phrase) for m in found] == [
         ("屏幕", "屏幕很清晰", "屏幕很清晰"),
         ("电池", "电池不耐用", "电池不耐用"),
-        ("屏幕", "屏幕还行", "屏幕还行"),
+        ("屏幕", "说了屏幕的事", ""),  # named, not judged: counted, never quoted
+        ("屏幕", "屏幕和电池都很好", ""),  # the judgement is too far from 屏幕 to quote it
+        ("电池", "屏幕和电池都很好", "电池都很好"),
     ]
+    judged_only = find_mentions(r, lexicon.terms, opinion_only=True)
+    assert [m.clause for m in judged_only] == ["屏幕很清晰", "电池不耐用", "屏幕和电池都很好"]
 
 
 def test_sentiment_model_learns_the_labels(built):

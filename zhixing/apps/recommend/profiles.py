@@ -395,7 +395,8 @@ def user_profile(
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"reviews[{i}]: expected a non-empty review text")
-        mentions += find_mentions(Review(f"user:{i + 1}", "user", text.strip(), None), terms)
+        # everything the user names counts (no opinion needed: "屏幕一定要大" and "在意屏幕" alike)
+        mentions += find_mentions(Review(f"user:{i + 1}", "user", text.strip(), None), terms, False)
     counts: dict[str, int] = {}
     for m in mentions:
         counts[m.aspect] = counts.get(m.aspect, 0) + 1
