@@ -10,7 +10,8 @@ Two scores: *end to end* (the extractor finds its mentions, a predicted mention 
 same review when one term contains the other: aspect precision / recall / F1, polarity accuracy on the
 matched ones, and F1 of (aspect, polarity) pairs); *polarity given the gold aspect* (the clause holding
 each gold aspect, classified: the sentiment model alone), next to two baselines that need no model of
-clauses: the review's own label for every aspect in it, and the majority polarity of the sample.
+clauses: the review's own label for every aspect in it, and the majority polarity of the sample; and the
+same two on the mentions of *mixed* reviews (annotated with both polarities), where one label cannot fit.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def evaluate_aspects(
     """Scores of the extractor (lexicon `terms` + `sentiment`) on the annotated `rows` (module docstring)."""
     gold_n = pred_n = matched = polar_ok = pair_ok = 0
     oracle_ok = oracle_n = label_ok = 0
+    mixed = [0, 0, 0]  # mentions in reviews judging things both ways: count, model right, review label right
     in_lexicon = 0
     confusion = {g: {p: 0 for p in POLARITIES} for g in POLARITIES}
     terms = sorted(terms, key=lambda t: (-len(t), t))
@@ -100,6 +102,10 @@ def evaluate_aspects(
             oracle_ok += polarity(p) == g["polarity"]
             label_ok += row.get("label") == g["polarity"]
             confusion[g["polarity"]][polarity(p)] += 1
+            if len({m["polarity"] for m in gold}) > 1:
+                mixed[0] += 1
+                mixed[1] += polarity(p) == g["polarity"]
+                mixed[2] += row.get("label") == g["polarity"]
     precision, recall = (matched / pred_n if pred_n else 0.0), (matched / gold_n if gold_n else 0.0)
     pair_p, pair_r = (pair_ok / pred_n if pred_n else 0.0), (pair_ok / gold_n if gold_n else 0.0)
     return {
@@ -121,6 +127,7 @@ def evaluate_aspects(
         "baseline_majority": max(sum(confusion[g].values()) for g in POLARITIES) / oracle_n
         if oracle_n
         else None,
+        "mixed_reviews": {"mentions": mixed[0], "model_right": mixed[1], "review_label_right": mixed[2]},
     }
 
 
