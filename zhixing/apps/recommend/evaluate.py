@@ -73,10 +73,19 @@ def evaluate_aspects(
     confusion = {g: {p: 0 for p in POLARITIES} for g in POLARITIES}
     terms = sorted(terms, key=lambda t: (-len(t), t))
     term_set = set(terms)
-    for row in rows:
+    found = [find_mentions(Review(r["review_id"], r.get("item", ""), r["text"], None), terms) for r in rows]
+
+    def gold_clause(row: dict[str, Any], aspect: str) -> str:
+        return next((c for _, c in clauses(row["text"]) if aspect in c), row["text"])
+
+    # every clause the model reads, scored in one batch
+    texts = [m.clause for ms in found for m in ms] + [
+        gold_clause(r, g["aspect"]) for r in rows for g in r["mentions"]
+    ]
+    scored = dict(zip(texts, sentiment(texts))) if texts else {}
+    for row, preds in zip(rows, found):
         gold = list(row["mentions"])
-        preds = find_mentions(Review(row["review_id"], row.get("item", ""), row["text"], None), terms)
-        probs = sentiment([m.clause for m in preds]) if preds else []
+        probs = [scored[m.clause] for m in preds]
         gold_n += len(gold)
         pred_n += len(preds)
         free = list(range(len(gold)))
@@ -92,12 +101,9 @@ def evaluate_aspects(
             polar_ok += ok
             pair_ok += ok
         # the sentiment model alone: the clause holding each gold aspect
-        spans = list(clauses(row["text"]))
-        texts = []
         for g in gold:
+            p = scored[gold_clause(row, g["aspect"])]
             in_lexicon += any(g["aspect"] in t or t in g["aspect"] for t in term_set)
-            texts.append(next((c for _, c in spans if g["aspect"] in c), row["text"]))
-        for g, p in zip(gold, sentiment(texts) if texts else []):
             oracle_n += 1
             oracle_ok += polarity(p) == g["polarity"]
             label_ok += row.get("label") == g["polarity"]
