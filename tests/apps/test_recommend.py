@@ -246,6 +246,12 @@ def test_cli_build_rank_profile_eval(built, tmp_path):
     assert out.exit_code == 1 and "did you mean '屏幕'" in out.output
     out = runner.invoke(main, ["app", "recommend", "profile", str(store), "乙", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["aspects"]["电池"]["positive"] > 20
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: [{data}]\nmax_char: 40\n", encoding="utf-8")
+    out = runner.invoke(
+        main, ["app", "recommend", "train-sentiment", "--config", str(recipe), str(tmp_path / "r")]
+    )
+    assert out.exit_code == 1 and "unknown key 'max_char' (did you mean 'max_chars'?)" in out.output
     report = tmp_path / "eval.json"
     out = runner.invoke(
         main,
