@@ -117,6 +117,10 @@ def rank_cmd(store, prefer, avoid, reviews, top, as_json):
                 f"{reviews}: your reviews mention none of the store's aspects ({', '.join(st.aspects)})"
             )
         prefs = {**derived, **prefs}
+        if not as_json:
+            click.echo(
+                "preferences from your reviews: " + "、".join(f"{a} {w:.2f}" for a, w in derived.items())
+            )
     ranked = st.rank(prefs, weights(avoid, "--avoid"), top=top)
     if as_json:
         _echo_json([r.to_dict() for r in ranked])
