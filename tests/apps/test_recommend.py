@@ -288,6 +288,10 @@ def test_http_routes(built):
     assert client.post("/apps/recommend/rank", json={"prefers": []}).status_code == 400
     assert client.post("/apps/recommend/rank", json={"reviews": "屏幕"}).json()["error"]["param"] == "reviews"
     assert client.get("/apps/recommend/items/丁").status_code == 404
+    cited = r["ranked"][0]["citations"][0]["evidence"][0]
+    full = client.get(f"/apps/recommend/reviews/{cited['review_id']}").json()
+    assert full["item"] == "甲" and cited["clause"] in full["text"]
+    assert client.get("/apps/recommend/reviews/reviews:99999").json()["error"]["param"] == "review_id"
 
 
 def test_real_reviews_have_ids_and_items(shared_data):
@@ -355,6 +359,9 @@ def test_page_in_chromium(built, tmp_path):
         assert first.get_attribute("data-item") == "乙"
         assert first.locator(".why").inner_text().startswith("推荐：电池")
         assert first.locator(".cite.positive .rid").first.inner_text().startswith("reviews:")
+        first.locator(".cite.positive .rid").first.click()  # the whole review, from the source file
+        page.wait_for_function("document.querySelector('#ranked .review').textContent.includes('乙')")
+        assert "电池" in first.locator(".review").first.inner_text()
         first.locator("a[data-item]").click()
         page.wait_for_selector("#profile table tr")
         assert page.locator("#profile h3").inner_text().startswith("乙: 80 reviews")

@@ -5,6 +5,7 @@
     POST /apps/recommend/rank            {"prefer": {"屏幕": 2} | ["屏幕"], "avoid": [...], "reviews": [...],
                                           "top": 5} -> {"ranked": [...], "user": {...} when reviews are given}
     GET  /apps/recommend/items/{item}    an item's profile (aspects, counts, phrases, snippets)
+    GET  /apps/recommend/reviews/{id}    a cited review in full, re-read from the source files by its id
 
 The store is read-only; the sentiment model is loaded only when a request sends the user's own reviews.
 Errors come back in the server's shape ({"error": {"message", "param", ...}}) with status 400 / 404.
@@ -33,6 +34,15 @@ def mount(app: Any, path: str) -> None:
     store = Store(path)
     model: dict[str, Any] = {}
     lock = threading.Lock()
+
+    def raw_reviews() -> dict[str, Any]:
+        with lock:  # the source files, read once, on the first request for a review
+            if "reviews" not in model:
+                from zhixing.apps.recommend.reviews import read_all
+
+                found = read_all(store.summary["sources"], store.summary.get("max_per_item"))
+                model["reviews"] = {r.id: r for r in found}
+            return model["reviews"]
 
     def sentiment():
         with lock:  # loaded once, on the first request that needs it
@@ -122,3 +132,21 @@ def mount(app: Any, path: str) -> None:
                 "item_not_found",
             )
         return store.profile(item, top=max(1, min(top, 100)))
+
+    @app.get("/apps/recommend/reviews/{review_id}")
+    def review(review_id: str):
+        try:
+            found = raw_reviews().get(review_id)
+        except (OSError, ZhixingError) as e:
+            raise APIError(
+                404, f"the review files of the store cannot be read: {e}", "not_found_error"
+            ) from None
+        if found is None:
+            raise APIError(
+                404,
+                f"no review {review_id!r} in the store's sources",
+                "not_found_error",
+                "review_id",
+                "review_not_found",
+            )
+        return {"id": found.id, "item": found.item, "label": found.label, "text": found.text}

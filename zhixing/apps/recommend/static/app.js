@@ -30,9 +30,20 @@ function showChoice() {
 function citation(c) {
   const ev = c.evidence[0] || {};
   const mark = c.polarity === "positive" ? "推荐" : "注意";
+  const rid = el("a", {class: "rid", href: "#"}, ev.review_id || "");
+  const full = el("div", {class: "muted review"});
+  // the whole review the clause was read in, fetched from the source files by its id
+  rid.addEventListener("click", async (e) => {
+    e.preventDefault();
+    try {
+      const r = await api("reviews/" + encodeURIComponent(ev.review_id));
+      full.textContent = `${r.id} (${r.item}, ${r.label || "unlabelled"}): ${r.text}`;
+    } catch (err) {
+      full.textContent = err.message;
+    }
+  });
   return el("div", {class: "cite " + c.polarity},
-    el("b", {}, `${mark} ${c.aspect}`), ` (${c.positive} 好评 / ${c.negative} 差评): “${ev.clause || ""}” `,
-    el("span", {class: "rid"}, ev.review_id || ""));
+    el("b", {}, `${mark} ${c.aspect}`), ` (${c.positive} 好评 / ${c.negative} 差评): “${ev.clause || ""}” `, rid, full);
 }
 
 async function rank() {
