@@ -160,7 +160,7 @@ class FaqIndex:
         from zhixing.tasks.pretrained import EmbeddingPipeline
 
         if encoder is None:
-            from zhixing.apps.support.train import default_model
+            from zhixing.apps.support.model import default_model
 
             encoder = EmbeddingPipeline(default_model(), max_length=64)
         self.entries, self.encode, self.threshold = entries, encoder, threshold

