@@ -43,7 +43,7 @@ def forward_ms(sm, texts: list[str]) -> float:
 def summary_of(run: str) -> dict:
     f = Path(run) / "summary.json"
     s = json.loads(f.read_text()) if f.is_file() else {}
-    return {k: s.get(k) for k in ("train_time", "step", "best_step", "best_metric") if k in s}
+    return {k: s.get(k) for k in ("train_time_s", "wall_time_s", "step", "best_step", "best_score") if k in s}
 
 
 def main() -> None:
