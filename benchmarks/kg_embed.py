@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -56,20 +57,36 @@ def main() -> None:
     result = train(data, config, args.out, log=log)
     wall = time.perf_counter() - started
     test = result.summary.get("test", {})
-    print(json.dumps({
-        "bench": "kg_embed", "impl": "zhixing", "device": "cpu", "threads": torch.get_num_threads(),
-        "dataset": Path(args.data).name, **config.to_dict(),
-        "steps_done": result.summary["steps"], "best_step": result.summary["best_step"],
-        "stopped_by": result.summary["stopped_by"], "valid_mrr": result.summary.get("valid_mrr"),
-        "test_triples": test.get("count", 0) // 2,
-        **{f"test_{k}": v for k, v in test.items() if k != "count"},
-        "train_s": result.summary["train_s"], "valid_eval_s": result.summary["valid_eval_s"],
-        "test_eval_s": result.summary.get("test_eval_s"), "read_s": round(read_s, 2),
-        "wall_s": round(wall, 2),
-        "steps_per_s": result.summary["steps_per_s"], "torch": torch.__version__, "commit": commit(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "out": args.out,
-        "cpu_count": os.cpu_count(),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "kg_embed",
+                "impl": "zhixing",
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "dataset": Path(args.data).name,
+                **config.to_dict(),
+                "steps_done": result.summary["steps"],
+                "best_step": result.summary["best_step"],
+                "stopped_by": result.summary["stopped_by"],
+                "valid_mrr": result.summary.get("valid_mrr"),
+                "test_triples": test.get("count", 0) // 2,
+                **{f"test_{k}": v for k, v in test.items() if k != "count"},
+                "train_s": result.summary["train_s"],
+                "valid_eval_s": result.summary["valid_eval_s"],
+                "test_eval_s": result.summary.get("test_eval_s"),
+                "read_s": round(read_s, 2),
+                "wall_s": round(wall, 2),
+                "steps_per_s": result.summary["steps_per_s"],
+                "torch": torch.__version__,
+                "commit": commit(),
+                "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "out": args.out,
+                "cpu_count": os.cpu_count(),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

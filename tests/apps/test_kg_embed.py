@@ -28,8 +28,11 @@ N = 20
 def toy_graph() -> KGData:
     nxt = [(i, 0, i + 1) for i in range(N - 1)]
     prv = [(i + 1, 1, i) for i in range(N - 1)]
-    splits = {"train": torch.tensor(prv + nxt[:12]), "valid": torch.tensor(nxt[12:14]),
-              "test": torch.tensor(nxt[14:])}
+    splits = {
+        "train": torch.tensor(prv + nxt[:12]),
+        "valid": torch.tensor(nxt[12:14]),
+        "test": torch.tensor(nxt[14:]),
+    }
     return KGData([f"e{i}" for i in range(N)], ["next", "prev"], splits)
 
 
@@ -85,8 +88,16 @@ def test_real_datasets_sizes(shared_data):
 # -- scores -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", [TransE(7, 3, 5, gamma=6.0, p_norm=1), TransE(7, 3, 5, gamma=6.0, p_norm=2),
-                                   RotatE(7, 3, 5, gamma=6.0), ComplEx(7, 3, 5)], ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    "model",
+    [
+        TransE(7, 3, 5, gamma=6.0, p_norm=1),
+        TransE(7, 3, 5, gamma=6.0, p_norm=2),
+        RotatE(7, 3, 5, gamma=6.0),
+        ComplEx(7, 3, 5),
+    ],
+    ids=lambda m: m.name,
+)
 def test_scores_follow_their_formulas_in_both_directions(model):
     """score_all(head, r, "tail")[t] and score_all(tail, r, "head")[h] both equal f(h, r, t) as written in
     the docstrings, computed here directly from the parameters."""
@@ -111,8 +122,12 @@ def test_scores_follow_their_formulas_in_both_directions(model):
         torch.testing.assert_close(heads.gather(1, h[:, None])[:, 0], expected, atol=1e-5, rtol=1e-5)
         # the negatives path (training) scores the same as the all-entity path (evaluation)
         candidates = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 0, 1], [2, 2, 3]])
-        torch.testing.assert_close(model.score_candidates(h, r, candidates, "tail"),
-                                   tails.gather(1, candidates), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            model.score_candidates(h, r, candidates, "tail"),
+            tails.gather(1, candidates),
+            atol=1e-5,
+            rtol=1e-5,
+        )
 
 
 # -- filtered ranking, by hand -------------------------------------------------------------------------------
@@ -153,7 +168,9 @@ def test_answer_index_mask_and_ties():
     index = AnswerIndex(graph.all_triples(), 4, 1)
     # tails of (a, r) are {b, c}; of (d, r) none; heads of (r, c) are {a, b}
     assert index.mask(torch.tensor([0, 3]), torch.tensor([0, 0]), "tail").tolist() == [
-        [False, True, True, False], [False, False, False, False]]
+        [False, True, True, False],
+        [False, False, False, False],
+    ]
     assert index.mask(torch.tensor([2]), torch.tensor([0]), "head").tolist() == [[True, True, False, False]]
     # all scores equal: the rank is the mean of the best and the worst place, (N + 1) / 2
     ranks = filtered_ranks(torch.zeros(2, 5), torch.tensor([0, 4]), torch.zeros(2, 5, dtype=torch.bool))
@@ -191,8 +208,13 @@ def test_run_directory_round_trip(tmp_path):
     graph = toy_graph()
     result = train(graph, EmbedConfig(model="rotate", **{**TOY, "steps": 50}), tmp_path / "run")
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "embeddings.safetensors", "metrics.jsonl",
-                                                     "summary.json", "vocab.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.json",
+        "embeddings.safetensors",
+        "metrics.jsonl",
+        "summary.json",
+        "vocab.json",
+    ]
     assert set(load_file(run / "embeddings.safetensors")) == {"entity", "relation"}
     assert json.loads((run / "summary.json").read_text())["test"] == result.summary["test"]
     loaded = KGEmbedding.load(run)
@@ -218,9 +240,33 @@ def test_embed_commands(tmp_path):
     data = write_graph(tmp_path / "toy", toy_graph())
     runner = CliRunner()
     out = tmp_path / "run"
-    result = runner.invoke(embed_cmd, ["train", "--data", str(data), "--model", "transe", "--out", str(out),
-                                       "--dim", "8", "--gamma", "2", "--negatives", "8", "--batch-size", "16",
-                                       "--steps", "150", "--lr", "0.05", "--eval-every", "50", "--quiet"])
+    result = runner.invoke(
+        embed_cmd,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            "transe",
+            "--out",
+            str(out),
+            "--dim",
+            "8",
+            "--gamma",
+            "2",
+            "--negatives",
+            "8",
+            "--batch-size",
+            "16",
+            "--steps",
+            "150",
+            "--lr",
+            "0.05",
+            "--eval-every",
+            "50",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["steps"] == 150 and summary["test"]["mrr"] > 0.6

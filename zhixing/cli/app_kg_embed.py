@@ -11,10 +11,23 @@ import json
 import click
 
 # flag -> EmbedConfig field; a flag that is not given keeps the field's default
-FLAGS = {"dim": "dim", "negatives": "negatives", "batch_size": "batch_size", "steps": "steps", "lr": "lr",
-         "gamma": "gamma", "alpha": "alpha", "p_norm": "p_norm", "max_time": "max_time",
-         "eval_every": "eval_every", "eval_valid": "eval_valid", "patience": "patience",
-         "regularization": "regularization", "test_limit": "test_limit", "seed": "seed"}
+FLAGS = {
+    "dim": "dim",
+    "negatives": "negatives",
+    "batch_size": "batch_size",
+    "steps": "steps",
+    "lr": "lr",
+    "gamma": "gamma",
+    "alpha": "alpha",
+    "p_norm": "p_norm",
+    "max_time": "max_time",
+    "eval_every": "eval_every",
+    "eval_valid": "eval_valid",
+    "patience": "patience",
+    "regularization": "regularization",
+    "test_limit": "test_limit",
+    "seed": "seed",
+}
 
 
 @click.group("embed")
@@ -24,10 +37,15 @@ def embed_cmd() -> None:
 
 
 @embed_cmd.command("train")
-@click.option("--data", required=True, type=click.Path(file_okay=False),
-              help="Directory with train.txt, valid.txt, test.txt (head<TAB>relation<TAB>tail lines).")
-@click.option("--model", type=click.Choice(["transe", "rotate", "complex"]), default="rotate",
-              show_default=True)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory with train.txt, valid.txt, test.txt (head<TAB>relation<TAB>tail lines).",
+)
+@click.option(
+    "--model", type=click.Choice(["transe", "rotate", "complex"]), default="rotate", show_default=True
+)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--dim", type=int, help="Embedding size (complex dims for rotate/complex). [100]")
 @click.option("--negatives", type=int, help="Corrupted triples per positive (transe, rotate). [128]")
@@ -58,13 +76,18 @@ def train_cmd(data, model, out, quiet, **flags) -> None:
     settings = {FLAGS[k]: v for k, v in flags.items() if v is not None}
     config = EmbedConfig.from_dict({"model": model, **settings}, source="flags")
     graph = load_kg(data)
-    click.echo(f"{graph.num_entities} entities, {graph.num_relations} relations, "
-               + ", ".join(f"{k} {len(v)}" for k, v in graph.splits.items()), err=True)
+    click.echo(
+        f"{graph.num_entities} entities, {graph.num_relations} relations, "
+        + ", ".join(f"{k} {len(v)}" for k, v in graph.splits.items()),
+        err=True,
+    )
 
     def log(record: dict) -> None:
         if not quiet:
-            click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in record.items()), err=True)
+            click.echo(
+                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+                err=True,
+            )
 
     result = train(graph, config, out, log=log)
     click.echo(json.dumps(result.summary, indent=2))
@@ -72,8 +95,12 @@ def train_cmd(data, model, out, quiet, **flags) -> None:
 
 @embed_cmd.command("eval")
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--data", required=True, type=click.Path(file_okay=False),
-              help="The triple directory the run was trained on.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The triple directory the run was trained on.",
+)
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
 @click.option("--limit", type=int, default=0, show_default=True, help="Only the first N triples (0 = all).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Queries scored at once.")

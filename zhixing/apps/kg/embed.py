@@ -73,8 +73,13 @@ class EmbedConfig(Config):
     seed: int = 0  # initialisation, triple order and negatives
 
     def __post_init__(self):
-        positive = {"dim": self.dim, "negatives": self.negatives, "batch_size": self.batch_size,
-                    "steps": self.steps, "eval_batch_size": self.eval_batch_size}
+        positive = {
+            "dim": self.dim,
+            "negatives": self.negatives,
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "eval_batch_size": self.eval_batch_size,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {value}")
@@ -83,8 +88,15 @@ class EmbedConfig(Config):
         for name in ("lr", "gamma"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        non_negative = ("alpha", "max_time", "regularization", "eval_every", "eval_valid", "patience",
-                        "test_limit")
+        non_negative = (
+            "alpha",
+            "max_time",
+            "regularization",
+            "eval_every",
+            "eval_valid",
+            "patience",
+            "test_limit",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -120,14 +132,16 @@ class KGEModel(nn.Module):
         """f(h, r, t) for id tensors that broadcast together → scores of that shape."""
         return self.match(self.query(head, relation, "tail"), self.entity[tail])
 
-    def score_candidates(self, anchor: torch.Tensor, relation: torch.Tensor, candidates: torch.Tensor,
-                         direction: Direction) -> torch.Tensor:
+    def score_candidates(
+        self, anchor: torch.Tensor, relation: torch.Tensor, candidates: torch.Tensor, direction: Direction
+    ) -> torch.Tensor:
         """anchor, relation: (batch,); candidates: (batch, k) entity ids → (batch, k) scores."""
         q = self.query(anchor, relation, direction)[:, None]  # (batch, 1, width)
         return self.match(q, self.entity[candidates])
 
-    def score_all(self, anchor: torch.Tensor, relation: torch.Tensor, direction: Direction,
-                  budget: int = 1 << 25) -> torch.Tensor:
+    def score_all(
+        self, anchor: torch.Tensor, relation: torch.Tensor, direction: Direction, budget: int = 1 << 25
+    ) -> torch.Tensor:
         """Scores of every entity as the answer: (batch,) ids → (batch, num_entities). The distance is
         taken over chunks of entities so that one chunk's (batch, chunk, width) tensor stays under
         `budget` elements."""
@@ -156,8 +170,12 @@ class TransE(KGEModel):
     def score_all(self, anchor, relation, direction, budget: int = 1 << 25):
         # cdist computes the (batch, num_entities) distances without the (batch, E, d) difference tensor
         q = self.query(anchor, relation, direction)
-        return self.gamma - torch.cdist(q[None], self.entity[None], p=float(self.p_norm),
-                                        compute_mode="donot_use_mm_for_euclid_dist")[0]
+        return (
+            self.gamma
+            - torch.cdist(
+                q[None], self.entity[None], p=float(self.p_norm), compute_mode="donot_use_mm_for_euclid_dist"
+            )[0]
+        )
 
 
 def _complex(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,8 +224,10 @@ class RotatE(KGEModel):
         q = torch.stack(_complex(self.query(anchor, relation, direction)), -1).transpose(0, 1).contiguous()
         points = torch.stack(_complex(self.entity), -1).transpose(0, 1)  # (d, E, 2)
         chunk = max(1, budget // max(1, q.shape[0] * q.shape[1]))
-        distances = [torch.cdist(q, part.contiguous(), compute_mode="donot_use_mm_for_euclid_dist").sum(0)
-                     for part in points.split(chunk, dim=1)]
+        distances = [
+            torch.cdist(q, part.contiguous(), compute_mode="donot_use_mm_for_euclid_dist").sum(0)
+            for part in points.split(chunk, dim=1)
+        ]
         return self.gamma - torch.cat(distances, 1)
 
 
@@ -247,8 +267,15 @@ def build_model(config: EmbedConfig, num_entities: int, num_relations: int) -> K
 
 
 @torch.no_grad()
-def evaluate(model: KGEModel, data: KGData, split: str = "test", *, batch_size: int = 64,
-             limit: int = 0, index: AnswerIndex | None = None) -> dict[str, float]:
+def evaluate(
+    model: KGEModel,
+    data: KGData,
+    split: str = "test",
+    *,
+    batch_size: int = 64,
+    limit: int = 0,
+    index: AnswerIndex | None = None,
+) -> dict[str, float]:
     """Filtered MRR, MR and Hits@1/3/10 on `split`, over head and tail prediction together (2 ranks per
     triple), plus `tail_mrr` / `head_mrr`. limit: only the first N triples (0 = all).
     index: the known answers (built from all splits when not given)."""
@@ -275,8 +302,13 @@ def evaluate(model: KGEModel, data: KGData, split: str = "test", *, batch_size: 
 # -- training -----------------------------------------------------------------------------------------------
 
 
-def loss_on(model: KGEModel, batch: torch.Tensor, direction: Direction, config: EmbedConfig,
-            generator: torch.Generator) -> torch.Tensor:
+def loss_on(
+    model: KGEModel,
+    batch: torch.Tensor,
+    direction: Direction,
+    config: EmbedConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """The training loss of one batch of positive triples (batch, 3), corrupting `direction`."""
     h, r, t = batch.unbind(1)
     anchor, target = (h, t) if direction == "tail" else (t, h)
@@ -310,8 +342,12 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def train(data: KGData, config: EmbedConfig, out: str | Path | None = None,
-          log: Callable[[dict], None] | None = None) -> TrainResult:
+def train(
+    data: KGData,
+    config: EmbedConfig,
+    out: str | Path | None = None,
+    log: Callable[[dict], None] | None = None,
+) -> TrainResult:
     """Train `config.model` on data.splits["train"], select the step with the best filtered valid MRR,
     evaluate it on test (when loaded) and write the run to `out` (when given). `log` receives each record."""
     torch.manual_seed(config.seed)
@@ -335,7 +371,7 @@ def train(data: KGData, config: EmbedConfig, out: str | Path | None = None,
         started = time.perf_counter()
         if cursor + config.batch_size > len(order):  # a new epoch: a new order
             order, cursor = torch.randperm(len(train_triples), generator=generator), 0
-        batch = train_triples[order[cursor:cursor + config.batch_size]]
+        batch = train_triples[order[cursor : cursor + config.batch_size]]
         cursor += config.batch_size
         loss = loss_on(model, batch, "tail" if step % 2 == 0 else "head", config, generator)
         optimizer.zero_grad(set_to_none=True)
@@ -350,14 +386,29 @@ def train(data: KGData, config: EmbedConfig, out: str | Path | None = None,
             loss_sum, loss_n = 0.0, 0
         if (config.eval_every and step % config.eval_every == 0) or step == config.steps or out_of_time:
             started = time.perf_counter()
-            metrics = evaluate(model, data, "valid", batch_size=config.eval_batch_size,
-                               limit=config.eval_valid, index=index) if "valid" in data.splits else None
+            metrics = (
+                evaluate(
+                    model,
+                    data,
+                    "valid",
+                    batch_size=config.eval_batch_size,
+                    limit=config.eval_valid,
+                    index=index,
+                )
+                if "valid" in data.splits
+                else None
+            )
             eval_time += time.perf_counter() - started
             if metrics is None:  # no valid split: the last step is the model
                 best = {"mrr": 0.0, "step": step, "state": None}
             else:
-                record({"step": step, **{f"valid_{k}": v for k, v in metrics.items()},
-                        "eval_s": round(time.perf_counter() - started, 2)})
+                record(
+                    {
+                        "step": step,
+                        **{f"valid_{k}": v for k, v in metrics.items()},
+                        "eval_s": round(time.perf_counter() - started, 2),
+                    }
+                )
                 if metrics["mrr"] > best["mrr"]:
                     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     best, bad_evals = {"mrr": metrics["mrr"], "step": step, "state": state}, 0
@@ -371,17 +422,26 @@ def train(data: KGData, config: EmbedConfig, out: str | Path | None = None,
             break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-    summary = {"model": config.model, "data": data.root, "steps": step, "best_step": best["step"],
-               "stopped_by": stop, "train_s": round(train_time, 2), "valid_eval_s": round(eval_time, 2),
-               "steps_per_s": round(step / train_time, 3) if train_time else None,
-               "num_entities": data.num_entities, "num_relations": data.num_relations,
-               "parameters": sum(p.numel() for p in model.parameters())}
+    summary = {
+        "model": config.model,
+        "data": data.root,
+        "steps": step,
+        "best_step": best["step"],
+        "stopped_by": stop,
+        "train_s": round(train_time, 2),
+        "valid_eval_s": round(eval_time, 2),
+        "steps_per_s": round(step / train_time, 3) if train_time else None,
+        "num_entities": data.num_entities,
+        "num_relations": data.num_relations,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     if best["state"] is not None:
         summary["valid_mrr"] = best["mrr"]
     if "test" in data.splits:
         started = time.perf_counter()
-        summary["test"] = evaluate(model, data, "test", batch_size=config.eval_batch_size,
-                                   limit=config.test_limit, index=index)
+        summary["test"] = evaluate(
+            model, data, "test", batch_size=config.eval_batch_size, limit=config.test_limit, index=index
+        )
         summary["test_eval_s"] = round(time.perf_counter() - started, 2)
         record({"step": step, **{f"test_{k}": v for k, v in summary["test"].items()}})
     result = TrainResult(model, config, history, summary)
@@ -392,8 +452,13 @@ def train(data: KGData, config: EmbedConfig, out: str | Path | None = None,
 
 # -- run directories ------------------------------------------------------------------------------------
 
-WEIGHTS, CONFIG, VOCAB, METRICS, SUMMARY = ("embeddings.safetensors", "config.json", "vocab.json",
-                                            "metrics.jsonl", "summary.json")
+WEIGHTS, CONFIG, VOCAB, METRICS, SUMMARY = (
+    "embeddings.safetensors",
+    "config.json",
+    "vocab.json",
+    "metrics.jsonl",
+    "summary.json",
+)
 
 
 def save_run(out: str | Path, result: TrainResult, data: KGData) -> Path:
@@ -401,9 +466,15 @@ def save_run(out: str | Path, result: TrainResult, data: KGData) -> Path:
     out = Path(out)
     with staged_dir(out) as tmp:
         save_file({k: v.detach().contiguous() for k, v in result.model.state_dict().items()}, tmp / WEIGHTS)
-        atomic_write_json(tmp / CONFIG, {"kind": "kg-embedding", **result.config.to_dict(),
-                                         "num_entities": data.num_entities,
-                                         "num_relations": data.num_relations})
+        atomic_write_json(
+            tmp / CONFIG,
+            {
+                "kind": "kg-embedding",
+                **result.config.to_dict(),
+                "num_entities": data.num_entities,
+                "num_relations": data.num_relations,
+            },
+        )
         atomic_write_json(tmp / VOCAB, {"entities": data.entities, "relations": data.relations}, indent=0)
         (tmp / METRICS).write_text("".join(json.dumps(r) + "\n" for r in result.history), encoding="utf-8")
         atomic_write_json(tmp / SUMMARY, result.summary)
@@ -413,8 +484,9 @@ def save_run(out: str | Path, result: TrainResult, data: KGData) -> Path:
 class KGEmbedding:
     """A trained run opened for use: the model with its vocabularies; ranks answers by name."""
 
-    def __init__(self, model: KGEModel, config: EmbedConfig, entities: list[str], relations: list[str],
-                 path: str = ""):
+    def __init__(
+        self, model: KGEModel, config: EmbedConfig, entities: list[str], relations: list[str], path: str = ""
+    ):
         self.model, self.config, self.path = model.eval(), config, path
         self.entities, self.relations = entities, relations
         self.entity_ids = {e: i for i, e in enumerate(entities)}
@@ -435,16 +507,20 @@ class KGEmbedding:
         if not isinstance(entities, list) or not isinstance(relations, list):
             raise CheckpointError(f"{run / VOCAB}: expected lists 'entities' and 'relations'")
         if (len(entities), len(relations)) != (sizes["num_entities"], sizes["num_relations"]):
-            raise CheckpointError(f"{run}: {VOCAB} holds {len(entities)} entities / {len(relations)} "
-                                  f"relations, {CONFIG} says {sizes['num_entities']} / "
-                                  f"{sizes['num_relations']}")
+            raise CheckpointError(
+                f"{run}: {VOCAB} holds {len(entities)} entities / {len(relations)} "
+                f"relations, {CONFIG} says {sizes['num_entities']} / "
+                f"{sizes['num_relations']}"
+            )
         model = build_model(config, len(entities), len(relations))
         state = load_file(run / WEIGHTS)
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise CheckpointError(f"{run / WEIGHTS}: does not fit {config.model} (dim {config.dim}): "
-                                  f"{str(e).splitlines()[-1].strip()}") from None
+            raise CheckpointError(
+                f"{run / WEIGHTS}: does not fit {config.model} (dim {config.dim}): "
+                f"{str(e).splitlines()[-1].strip()}"
+            ) from None
         return cls(model, config, entities, relations, str(run))
 
     def _id(self, table: dict[str, int], name: str, what: str) -> int:
@@ -453,8 +529,9 @@ class KGEmbedding:
         return table[name]
 
     @torch.no_grad()
-    def predict(self, relation: str, head: str | None = None, tail: str | None = None,
-                k: int = 10) -> list[tuple[str, float]]:
+    def predict(
+        self, relation: str, head: str | None = None, tail: str | None = None, k: int = 10
+    ) -> list[tuple[str, float]]:
         """The k best answers (name, score) of (head, relation, ?) or (?, relation, tail): give one end."""
         if (head is None) == (tail is None):
             raise ConfigError("predict: give exactly one of head= (to rank tails) or tail= (to rank heads)")
@@ -467,21 +544,38 @@ class KGEmbedding:
 
     @torch.no_grad()
     def score(self, head: str, relation: str, tail: str) -> float:
-        ids = [torch.tensor([self._id(self.entity_ids, head, "entity")]),
-               torch.tensor([self._id(self.relation_ids, relation, "relation")]),
-               torch.tensor([self._id(self.entity_ids, tail, "entity")])]
+        ids = [
+            torch.tensor([self._id(self.entity_ids, head, "entity")]),
+            torch.tensor([self._id(self.relation_ids, relation, "relation")]),
+            torch.tensor([self._id(self.entity_ids, tail, "entity")]),
+        ]
         return float(self.model.score(*ids)[0])
 
-    def evaluate(self, data_dir: str | Path, split: str = "test", batch_size: int = 64,
-                 limit: int = 0) -> dict[str, float]:
+    def evaluate(
+        self, data_dir: str | Path, split: str = "test", batch_size: int = 64, limit: int = 0
+    ) -> dict[str, float]:
         """Filtered metrics on a split of `data_dir`, whose vocabulary must be the run's."""
         data = load_kg(data_dir)
         if data.entities != self.entities or data.relations != self.relations:
-            raise ConfigError(f"data: {data_dir} gives {data.num_entities} entities / {data.num_relations} "
-                              f"relations in another order than the run {self.path}; evaluate on the data "
-                              "it was trained on")
+            raise ConfigError(
+                f"data: {data_dir} gives {data.num_entities} entities / {data.num_relations} "
+                f"relations in another order than the run {self.path}; evaluate on the data "
+                "it was trained on"
+            )
         return evaluate(self.model, data, split, batch_size=batch_size, limit=limit)
 
 
-__all__ = ["EmbedConfig", "KGEModel", "TransE", "RotatE", "ComplEx", "build_model", "evaluate", "train",
-           "loss_on", "TrainResult", "save_run", "KGEmbedding"]
+__all__ = [
+    "EmbedConfig",
+    "KGEModel",
+    "TransE",
+    "RotatE",
+    "ComplEx",
+    "build_model",
+    "evaluate",
+    "train",
+    "loss_on",
+    "TrainResult",
+    "save_run",
+    "KGEmbedding",
+]

@@ -33,8 +33,10 @@ def read_triples(path: str | Path) -> list[tuple[str, str, str]]:
                 continue
             parts = line.split("\t")
             if len(parts) != 3 or not all(p.strip() for p in parts):
-                raise DataError(f"{path}:{lineno}: expected head<TAB>relation<TAB>tail (3 non-empty "
-                                f"tab-separated fields), found {len(parts)} field(s): {line[:80]!r}")
+                raise DataError(
+                    f"{path}:{lineno}: expected head<TAB>relation<TAB>tail (3 non-empty "
+                    f"tab-separated fields), found {len(parts)} field(s): {line[:80]!r}"
+                )
             triples.append((parts[0].strip(), parts[1].strip(), parts[2].strip()))
     if not triples:
         raise DataError(f"{path}: holds no triples")
@@ -68,8 +70,10 @@ def load_kg(directory: str | Path, splits: tuple[str, ...] = SPLITS) -> KGData:
     """Read `<directory>/{train,valid,test}.txt` into id tensors with the vocabularies described above."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: not a directory; expected one holding train.txt, valid.txt, "
-                                "test.txt (head<TAB>relation<TAB>tail lines)")
+        raise FileNotFoundError(
+            f"{directory}: not a directory; expected one holding train.txt, valid.txt, "
+            "test.txt (head<TAB>relation<TAB>tail lines)"
+        )
     if "train" not in splits:
         raise DataError(f"{directory}: the train split is required (it defines the relations)")
     raw = {name: read_triples(directory / f"{name}.txt") for name in splits}
@@ -86,8 +90,10 @@ def load_kg(directory: str | Path, splits: tuple[str, ...] = SPLITS) -> KGData:
         ids = []
         for lineno, (h, r, t) in enumerate(raw[name], 1):
             if r not in relation_ids:
-                raise DataError(f"{directory / (name + '.txt')}: triple {lineno} ({h}, {r}, {t}): relation "
-                                f"{r!r} does not occur in train.txt, so it has no embedding")
+                raise DataError(
+                    f"{directory / (name + '.txt')}: triple {lineno} ({h}, {r}, {t}): relation "
+                    f"{r!r} does not occur in train.txt, so it has no embedding"
+                )
             ids.append((entity_ids[h], relation_ids[r], entity_ids[t]))
         tensors[name] = torch.tensor(ids, dtype=torch.long)
     return KGData(list(entity_ids), list(relation_ids), tensors, str(directory))
@@ -153,9 +159,14 @@ def filtered_ranks(scores: torch.Tensor, target: torch.Tensor, known: torch.Tens
 def ranking_metrics(ranks: torch.Tensor) -> dict[str, float]:
     """MRR and Hits@1/3/10 of a 1-D tensor of ranks."""
     ranks = ranks.double()
-    return {"mrr": float((1.0 / ranks).mean()), "hits@1": float((ranks <= 1).double().mean()),
-            "hits@3": float((ranks <= 3).double().mean()), "hits@10": float((ranks <= 10).double().mean()),
-            "mr": float(ranks.mean()), "count": int(ranks.numel())}
+    return {
+        "mrr": float((1.0 / ranks).mean()),
+        "hits@1": float((ranks <= 1).double().mean()),
+        "hits@3": float((ranks <= 3).double().mean()),
+        "hits@10": float((ranks <= 10).double().mean()),
+        "mr": float(ranks.mean()),
+        "count": int(ranks.numel()),
+    }
 
 
 __all__ = ["read_triples", "load_kg", "KGData", "AnswerIndex", "filtered_ranks", "ranking_metrics", "SPLITS"]
