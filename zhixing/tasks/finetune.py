@@ -215,8 +215,9 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
     pooling = getattr(cfg, "pooling", "")
     if model is None:
+        more = task.model_settings(cfg) if task.model_settings is not None else {}
         model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
-                              **({"seq_pooling": pooling} if pooling else {}))
+                              **({"seq_pooling": pooling} if pooling else {}), **more)
     elif labels is not None and model.config.label_names and list(model.config.label_names) != labels:
         raise ConfigError(f"the model's labels {model.config.label_names} differ from the training data's "
                           f"{labels}")
