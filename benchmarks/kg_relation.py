@@ -1,0 +1,205 @@
+"""Knowledge graph (issue #20 §2): SemEval-2010 Task 8 relation classification, extraction, KGQA.
+
+    flock /tmp/zhixing-cpu.lock nice -n 19 .venv/bin/python benchmarks/kg_relation.py --epochs 1 --lr 1.5e-4
+
+1. Relation classification: all-MiniLM-L6-v2 + entity markers (zhixing/tasks/relation.py) fine-tuned on
+   TRAIN_FILE.TXT less 800 sentences held out as dev (a seeded sample) for model selection; the official
+   score (macro-F1 over the 9 relation types, direction counted, Other excluded) on TEST_FILE_FULL.TXT
+   (2,717 sentences) with the dev-selected model.
+2. Candidate recall of the nominal finder (zhixing/apps/kg/extract.py) against the test set's marked
+   nominals, and end-to-end extraction on --extract-sentences test sentences: the share of their gold
+   (non-Other) triples found among the triples extracted from the raw sentence.
+3. KGQA (zhixing/apps/kg/qa.py): stores built from the test set's triples — the gold labels, and the
+   model's predictions on the marked pairs — and questions generated from --qa-triples gold triples with
+   the held-out templates (qa.EVAL_TEMPLATES, two per relation and side, used in turn; one question per side).
+
+One JSON line per measurement, with the conditions and the wall time on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune_common import DATA, emit, environment, minilm_dir  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=1.5e-4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--max-time", type=float, default=0.0, help="stop training after this many seconds")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit-train", type=int, default=0, help="first N training sentences (0 = all)")
+    ap.add_argument(
+        "--limit-dev", type=int, default=0, help="first N dev sentences (0 = all 800; smoke runs)"
+    )
+    ap.add_argument("--limit-test", type=int, default=0, help="first N test sentences (0 = all)")
+    ap.add_argument("--qa-triples", type=int, default=600)
+    ap.add_argument("--extract-sentences", type=int, default=300)
+    ap.add_argument("--out", default="runs/kg-semeval")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    env = environment(args.threads)
+
+    from zhixing.apps.kg.extract import Extractor, nominals, to_triple
+    from zhixing.apps.kg.qa import KGQA, evaluate, questions_for
+    from zhixing.apps.kg.store import Triple, TripleStore, normalise
+    from zhixing.tasks import relation
+    from zhixing.tasks.finetune import finetune, finetune_config, load_run
+    from zhixing.tasks.pretrained import EmbeddingPipeline
+
+    root = DATA / "semeval2010-task8"
+    train_all = relation.read(str(root / "TRAIN_FILE.TXT"))
+    test = relation.read(str(root / "TEST_FILE_FULL.TXT"))
+    if args.limit_test:
+        test = test[: args.limit_test]
+    held = set(random.Random(args.seed).sample(range(len(train_all)), 800))
+    dev = [x for i, x in enumerate(train_all) if i in held]
+    train = [x for i, x in enumerate(train_all) if i not in held]
+    if args.limit_train:
+        train = train[: args.limit_train]
+    if args.limit_dev:
+        dev = dev[: args.limit_dev]
+
+    # -- 1. relation classification ------------------------------------------------------------------
+    out = Path(args.out)
+    t0 = time.time()
+    cfg = finetune_config(
+        "relation",
+        model=minilm_dir(),
+        epochs=args.epochs,
+        max_seq_len=args.max_len,
+        dropout=0.1,
+        eval_every=args.epochs,
+    )
+    summary = finetune(
+        cfg,
+        name=out.name,
+        train_examples=train,
+        dev_examples=dev,
+        train_overrides=[
+            f"out_dir={out.parent}",
+            f"batch_size={args.batch}",
+            f"lr={args.lr}",
+            f"seed={args.seed}",
+            "log_interval=20",
+            "overwrite=true",
+            f"max_time={args.max_time}",
+        ],
+    )
+    train_s = time.time() - t0
+    model, rcfg = load_run(out)
+    t1 = time.time()
+    probs, _ = relation.probabilities(model, model.tokenizer, test, args.max_len, 64)
+    names = model.config.label_names
+    pred = [names[i] for i in probs.argmax(-1).tolist()]
+    gold = [x.label for x in test]
+    score = relation.semeval_scores(gold, pred)
+    emit(
+        {
+            "bench": "semeval2010_task8",
+            "model": "all-MiniLM-L6-v2",
+            "head": "entity markers, [CLS;E1;E2]",
+            "train": len(train),
+            "dev": len(dev),
+            "test": len(test),
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch": args.batch,
+            "max_len": args.max_len,
+            "seed": args.seed,
+            "steps": summary.get("step"),
+            "dev_metrics": summary.get("dev"),
+            "official_macro_f1": round(score["semeval_f1"], 2),
+            "macro_p": round(score["semeval_p"], 2),
+            "macro_r": round(score["semeval_r"], 2),
+            "accuracy_19way": round(sum(g == p for g, p in zip(gold, pred)) / len(gold), 4),
+            "per_type_f1": {k: round(v[2], 2) for k, v in score["per_type"].items()},
+            "train_wall_s": round(train_s, 1),
+            "test_wall_s": round(time.time() - t1, 1),
+            **env,
+        }
+    )
+
+    # -- 2. extraction ---------------------------------------------------------------------------------
+    found = total = 0
+    for x in test:
+        cands = {normalise(x.text[s:e]) for s, e in nominals(x.text)}
+        for s, e in (x.head, x.tail):
+            total += 1
+            found += normalise(x.text[s:e].split()[-1]) in cands
+    t2 = time.time()
+    ex = Extractor(out, min_score=0.5)
+    sample = [x for x in test if relation.relation_type(x.label) != relation.OTHER][: args.extract_sentences]
+    hit = n_triples = n_pairs = 0
+    for x in sample:
+        got = ex.extract(x.text, source="TEST_FILE_FULL.TXT")
+        n_triples += len(got.triples)
+        n_pairs += got.pairs
+        want = to_triple(x, x.label, 1.0)
+        keys = {(normalise(t.head), t.relation, normalise(t.tail)) for t in got.triples}
+        hit += (normalise(want.head.split()[-1]), want.relation, normalise(want.tail.split()[-1])) in keys
+    emit(
+        {
+            "bench": "kg_extraction",
+            "candidate_recall": round(found / total, 4),
+            "entities": total,
+            "sentences": len(sample),
+            "pairs": n_pairs,
+            "triples": n_triples,
+            "gold_triple_recall": round(hit / max(1, len(sample)), 4),
+            "min_score": 0.5,
+            "wall_s": round(time.time() - t2, 1),
+            "commit": env["commit"],
+        }
+    )
+
+    # -- 3. KGQA ---------------------------------------------------------------------------------------
+    t3 = time.time()
+    embed = EmbeddingPipeline(minilm_dir(), batch_size=64)
+    gold_triples = [to_triple(x, x.label, 1.0, "TEST_FILE_FULL.TXT") for x in test]
+    pred_triples = [
+        to_triple(x, p, float(probs[i].max()), "TEST_FILE_FULL.TXT")
+        for i, (x, p) in enumerate(zip(test, pred))
+    ]
+    rng = random.Random(args.seed)
+    asked = rng.sample(
+        [t for t in gold_triples if t is not None],
+        min(args.qa_triples, sum(t is not None for t in gold_triples)),
+    )
+    questions = questions_for([t.to_dict() for t in asked])
+    for kind, triples in (("gold", gold_triples), ("predicted", pred_triples)):
+        store = TripleStore(":memory:")
+        store.add_triples(t for t in triples if isinstance(t, Triple))
+        res = evaluate(KGQA(store, embed), questions)
+        emit(
+            {
+                "bench": "kgqa",
+                "store": kind,
+                "store_triples": store.stats()["triples"],
+                **res,
+                "templates": "qa.EVAL_TEMPLATES (2 per relation and side); relation prediction by 1-NN over "
+                "qa.PROTOTYPES (3 per relation and side), all-MiniLM-L6-v2 embeddings",
+                "wall_s": round(time.time() - t3, 1),
+                "commit": env["commit"],
+            }
+        )
+    (out / "kg_bench.json").write_text(json.dumps({"questions": questions[:20]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
