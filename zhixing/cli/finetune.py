@@ -123,7 +123,7 @@ def echo_search(report: dict) -> None:
                    f"run: {report['best_run']}")
 
 
-TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --help needs no import
+TASK_NAMES = ["classify", "ner", "qa", "relation"]  # zhixing.tasks.TASKS, here so --help needs no import
 
 
 @click.command("finetune", epilog=EPILOG)
