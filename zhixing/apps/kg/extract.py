@@ -3,8 +3,8 @@
 Entities. The relation model is trained on SemEval-2010 Task 8, whose arguments are *nominals* — common
 nouns and noun compounds ("configuration", "antenna elements", "cradle") — not the names a CoNLL-2003
 NER model finds (PER / ORG / LOC / MISC would miss almost all of them). So candidates are noun-chunk
-heads: maximal runs of content words (function words, pronouns, auxiliaries and punctuation break a
-run), each run giving its last word, the head of an English noun compound. No tagger is involved (no
+heads: maximal runs of content words (function words, pronouns, auxiliaries, words in -ed and punctuation
+break a run), each run giving its last word, the head of an English noun compound. No tagger is involved (no
 POS model ships offline); verbs and adjectives that slip through become pairs the relation model labels
 Other, which is dropped. Candidate recall against SemEval's marked nominals is measured in
 benchmarks/kg_relation.py.
@@ -68,20 +68,24 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
 
 def nominals(sentence: str) -> list[tuple[int, int]]:
     """Character spans of the candidate nominals of a sentence: the last word of each run of content
-    words. A single-word run ending in -ly or -ed is skipped (adverbs, past participles)."""
+    words. Words in -ed (past tenses, participles) end a run and are no candidates; a one-word run in -ly
+    (an adverb) is skipped."""
     out: list[tuple[int, int]] = []
     run: list[tuple[int, int, str]] = []
 
     def close() -> None:
         if run:
             s, e, w = run[-1]
-            if not (len(run) == 1 and w.lower().endswith(("ly", "ed"))) and len(w) > 1:
+            if not (len(run) == 1 and w.lower().endswith("ly")) and len(w) > 1:
                 out.append((s, e))
             run.clear()
 
     for m in _WORD.finditer(sentence):
         w = m.group()
-        if not w[0].isalpha() or w.lower() in FUNCTION_WORDS:
+        low = w.lower()
+        if not w[0].isalpha() or low in FUNCTION_WORDS:
+            close()
+        elif len(low) > 4 and low.endswith("ed"):  # a past tense / participle ends the chunk before it
             close()
         else:
             run.append((m.start(), m.end(), w))

