@@ -149,6 +149,10 @@ def test_relation_finetune_learns_and_the_pipeline_predicts(tiny_run):
     assert out["label"] == CE_R and (out["head"], out["tail"]) == ("virus", "fever")
     batch = pipe([{"text": "the fire caused the smoke today", "head": [4, 8], "tail": [20, 25]}])
     assert batch[0]["label"] == CE
+    from zhixing.interop import hf_state_dict
+
+    with pytest.raises(ConfigError, match="entity-marker states"):  # no transformers class has this head
+        hf_state_dict(pipe.model)
 
 
 def test_cli_finetune_evaluate_predict(tiny_model, tmp_path):
@@ -182,6 +186,13 @@ def test_cli_finetune_evaluate_predict(tiny_model, tmp_path):
     r = runner.invoke(
         main, ["predict", str(tmp_path / "cli-rel"), "--text", "the <e1>fire</e1> and the <e2>box</e2>"]
     )
+    out = json.loads(r.output.splitlines()[-1])["output"]
+    assert r.exit_code == 0 and (out["head"], out["tail"]) == ("fire", "box"), r.output
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(
+        json.dumps({"text": "the fire caused the box", "head": [4, 8], "tail": [20, 23]}) + "\n"
+    )
+    r = runner.invoke(main, ["predict", str(tmp_path / "cli-rel"), "--input", str(inputs)])
     out = json.loads(r.output.splitlines()[-1])["output"]
     assert r.exit_code == 0 and (out["head"], out["tail"]) == ("fire", "box"), r.output
 

@@ -244,7 +244,7 @@ def read_inputs(path: Path, task: str) -> tuple[list, str]:
                 f"not an object but {type(obj).__name__}"
             raise DataError(f"{path}:{i}: expected a JSON object with a string {names}; {found}: "
                             f"{', '.join(missing)}")
-        items.append(obj if task == "qa" else obj["text"])
+        items.append(obj if task in ("qa", "relation") else obj["text"])  # relation: spans beside the text
     if not items:
         raise DataError(f"{path}: no inputs (the file holds only blank lines)")
     kind = "JSON lines" if as_json else "plain text, one input per line"

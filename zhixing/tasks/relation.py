@@ -409,6 +409,9 @@ def inputs(items: Sequence[Any]) -> list[RelationExample]:
         elif isinstance(item, str):
             text, e1, e2 = parse_tagged(item, where)
             out.append(RelationExample(text, e1, e2, None, where))
+        elif isinstance(item, dict) and isinstance(item.get("text"), str) and "head" not in item:
+            text, e1, e2 = parse_tagged(item["text"], where)  # {"text": "... <e1>a</e1> ... <e2>b</e2>"}
+            out.append(RelationExample(text, e1, e2, None, where))
         elif isinstance(item, dict) and isinstance(item.get("text"), str):
             text = item["text"]
             out.append(
