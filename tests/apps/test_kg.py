@@ -368,3 +368,8 @@ def test_cli_extract_query_ask_eval(tiny_run, tmp_path, embedder):
     assert res["official_macro_f1"] == pytest.approx(100.0) and res["kgqa"][0]["questions"] == 8
     r = runner.invoke(main, ["app", "kg", "extract", str(run), str(text)])
     assert r.exit_code != 0 and "--db" in r.output
+    gold = tmp_path / "gold.sqlite"
+    r = runner.invoke(main, ["app", "kg", "load", str(gold), str(test)])
+    assert r.exit_code == 0 and json.loads(r.output)["triples"] == 8, r.output  # 12 examples, 4 of them Other
+    r = runner.invoke(main, ["app", "kg", "load", str(gold), str(text)])
+    assert r.exit_code != 0 and "doc.txt:1" in r.output

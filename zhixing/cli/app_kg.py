@@ -1,6 +1,7 @@
 """`zhixing app kg ...`: the knowledge-graph application (zhixing/apps/kg).
 
     zhixing app kg extract RUN TEXTFILE --db kg.sqlite      triples from raw text into a SQLite store
+    zhixing app kg load kg.sqlite TEST_FILE_FULL.TXT        annotated triples (gold labels) into a store
     zhixing app kg query kg.sqlite "water hammer"           the store's triples about an entity
     zhixing app kg ask kg.sqlite "What causes the burst?"   an answer with its evidence sentence
     zhixing app kg eval RUN TESTFILE                         official SemEval score + KGQA accuracy
@@ -53,6 +54,25 @@ def extract_cmd(run, textfile, db, min_score, max_candidates, device):
     for t in out.pop("triples"):
         _emit(t)
     _emit({**out, "store": stats})
+
+
+@kg_group.command("load")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("labelled", type=click.Path(exists=True, dir_okay=False))
+def load_cmd(db, labelled):
+    """Add the triples of an annotated file (SemEval-2010 Task 8 or JSONL with labels) to DB, each with
+    its sentence as evidence (score 1.0); Other pairs add nothing."""
+    from zhixing.apps.kg.extract import to_triple
+    from zhixing.apps.kg.store import TripleStore
+    from zhixing.tasks import relation
+
+    examples = relation.read(labelled)
+    triples = [t for t in (to_triple(x, str(x.label), 1.0, Path(labelled).name) for x in examples) if t]
+    with TripleStore(db) as store:
+        new = store.add_triples(triples)
+        _emit(
+            {"examples": len(examples), "triples": len(triples), "new_triples": new, "store": store.stats()}
+        )
 
 
 @kg_group.command("query")
