@@ -337,6 +337,11 @@ def test_http_routes(tiny_run, tmp_path, embedder):
     assert c.post("/apps/kg/extract", json={"text": ""}).json()["error"]["param"] == "text"
     assert c.post("/apps/kg/ask", content=b"[1]").status_code == 400
     assert c.get("/apps/kg/query", params={"entity": "x", "role": "both"}).status_code == 400
+    from zhixing.cli.serve import mount_apps
+
+    served = FastAPI()  # as `zhixing serve --app kg=DB` mounts it
+    assert mount_apps(served, (f"kg={db}",)) == ["kg"]
+    assert TestClient(served).get("/apps").json() == {"apps": [{"name": "kg", "url": "/apps/kg/"}]}
     bare = FastAPI()
     mount(bare, str(tmp_path / "empty.sqlite"))
     r = TestClient(bare).post("/apps/kg/extract", json={"text": "The storm caused the flood."})
