@@ -389,7 +389,12 @@ def load_task_run(path: str | Path, task: str | None = None) -> tuple[Any, Task,
         if task is not None and task != cfg.task:
             raise ConfigError(f"{path} was fine-tuned for {cfg.task}, not {task}")
         return model, get_task(cfg.task), cfg
-    spec = get_task(task) if task is not None else task_for_head(model.config.head)
+    if task is not None:
+        spec = get_task(task)
+    elif getattr(model.config, "entity_markers", None):  # a seq_cls head that reads entity markers
+        spec = get_task("relation")
+    else:
+        spec = task_for_head(model.config.head)
     if spec is None:
         raise ConfigError(f"{path}: no task.json and head {model.config.head!r} is not a task head; "
                           "pass --task")
