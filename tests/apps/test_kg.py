@@ -139,7 +139,7 @@ def test_a_vocabulary_without_marker_tokens_is_a_clear_error(tmp_path):
         relation.marker_ids(tok)
 
 
-def test_relation_finetune_learns_and_the_pipeline_predicts(tiny_run):
+def test_relation_finetune_learns_and_the_pipeline_predicts(tiny_run, tmp_path):
     import zhixing
 
     run, summary = tiny_run
@@ -153,6 +153,12 @@ def test_relation_finetune_learns_and_the_pipeline_predicts(tiny_run):
 
     with pytest.raises(ConfigError, match="entity-marker states"):  # no transformers class has this head
         hf_state_dict(pipe.model)
+    from zhixing.tasks.finetune import load_task_run
+
+    plain = tmp_path / "plain"  # a model directory without task.json: its marker head says "relation"
+    pipe.model.save_pretrained(plain)
+    pipe.tokenizer.save(plain)
+    assert load_task_run(plain)[1].name == "relation"
 
 
 def test_cli_finetune_evaluate_predict(tiny_model, tmp_path):
