@@ -33,6 +33,33 @@ from finetune_common import DATA, emit, environment, minilm_dir  # noqa: E402
 warnings.filterwarnings("ignore")
 
 
+TEMPLATES = (
+    "qa.EVAL_TEMPLATES (2 per relation and side, one question per triple side); relation prediction "
+    "by 1-NN over qa.PROTOTYPES (3 per relation and side), all-MiniLM-L6-v2"
+)
+
+
+def candidate_recall(test: list) -> dict:
+    """How many marked nominals' head words the nominal finder proposes, and candidates per sentence."""
+    from zhixing.apps.kg.extract import nominals
+    from zhixing.apps.kg.store import normalise
+
+    found = total = candidates = 0
+    for x in test:
+        spans = nominals(x.text)
+        candidates += len(spans)
+        proposed = {normalise(x.text[s:e]) for s, e in spans}
+        for s, e in (x.head, x.tail):
+            total += 1
+            found += normalise(x.text[s:e].split()[-1]) in proposed
+    return {
+        "candidate_recall": round(found / total, 4),
+        "entities": total,
+        "found": found,
+        "candidates_per_sentence": round(candidates / len(test), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=float, default=1.0)
@@ -50,12 +77,17 @@ def main() -> None:
     ap.add_argument("--qa-triples", type=int, default=600)
     ap.add_argument("--extract-sentences", type=int, default=300)
     ap.add_argument("--out", default="runs/kg-semeval")
+    ap.add_argument(
+        "--no-train",
+        action="store_true",
+        help="only what needs no relation model: candidate recall and KGQA on the gold store",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     env = environment(args.threads)
 
     from zhixing.apps.kg.evaluate import kgqa_scores, predict_labels
-    from zhixing.apps.kg.extract import Extractor, nominals, to_triple
+    from zhixing.apps.kg.extract import Extractor, to_triple
     from zhixing.apps.kg.qa import default_embedder
     from zhixing.apps.kg.store import normalise
     from zhixing.tasks import relation
@@ -73,6 +105,17 @@ def main() -> None:
         train = train[: args.limit_train]
     if args.limit_dev:
         dev = dev[: args.limit_dev]
+
+    if args.no_train:
+        emit({"bench": "kg_candidates", **candidate_recall(test), "commit": env["commit"]})
+        t3 = time.time()
+        for res in kgqa_scores(
+            test, None, None, default_embedder(minilm_dir()), args.qa_triples, args.seed, "TEST_FILE_FULL.TXT"
+        ):
+            emit(
+                {"bench": "kgqa", **res, "templates": TEMPLATES, "wall_s": round(time.time() - t3, 1), **env}
+            )
+        return
 
     # -- 1. relation classification ------------------------------------------------------------------
     out = Path(args.out)
@@ -133,12 +176,7 @@ def main() -> None:
     )
 
     # -- 2. extraction ---------------------------------------------------------------------------------
-    found = total = 0
-    for x in test:
-        cands = {normalise(x.text[s:e]) for s, e in nominals(x.text)}
-        for s, e in (x.head, x.tail):
-            total += 1
-            found += normalise(x.text[s:e].split()[-1]) in cands
+    recall = candidate_recall(test)
     t2 = time.time()
     ex = Extractor(out, min_score=0.5)
     sample = [x for x in test if relation.relation_type(x.label) != relation.OTHER][: args.extract_sentences]
@@ -153,8 +191,7 @@ def main() -> None:
     emit(
         {
             "bench": "kg_extraction",
-            "candidate_recall": round(found / total, 4),
-            "entities": total,
+            **recall,
             "sentences": len(sample),
             "pairs": n_pairs,
             "triples": n_triples,
@@ -173,8 +210,7 @@ def main() -> None:
             {
                 "bench": "kgqa",
                 **res,
-                "templates": "qa.EVAL_TEMPLATES (2 per relation and side, one question per triple side); "
-                "relation prediction by 1-NN over qa.PROTOTYPES (3 per relation and side), all-MiniLM-L6-v2",
+                "templates": TEMPLATES,
                 "wall_s": round(time.time() - t3, 1),
                 "commit": env["commit"],
             }

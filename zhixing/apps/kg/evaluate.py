@@ -35,21 +35,24 @@ def predict_labels(
 
 def kgqa_scores(
     examples: Sequence[RelationExample],
-    pred: Sequence[str],
-    scores: Sequence[float],
+    pred: Sequence[str] | None,
+    scores: Sequence[float] | None,
     embedder: Any,
     qa_triples: int = 600,
     seed: int = 0,
     source: str = "",
 ) -> list[dict[str, Any]]:
-    """KGQA on a gold-label store and on a predicted-label store (see the module docstring)."""
+    """KGQA on a gold-label store and (given pred and scores) on a predicted-label store (see the module
+    docstring)."""
     gold = [to_triple(x, str(x.label), 1.0, source) for x in examples]
-    predicted = [to_triple(x, p, s, source) for x, p, s in zip(examples, pred, scores)]
+    stores = [("gold", gold)]
+    if pred is not None and scores is not None:
+        stores.append(("predicted", [to_triple(x, p, s, source) for x, p, s in zip(examples, pred, scores)]))
     pool = [t for t in gold if t is not None]
     asked = random.Random(seed).sample(pool, min(qa_triples, len(pool)))
     questions = questions_for([t.to_dict() for t in asked])
     out = []
-    for kind, triples in (("gold", gold), ("predicted", predicted)):
+    for kind, triples in stores:
         with TripleStore(":memory:") as store:
             store.add_triples(t for t in triples if isinstance(t, Triple))
             res = evaluate(KGQA(store, embedder), questions)
