@@ -64,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=1.5e-4)
+    ap.add_argument("--eval-every", type=float, default=0.0, help="dev evaluations every N epochs (0 = once)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--max-time", type=float, default=0.0, help="stop training after this many seconds")
@@ -126,7 +127,7 @@ def main() -> None:
         epochs=args.epochs,
         max_seq_len=args.max_len,
         dropout=0.1,
-        eval_every=args.epochs,
+        eval_every=args.eval_every or args.epochs,
     )
     summary = finetune(
         cfg,
