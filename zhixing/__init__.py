@@ -37,7 +37,7 @@ def pipeline(task: str, path: str | os.PathLike, **settings: Any):
       stream=True, chats rendered with the model's chat template);
     - "fill-mask", "feature-extraction", "sentence-embedding": a pretrained encoder
       (zhixing.tasks.pretrained);
-    - "classify", "ner", "qa": a fine-tuned run (zhixing.tasks.pipeline);
+    - "classify", "ner", "qa", "relation": a fine-tuned run (zhixing.tasks.pipeline);
     - "translation": an encoder–decoder run of a seq2seq recipe (zhixing.recipes.translation).
 
     The packages are imported on first use."""

@@ -169,6 +169,9 @@ class ModelConfig(Config):
     classifier_dropout: float | None = None  # dropout before classifier heads (None = dropout)
     # GPT seq_cls: read the last real token (GPT2ForSequenceClassification) or the mean over real tokens
     seq_pooling: typing.Literal["last", "mean"] = "last"
+    # BERT seq_cls for relations (Baldini Soares et al. 2019, "entity start"): ids of the two entity-start
+    # marker tokens; the classifier then reads [pooled; h(first marker); h(second marker)] ([] = pooled only)
+    entity_markers: list[int] = field(default_factory=list)
     pad_token_id: int | None = None  # padding id (RoBERTa positions, encoder–decoder shifting)
     bos_token_id: int | None = None  # beginning-of-sequence id
     eos_token_id: int | None = None  # end-of-sequence id

@@ -123,7 +123,7 @@ def echo_search(report: dict) -> None:
                    f"run: {report['best_run']}")
 
 
-TASK_NAMES = ["classify", "ner", "qa"]  # zhixing.tasks.TASKS, listed here so --help needs no import
+TASK_NAMES = ["classify", "ner", "qa", "relation"]  # zhixing.tasks.TASKS, here so --help needs no import
 
 
 @click.command("finetune", epilog=EPILOG)
@@ -244,7 +244,7 @@ def read_inputs(path: Path, task: str) -> tuple[list, str]:
                 f"not an object but {type(obj).__name__}"
             raise DataError(f"{path}:{i}: expected a JSON object with a string {names}; {found}: "
                             f"{', '.join(missing)}")
-        items.append(obj if task == "qa" else obj["text"])
+        items.append(obj if task in ("qa", "relation") else obj["text"])  # relation: spans beside the text
     if not items:
         raise DataError(f"{path}: no inputs (the file holds only blank lines)")
     kind = "JSON lines" if as_json else "plain text, one input per line"

@@ -124,6 +124,10 @@ def hf_state_dict(model: Model) -> tuple[dict[str, Any], dict[str, torch.Tensor]
                           "adapter in PEFT's format (zhixing.peft.save_peft) beside the base model's "
                           "export, or fold a LoRA run into a plain model first (zhixing merge RUN --out DIR)")
     family, model_type = family_for_config(cfg)
+    if cfg.entity_markers:
+        raise ConfigError("cannot export to Hugging Face: the classifier reads entity-marker states beside "
+                          "[CLS] (a relation head, config.entity_markers), which no transformers class has; "
+                          "use the zhixing directory")
     if cfg.heads_per_layer or cfg.ffn_dims:  # transformers 5 dropped `pruned_heads`; no per-layer FFN width
         raise ConfigError(f"cannot export to Hugging Face {model_type}: the model is pruned (heads_per_layer"
                           f"={cfg.heads_per_layer}, ffn_dims={cfg.ffn_dims}) and transformers' {model_type} "

@@ -42,7 +42,9 @@ class Bert(Model):
         self.nsp = ClassifierHead(cfg.dim, 2) if cfg.head == "pretraining" else None
         out = {"seq_cls": cfg.num_labels, "token_cls": cfg.num_labels, "qa": 2}.get(cfg.head)
         drop = cfg.classifier_dropout if cfg.head != "qa" else 0.0
-        self.classifier = ClassifierHead(cfg.dim, out, drop) if out else None
+        # relation heads read the pooled [CLS] and the two entity-start markers' states side by side
+        width = cfg.dim * 3 if cfg.head == "seq_cls" and cfg.entity_markers else cfg.dim
+        self.classifier = ClassifierHead(width, out, drop) if out else None
         self.init_weights()
 
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -90,7 +92,10 @@ class Bert(Model):
                 nsp = classification_loss(out.nsp_logits, next_sentence_label)
                 out.loss = nsp if out.loss is None else out.loss + nsp
         if self.classifier is not None:
-            out.logits = self.classifier(out.pooled if head == "seq_cls" else x)
+            feats = out.pooled if head == "seq_cls" else x
+            if head == "seq_cls" and self.config.entity_markers:
+                feats = self.marked(x, input_ids, out.pooled)
+            out.logits = self.classifier(feats)
             if labels is not None:
                 loss_fn = span_loss if head == "qa" else classification_loss
                 out.loss = loss_fn(out.logits, labels)
@@ -106,6 +111,16 @@ class Bert(Model):
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """pooled = tanh(W_p h[CLS] + b_p): (batch, seq, dim) -> (batch, dim)."""
         return torch.tanh(self.pooler(hidden[:, 0]))
+
+    def marked(self, hidden: torch.Tensor, input_ids: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """[pooled; h at the first marker's position; h at the second's]: (batch, seq, dim) -> (batch, 3·dim).
+
+        Relation classification with entity markers, "entity start" (Baldini Soares et al. 2019; R-BERT
+        pools the entity spans instead): the marker ids are config.entity_markers. A row without a marker
+        (cut off by truncation) reads position 0, the [CLS] state."""
+        rows = torch.arange(hidden.size(0), device=hidden.device)
+        states = [hidden[rows, input_ids.eq(m).int().argmax(-1)] for m in self.config.entity_markers[:2]]
+        return torch.cat([pooled, *states], dim=-1)
 
     def _backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                   token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,

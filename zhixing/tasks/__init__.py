@@ -1,13 +1,14 @@
-"""Fine-tuning tasks behind one `Task` protocol (tasks/base.py): classification, NER, extractive QA.
+"""Fine-tuning tasks behind one `Task` protocol (tasks/base.py): classification, NER, extractive QA,
+relation classification.
 
 `TASKS` is the registry: name -> Task. A new task is a module ending in `TASK = Task(...)` and a line here.
 """
 
 from zhixing.errors import ConfigError
-from zhixing.tasks import classify, ner, qa
+from zhixing.tasks import classify, ner, qa, relation
 from zhixing.tasks.base import FinetuneConfig, Task
 
-TASKS: dict[str, Task] = {t.name: t for t in (classify.TASK, ner.TASK, qa.TASK)}
+TASKS: dict[str, Task] = {t.name: t for t in (classify.TASK, ner.TASK, qa.TASK, relation.TASK)}
 
 
 def get_task(name: str) -> Task:

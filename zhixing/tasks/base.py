@@ -113,6 +113,7 @@ class Task:
     predict(model, tokenizer, inputs, cfg) -> outputs        raw inputs (see `inputs`)
     inputs(items) -> inputs                               user inputs (strings, pairs, dicts) -> predict's
     class_weights(examples, names) -> weights | None     "balanced" weights (tasks with WeightedConfig)
+    model_settings(cfg) -> ModelConfig fields             what the head needs beyond labels (or None)
     """
 
     name: str
@@ -128,6 +129,8 @@ class Task:
     label_names: Callable[[Sequence[Any]], list[str] | None] = _no_labels
     check_labels: Callable[[Sequence[Any], Sequence[str], str], None] = _any_labels
     class_weights: Callable[[Sequence[Any], Sequence[str]], list[float]] | None = None
+    # ModelConfig fields the task's head needs, from its settings (relation: the entity-marker ids)
+    model_settings: Callable[[Any], dict[str, Any]] | None = None
     objective: str = "classification"  # the loss: "classification" (classes, -100 ignored) or "span"
 
     def settings(self, data: dict[str, Any], source: str = "task settings",

@@ -215,8 +215,9 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
     pooling = getattr(cfg, "pooling", "")
     if model is None:
+        more = task.model_settings(cfg) if task.model_settings is not None else {}
         model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
-                              **({"seq_pooling": pooling} if pooling else {}))
+                              **({"seq_pooling": pooling} if pooling else {}), **more)
     elif labels is not None and model.config.label_names and list(model.config.label_names) != labels:
         raise ConfigError(f"the model's labels {model.config.label_names} differ from the training data's "
                           f"{labels}")
@@ -388,7 +389,12 @@ def load_task_run(path: str | Path, task: str | None = None) -> tuple[Any, Task,
         if task is not None and task != cfg.task:
             raise ConfigError(f"{path} was fine-tuned for {cfg.task}, not {task}")
         return model, get_task(cfg.task), cfg
-    spec = get_task(task) if task is not None else task_for_head(model.config.head)
+    if task is not None:
+        spec = get_task(task)
+    elif getattr(model.config, "entity_markers", None):  # a seq_cls head that reads entity markers
+        spec = get_task("relation")
+    else:
+        spec = task_for_head(model.config.head)
     if spec is None:
         raise ConfigError(f"{path}: no task.json and head {model.config.head!r} is not a task head; "
                           "pass --task")
