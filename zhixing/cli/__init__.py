@@ -55,11 +55,15 @@ def one_line(error: BaseException) -> click.ClickException:
 
 
 class LazyGroup(click.Group):
+    """A group whose sub-commands (`commands`: name -> "module:attribute") are imported when named."""
+
+    commands_by_name: dict[str, str] = COMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(self.commands_by_name)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
+        target = self.commands_by_name.get(name)
         if target is None:
             return None
         module, attr = target.split(":")

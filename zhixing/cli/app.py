@@ -4,9 +4,9 @@ imported only when named, so one application's optional dependencies never slow 
 
 from __future__ import annotations
 
-import importlib
-
 import click
+
+from zhixing.cli import LazyGroup
 
 # name -> "module:attribute" of the application's click group.
 APPS: dict[str, str] = {
@@ -17,21 +17,8 @@ APPS: dict[str, str] = {
 }
 
 
-class _AppGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(APPS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = APPS.get(name)
-        if target is None:
-            return None
-        module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as e:  # an application not built yet in this checkout
-            if e.name == module:
-                return None
-            raise
+class _AppGroup(LazyGroup):
+    commands_by_name = APPS
 
 
 @click.group("app", cls=_AppGroup)

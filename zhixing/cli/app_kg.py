@@ -11,11 +11,12 @@ RUN is a relation run (`zhixing finetune --task relation ...`). Output is JSON l
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import click
+
+from zhixing.cli.app_kg_embed import embed_cmd
 
 
 def _emit(obj: object) -> None:
@@ -124,8 +125,5 @@ def eval_cmd(run, testfile, qa_triples, seed, embedder):
     _emit(evaluate_run(run, testfile, qa_triples=qa_triples, seed=seed, embedder=embedder))
 
 
-# The embedding builder's `embed` command (TransE / RotatE), when its module is present in this checkout.
-try:
-    kg_group.add_command(importlib.import_module("zhixing.cli.app_kg_embed").embed_cmd, "embed")
-except ImportError:
-    pass
+# Knowledge-graph embeddings (TransE / RotatE / ComplEx): `zhixing app kg embed train|eval|predict`.
+kg_group.add_command(embed_cmd, "embed")

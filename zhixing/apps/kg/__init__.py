@@ -6,4 +6,6 @@ question answering from it with the evidence sentence.
     qa.py        KGQA: entity linking, relation prediction by exemplar questions, lookup
     evaluate.py  the official SemEval score and KGQA accuracy of a relation run
     http.py      routes and page under /apps/kg/ (`zhixing serve --app kg=DB`)
+    kge_data.py  FB15k-237 / WN18RR triples, vocabularies, the filter of known triples, ranks
+    embed.py     knowledge-graph embeddings: TransE, RotatE, ComplEx; training, filtered MRR / Hits@k
 """
