@@ -139,7 +139,7 @@ def find_mentions(review: Review, terms: Sequence[str], opinion_only: bool = Fal
     """The aspect mentions of `review`: lexicon `terms` (longest first) in each clause, not overlapping.
     A mention gets a quotable phrase only when its clause judges it (`judged`: "跟客服说" is no phrase
     about 客服); `opinion_only` drops the unjudged mentions altogether (on the annotated sample that
-    raises aspect precision and loses more recall: docs/applications/recommend.md)."""
+    raises aspect precision and loses more recall: docs/applications.md, "Recommendation explanations")."""
     out = []
     for _, clause in clauses(review.text):
         taken: list[tuple[int, int]] = []

@@ -4,7 +4,7 @@ faithfulness, and coverage.
 The annotated sample is JSONL, one review a line: {"review_id", "item", "text", "mentions": [{"aspect":
 "屏幕", "polarity": "positive" | "negative"}]} — every aspect (written as in the text) that the review
 judges, with the judgement's polarity (tests/apps/data/recommend_aspects.jsonl; how it was made:
-docs/applications/recommend.md).
+docs/applications.md, "Recommendation explanations").
 
 Two scores: *end to end* (the extractor finds its mentions, a predicted mention matches a gold one of the
 same review when one term contains the other: aspect precision / recall / F1, polarity accuracy on the
