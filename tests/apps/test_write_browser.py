@@ -4,7 +4,6 @@ a poem keeps its form, a rewrite reports the guide's view and material suggestio
 
 from __future__ import annotations
 
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -12,17 +11,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # serve_helpers: LiveServer, API key
-from serve_helpers import API_KEY, LiveServer  # noqa: E402
+from serve_helpers import API_KEY, BrowserPage, LiveServer, chromium_or_skip  # noqa: E402
 from write_helpers import poems_file, tiny_classifier, tiny_gpt  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip(
-        "no chromium on PATH (make install adds it: apt-get install chromium)", allow_module_level=True
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+chromium_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +41,7 @@ def server(tmp_path_factory):
 def test_write_page(server, tmp_path):
     from test_browser import not_blank  # noqa: PLC0415 (tests/serve is on the path)
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-        ctx.add_init_script(f"localStorage.setItem('zhixing-api-key', '{API_KEY}')")
-        page = ctx.new_page()
-        page.set_default_timeout(15_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url + "/apps/write/")
+    with BrowserPage(server.url + "/apps/write/", API_KEY) as page:
         page.wait_for_function("document.querySelector('#status').textContent === 'ready'")
         assert page.locator("#model option").all_inner_texts() == ["tiny"]
         assert "positive" in page.locator("#target option").all_inner_texts()
@@ -90,5 +76,3 @@ def test_write_page(server, tmp_path):
         page.wait_for_function("document.querySelector('#output').textContent.includes('by the guide')")
         assert page.locator("#output").inner_text().startswith("质量太差了")
         assert not_blank(page.screenshot(path=str(tmp_path / "write.png")))
-        assert not errors, f"JavaScript errors: {errors}"
-        browser.close()

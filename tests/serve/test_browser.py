@@ -5,19 +5,13 @@ chosen layer/head; screenshots are taken and checked to be non-blank."""
 from __future__ import annotations
 
 import io
-import shutil
 
 import pytest
-from serve_helpers import API_KEY
+from serve_helpers import API_KEY, BrowserPage, chromium_or_skip
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip(
-        "no chromium on PATH (make install adds it: apt-get install chromium)", allow_module_level=True
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+chromium_or_skip()
 
 
 def not_blank(png: bytes, min_colors: int = 3) -> bool:
@@ -30,19 +24,9 @@ def not_blank(png: bytes, min_colors: int = 3) -> bool:
 
 @pytest.fixture(scope="module")
 def page(server):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-        ctx.add_init_script(f"localStorage.setItem('zhixing-api-key', '{API_KEY}')")
-        pg = ctx.new_page()
-        pg.set_default_timeout(15_000)
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(server.url + "/")
+    with BrowserPage(server.url + "/", API_KEY) as pg:
         pg.wait_for_function("document.querySelectorAll('#gen-model option').length > 0")
         yield pg
-        assert not errors, f"JavaScript errors: {errors}"
-        browser.close()
 
 
 def test_page_loads(page, tmp_path):
