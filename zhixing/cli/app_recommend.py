@@ -1,6 +1,6 @@
 """`zhixing app recommend ...`: review-based recommendation with explanations (zhixing/apps/recommend).
 
-    zhixing app recommend train-sentiment --config configs/recommend-sentiment.yaml runs/recommend-sentiment
+    zhixing app recommend train-sentiment --config configs/recommend/sentiment.yaml runs/recommend-sentiment
     zhixing app recommend build --data online_shopping_10_cats.csv --data 外卖=waimai_10k.csv \\
         --sentiment runs/recommend-sentiment runs/recommend.sqlite
     zhixing app recommend rank runs/recommend.sqlite --prefer 屏幕,电池 --avoid 发热
@@ -32,7 +32,7 @@ def recommend_group():
     "config",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="The recipe (configs/recommend-sentiment.yaml).",
+    help="The recipe (configs/recommend/sentiment.yaml).",
 )
 @click.argument("out", type=click.Path(file_okay=False))
 @click.argument("overrides", nargs=-1)

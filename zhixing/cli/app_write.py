@@ -156,7 +156,7 @@ def materials_cmd(index, draft, k, as_json):
 @click.option(
     "--config",
     "config_path",
-    default="configs/write-sentiment-zh.yaml",
+    default="configs/write/sentiment-zh.yaml",
     show_default=True,
     help="The recipe (keys of zhixing.apps.write.reviews.train_classifiers).",
 )

@@ -3,7 +3,7 @@ user preferences (stated, or read from the user's own reviews), a ranked list wi
 explanation citing the aspects ("推荐：屏幕很清晰；注意：电池不耐用"), every citation traceable to review ids.
 
     from zhixing.apps.recommend import SentimentRecipe, train_sentiment, build_store, Store
-    train_sentiment(SentimentRecipe.from_yaml("configs/recommend-sentiment.yaml"), "runs/recommend-sentiment")
+    train_sentiment(SentimentRecipe.from_yaml("configs/recommend/sentiment.yaml"), "runs/recommend-sentiment")
     build_store(["online_shopping_10_cats.csv", "外卖=waimai_10k.csv"], "runs/recommend-sentiment",
                 "runs/recommend.sqlite")
     Store("runs/recommend.sqlite").rank(["屏幕", "电池"], avoid=["发热"])

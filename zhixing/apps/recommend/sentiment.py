@@ -24,7 +24,7 @@ from zhixing.errors import ConfigError
 
 @dataclass
 class SentimentRecipe(Config):
-    """Settings of `zhixing app recommend train-sentiment` (configs/recommend-sentiment.yaml)."""
+    """Settings of `zhixing app recommend train-sentiment` (configs/recommend/sentiment.yaml)."""
 
     data: list[str]  # review files, "PATH" or "ITEM=PATH" (reviews.parse_source)
     max_chars: int = 48  # train on reviews at most this long (clause-like)
