@@ -37,9 +37,7 @@ def mount_apps(app, specs: tuple[str, ...]) -> list[str]:
         if not sep or not path:
             raise ValueError(f"--app {spec!r}: expected NAME=PATH with NAME one of {choices}")
         if name not in APPS:
-            raise ValueError(
-                f"--app {spec!r}: no application {name!r}; choose one of {', '.join(sorted(APPS))}"
-            )
+            raise ValueError(f"--app {spec!r}: no application {name!r}; choose one of {choices}")
         if name in mounted:
             raise ValueError(f"--app {name} given twice")
         importlib.import_module(f"zhixing.apps.{name}.http").mount(app, path)
@@ -120,8 +118,7 @@ def serve_cmd(
     the web UI at /.
 
     MODELS: model or run directories (or Hub ids), each optionally NAME=PATH (none needed when --app is
-    given). SIGTERM or Ctrl-C stops
-    taking requests, lets the streams in flight finish, and exits.
+    given). SIGTERM or Ctrl-C stops taking requests, lets the streams in flight finish, and exits.
     """
     import uvicorn
 
