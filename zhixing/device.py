@@ -25,9 +25,8 @@ def openmp_defaults(others: float | None = None) -> dict[str, str]:
     awake (PASSIVE, which puts them to sleep at once, made the gpt-shakespeare-char-cpu step ~1.4x slower
     on a quiet 2-core machine). With other processes wanting the same cores, the spinning threads take
     turns away from the thread that holds the actual work, and a 2-thread step got 2-15x slower than with
-    PASSIVE
-    (benchmarks/RESULTS.md, issue #23). So: PASSIVE when other processes are running at start, else
-    OpenMP's default. others: how many CPUs other processes keep busy (default: measured, others_running)."""
+    PASSIVE (benchmarks/RESULTS.md, issue #23). So: PASSIVE when other processes are running at start,
+    else OpenMP's default. others: how many CPUs other processes keep busy (default: others_running())."""
     if others is None:
         others = others_running()
     return {"OMP_WAIT_POLICY": "PASSIVE"} if others >= 0.5 else {}
