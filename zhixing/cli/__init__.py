@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 
 import click
@@ -92,7 +93,9 @@ def set_process_defaults() -> None:
     (before torch is imported by a command), and never over the user's own environment."""
     from zhixing.device import openmp_defaults
 
-    if "OMP_WAIT_POLICY" in os.environ:  # the user chose: nothing to measure
+    # The user chose, or OpenMP is loaded already (a command run in-process, e.g. by a test) and would not
+    # read the variable: nothing to measure.
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
         return
     for key, value in openmp_defaults().items():
         os.environ.setdefault(key, value)
