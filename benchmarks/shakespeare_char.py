@@ -30,18 +30,15 @@ import time
 from pathlib import Path
 
 ENV0 = dict(os.environ)  # what the full runs' processes get: each chooses its own threading settings
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from zhixing.device import openmp_defaults  # noqa: E402
-
-for _k, _v in openmp_defaults().items():  # the in-process throughput rounds: zhixing's policy, before torch
-    os.environ.setdefault(_k, _v)
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from zhixing.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # the in-process throughput rounds: the zhixing command's policy, before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from zhixing.models import build_model  # noqa: E402
 from zhixing.objectives import CausalLM  # noqa: E402
