@@ -7,9 +7,10 @@ Usage (after the zhixing run, so the tokenizer and the model size are the recipe
 Same data (the recipe's joint BPE vocabulary, the same length-bucketed batches), same model size (dim,
 layers, heads, FFN width, dropout, sinusoidal positions, tied embeddings scaled by sqrt(dim)), same loss
 (label smoothing), optimiser (AdamW, the recipe's betas / weight decay / clipping) and schedule (warmup,
-inverse square root), same number of steps. At each epoch the val split is translated greedily and scored
-with sacreBLEU; `<out>/val_bleu.jsonl` holds {step, bleu, elapsed_s} like the recipe's, so the two curves
-give the wall time each loop takes to reach the same BLEU.
+inverse square root), same number of steps, the same autocast dtype (`--dtype auto` follows the recipe's
+`train.dtype=auto`). At each epoch the val split is translated greedily and scored with sacreBLEU;
+`<out>/val_bleu.jsonl` holds {step, bleu, elapsed_s} like the recipe's, so the two curves give the wall time
+each loop takes to reach the same BLEU.
 """
 
 from __future__ import annotations
@@ -51,6 +52,23 @@ class Baseline(nn.Module):
                               memory_key_padding_mask=src_pad)
         return h @ self.embed.weight.t()
 
+    def decode_last(self, tgt, memory, src_pad, inputs: list):
+        """The logits of the last position only, in eval mode. nn.TransformerDecoder keeps no key/value
+        cache, so each layer's inputs so far are kept in `inputs` (one tensor per layer, grown here) and
+        only the newest position is run through the layers: the same result as `decode(...)[:, -1]` with
+        O(t) work per step instead of O(t^2) (tests/benchmarks/test_translation_baseline.py)."""
+        t = tgt.size(1)
+        x = self.embed(tgt[:, -1:]) * self.scale + self.pe[t - 1: t]
+        for i, layer in enumerate(self.core.decoder.layers):  # post-norm, as nn.Transformer's default
+            inputs[i] = x if inputs[i] is None else torch.cat([inputs[i], x], dim=1)
+            x = layer.norm1(x + layer.self_attn(x, inputs[i], inputs[i], need_weights=False)[0])
+            x = layer.norm2(x + layer.multihead_attn(x, memory, memory, key_padding_mask=src_pad,
+                                                     need_weights=False)[0])
+            x = layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
+        if self.core.decoder.norm is not None:
+            x = self.core.decoder.norm(x)
+        return (x @ self.embed.weight.t())[:, -1]
+
 
 @torch.no_grad()
 def greedy(model: Baseline, src, src_pad, bos: int, eos: int, max_new: int):
@@ -58,8 +76,9 @@ def greedy(model: Baseline, src, src_pad, bos: int, eos: int, max_new: int):
     memory = model.encode(src, src_pad)
     out = torch.full((src.size(0), 1), bos, dtype=torch.long)
     done = torch.zeros(src.size(0), dtype=torch.bool)
+    inputs = [None] * len(model.core.decoder.layers)
     for _ in range(max_new):
-        nxt = model.decode(out, memory, src_pad)[:, -1].argmax(-1)
+        nxt = model.decode_last(out, memory, src_pad, inputs).argmax(-1)
         nxt = nxt.masked_fill(done, eos)
         out = torch.cat([out, nxt[:, None]], dim=1)
         done |= nxt == eos
@@ -74,18 +93,26 @@ def main() -> None:
     ap.add_argument("--config", required=True, help="the zhixing recipe whose job this repeats")
     ap.add_argument("--out", default=None, help="default: runs/<recipe name>-torch")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="autocast dtype of the training step; auto = the recipe's own rule (train.dtype="
+                         "auto: bf16 on a CPU that computes it natively, zhixing.device.cpu_computes_bf16)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     import sacrebleu
 
+    from zhixing.device import cpu_computes_bf16
     from zhixing.recipes.translation import _pairs, prepare_tokenizer
     from zhixing.tasks.translate import ParallelLoader, encode_pairs
     from zhixing.train import distributed as D
     from zhixing.train.config import Recipe
 
     recipe = Recipe.load(args.config)
+    bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and cpu_computes_bf16())
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # weights and AdamW stay fp32
+    print(json.dumps({"bench": "translation_baseline", "dtype": "bfloat16" if bf16 else "float32",
+                      "threads": torch.get_num_threads()}), flush=True)
     d, t, m = recipe.data, recipe.train, recipe.model_config()
     out = Path(args.out or f"runs/{recipe.name}-torch")
     out.mkdir(parents=True, exist_ok=True)
@@ -109,8 +136,10 @@ def main() -> None:
             g["lr"] = max(lr, t.min_lr) if step > t.warmup_steps else lr
         batch = next(it)
         src_pad = batch["attention_mask"] == 0
-        logits = model.decode(batch["decoder_input_ids"], model.encode(batch["input_ids"], src_pad), src_pad)
-        loss = loss_fn(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1))
+        with autocast:
+            memory = model.encode(batch["input_ids"], src_pad)
+            logits = model.decode(batch["decoder_input_ids"], memory, src_pad)
+        loss = loss_fn(logits.float().reshape(-1, logits.size(-1)), batch["labels"].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip:
@@ -118,15 +147,21 @@ def main() -> None:
         opt.step()
         if step % t.eval_interval == 0 or step == t.max_steps:
             began = time.perf_counter()
-            hyps = []
-            for s in range(0, len(val_src), 128):
-                rows = val_src[s: s + 128]
-                src = torch.full((len(rows), max(map(len, rows))), tok.pad_id)
+            # Sentences go by length, and a batch stops at 2x its longest source + 10 tokens (fairseq's
+            # max_len_a / max_len_b rule): an untrained model never says eos.
+            hyps = [""] * len(val_src)
+            order = sorted(range(len(val_src)), key=lambda i: len(val_src[i]))
+            for s in range(0, len(order), 128):
+                rows = [val_src[i] for i in order[s: s + 128]]
+                longest = max(map(len, rows))
+                src = torch.full((len(rows), longest), tok.pad_id)
                 for r, ids in enumerate(rows):
                     src[r, : len(ids)] = torch.tensor(ids)
-                for row in greedy(model, src, src == tok.pad_id, tok.bos_id, tok.eos_id, limit - 1).tolist():
+                cap = min(limit - 1, 2 * longest + 10)
+                out = greedy(model, src, src == tok.pad_id, tok.bos_id, tok.eos_id, cap)
+                for i, row in zip(order[s: s + 128], out.tolist()):
                     row = row[: row.index(tok.eos_id)] if tok.eos_id in row else row
-                    hyps.append(tok.decode(row, skip_special_tokens=True).strip())
+                    hyps[i] = tok.decode(row, skip_special_tokens=True).strip()
             bleu = sacrebleu.corpus_bleu(hyps, [[tgt for _, tgt in val_pairs]]).score
             record = {"step": step, "bleu": round(bleu, 2), "loss": round(loss.item(), 4),
                       "elapsed_s": round(began - start - eval_s, 1)}
