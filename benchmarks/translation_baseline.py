@@ -158,8 +158,8 @@ def main() -> None:
                 for r, ids in enumerate(rows):
                     src[r, : len(ids)] = torch.tensor(ids)
                 cap = min(limit - 1, 2 * longest + 10)
-                out = greedy(model, src, src == tok.pad_id, tok.bos_id, tok.eos_id, cap)
-                for i, row in zip(order[s: s + 128], out.tolist()):
+                decoded = greedy(model, src, src == tok.pad_id, tok.bos_id, tok.eos_id, cap)
+                for i, row in zip(order[s: s + 128], decoded.tolist()):
                     row = row[: row.index(tok.eos_id)] if tok.eos_id in row else row
                     hyps[i] = tok.decode(row, skip_special_tokens=True).strip()
             bleu = sacrebleu.corpus_bleu(hyps, [[tgt for _, tgt in val_pairs]]).score
