@@ -1,9 +1,10 @@
-"""Instruction tuning (issue #19 §2): one GPT taught three Chinese tasks as instructions, FLAN-style — each
+"""Instruction tuning (issue #19 §2): one GPT taught four Chinese tasks as instructions, FLAN-style — each
 task phrased by several templates — and queried through its chat format on held-out examples with
 held-out templates; next to task-specific fine-tuning of the same base; what the number of templates changes.
 
-    zhixing pretrain --config configs/gpt-reviews-zh-cpu.yaml            # the base GPT (10 CPU minutes)
-    python benchmarks/instruction_tuning.py --base runs/gpt-reviews-zh-cpu --templates 0,1,3,6 --classify
+    zhixing pretrain --config configs/gpt-reviews-zh-cpu.yaml     # the base GPT (at most 10 CPU minutes)
+    python benchmarks/instruction_tuning.py --base runs/gpt-reviews-zh-cpu --templates 0,1,3,6 --classify \
+        --single ner
 
 The tasks (labels as answer words, the options named in every template):
   hotel     ChnSentiCorp hotel reviews, 正面 / 负面 (the finetune_chinese.py hash split; its test set)
@@ -132,22 +133,13 @@ def load_tasks(per_task: int, seed: int) -> dict[str, tuple[list, list]]:
     wm_train = [r for r in rows if _stable(r[0]) % 12 != 0]
     rng.shuffle(wm_train)
     from zhixing.tasks.data import read_tagged
+    from zhixing.tasks.metrics import get_entities
 
     def entities(sentences) -> list[tuple[str, str]]:
-        rows = []
-        for s in sentences:
-            found, current = [], ""
-            for ch, tag in zip(s.tokens, s.tags):
-                if tag.startswith("B-") or tag == "O":
-                    if current:
-                        found.append(current)
-                    current = ch if tag.startswith("B-") else ""
-                else:
-                    current += ch
-            if current:
-                found.append(current)
-            rows.append(("".join(s.tokens), "、".join(found) or NONE))
-        return rows
+        """(sentence, its entity strings in order joined by 、, or 无): the chunks the NER metric reads."""
+        return [("".join(s.tokens),
+                 "、".join("".join(s.tokens[a:b + 1]) for _, a, b in get_entities(s.tags)) or NONE)
+                for s in sentences]
 
     short = [s for s in read_tagged(DATA / "msra-ner/msra_train_bio.txt") if len(s.tokens) <= 50]
     ner_train = entities(short)
@@ -230,11 +222,12 @@ def evaluate(model_dir: str, tasks: dict, budget: int, batch: int = 64) -> dict:
             replies = []
             with torch.inference_mode():
                 for s in range(0, len(prompts), batch):
-                    longest = max(len(tok.encode(p, add_special_tokens=False).ids)
-                                  for p in prompts[s:s + batch])
-                    room = model.config.max_seq_len - longest  # a list reply: as long as the context allows
-                    replies += generate(model, prompts[s:s + batch], tokenizer=tok,
-                                        max_new_tokens=min(40, room) if task in EXTRACT else 6,
+                    limit = 6  # an option is a word; a list reply may be as long as the context allows
+                    if task in EXTRACT:
+                        longest = max(len(tok.encode(p, add_special_tokens=False).ids)
+                                      for p in prompts[s:s + batch])
+                        limit = min(40, model.config.max_seq_len - longest)
+                    replies += generate(model, prompts[s:s + batch], tokenizer=tok, max_new_tokens=limit,
                                         do_sample=False, stop_strings=["\n"]).texts
             gold = [answer(task, label) for _, label in test]
             if task in EXTRACT:
