@@ -77,6 +77,10 @@ def test_missing_files(tmp_path):
         train([tmp_path / "nope.txt"])
     with pytest.raises(TokenizerError, match="pass iter"):
         train(["a line of text, not a path\n"])
+    with pytest.raises(TokenizerError, match="pass iter"):  # a short list of texts too
+        train(["hello world", "你好"])
+    with pytest.raises(TokenizerError, match=r"nope\.txt'; fix: check the path$"):  # one path: no hint
+        train(str(tmp_path / "nope.txt"))
     with pytest.raises(TokenizerError, match="is a directory"):
         train(tmp_path)
 

@@ -17,7 +17,8 @@ def normalize_sources(files_or_iterator) -> tuple[list[Path] | None, Iterable[st
     A path, or a list/tuple of paths, names files; any other iterable (a generator, ``iter(list)``,
     a dataset) yields the texts themselves.
     """
-    if isinstance(files_or_iterator, (str, os.PathLike)):
+    given_list = not isinstance(files_or_iterator, (str, os.PathLike))
+    if not given_list:
         files_or_iterator = [files_or_iterator]
     if isinstance(files_or_iterator, (list, tuple)) and all(
         isinstance(f, (str, os.PathLike)) for f in files_or_iterator
@@ -28,7 +29,7 @@ def normalize_sources(files_or_iterator) -> tuple[list[Path] | None, Iterable[st
         for p in paths:
             if not p.exists():
                 hint = ""
-                if len(str(p)) > 255 or "\n" in str(p) or len(paths) > 1000:
+                if given_list or len(str(p)) > 255 or "\n" in str(p):
                     hint = " (a list of strings is read as file paths; to train on texts, pass iter(texts))"
                 raise TokenizerError(f"input file not found: {str(p)[:200]!r}{hint}; fix: check the path")
             if p.is_dir():
