@@ -7,9 +7,9 @@ Four Chinese tasks on the Chinese review GPT:
     python benchmarks/instruction_tuning.py --base runs/gpt-reviews-zh-cpu --tasks hotel,category,waimai,ner \
         --templates 0,1,3,6 --classify --single ner
 All seven tasks (adding English intents, English → German translation and Tang poems by title and form) on a
-base pretrained here on a corpus that mixes all their languages (`--pretrain-base SECONDS`):
-    python benchmarks/instruction_tuning.py --pretrain-base 900 --templates 0,1,6 --classify \
-        --single ner,translate,poem --out runs/instruct-mix
+base pretrained here on a corpus that mixes all their languages (`--pretrain-base STEPS`):
+    python benchmarks/instruction_tuning.py --pretrain-base 750 --per-task 2000 --epochs-of tokens \
+        --templates 0,1,6 --classify --single ner,translate,poem --out runs/instruct-mix
 
 The tasks, their templates, data and scores: benchmarks/instruction_tasks.py. Each task has 8 templates: the
 first 6 are the training pool (a run with k templates phrases every training example with one of the first k,
@@ -192,8 +192,9 @@ def classify(args, tasks: dict) -> dict:
 
 
 def pretrain_base(args) -> str:
-    """A character GPT on instruction_tasks.base_corpus (every task's language; no test text), for at most
-    `args.pretrain_base` seconds; returns its run directory."""
+    """A character GPT on instruction_tasks.base_corpus (every task's language; no test text), trained for
+    `args.pretrain_base` steps of 16 × 256 tokens (the cosine schedule spans them); returns its run
+    directory."""
     from zhixing.recipes.pretrain import run_recipe
     from zhixing.train.config import Recipe
 
@@ -206,7 +207,7 @@ def pretrain_base(args) -> str:
                   "dropout": 0.0},
         "data": {"corpus": str(corpus), "tokenizer_kind": "char", "vocab_size": 9000, "val_fraction": 0.01,
                  "block_size": 256},
-        "train": {"max_steps": 100_000, "max_time": args.pretrain_base, "batch_size": 16, "lr": 2e-3,
+        "train": {"max_steps": args.pretrain_base, "batch_size": 16, "lr": 2e-3,
                   "min_lr": 2e-4, "warmup_steps": 150, "beta2": 0.99, "weight_decay": 0.1,
                   "eval_interval": 500, "eval_batches": 40, "log_interval": 100, "seed": args.seed,
                   "out_dir": str(root), "progress": False, "plots": False},
@@ -222,7 +223,7 @@ def pretrain_base(args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", help="the GPT run or model directory to instruction-tune")
-    ap.add_argument("--pretrain-base", type=float, default=0, metavar="SECONDS",
+    ap.add_argument("--pretrain-base", type=int, default=0, metavar="STEPS",
                     help="instead of --base: pretrain one on a corpus mixing every task's language first")
     ap.add_argument("--tasks", default=",".join(LOADERS), help=f"of {', '.join(LOADERS)}")
     ap.add_argument("--templates", default="0,1,3,6",
@@ -243,7 +244,7 @@ def main() -> None:
     ap.add_argument("--limit-test", type=int, default=0, help="score only the first N test examples a task")
     args = ap.parse_args()
     if bool(args.base) == bool(args.pretrain_base):
-        ap.error("give exactly one of --base DIR and --pretrain-base SECONDS")
+        ap.error("give exactly one of --base DIR and --pretrain-base STEPS")
 
     tasks = load_tasks([t for t in args.tasks.split(",") if t], args.per_task, args.seed)
     if args.limit_test:
