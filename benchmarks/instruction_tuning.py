@@ -118,6 +118,14 @@ def summarize(scores: dict) -> dict:
             "held_out_templates_mean": round(sum(held) / len(held), 2), "held_out_by_task": per_task}
 
 
+def stopped_if_interrupted(summary: dict) -> dict:
+    """A training stage that Ctrl-C / SIGTERM stopped saves its checkpoint and returns; the benchmark then
+    ends too, rather than go on to the next stage with a half-trained model."""
+    if summary.get("status") == "interrupted":
+        sys.exit(f"interrupted at step {summary.get('step')}; the stage's checkpoint is saved")
+    return summary
+
+
 def packed_tokens(base: str, data: Path) -> int:
     """Tokens of the conversations in `data` as the SFT objective packs them (chat-rendered, the base's
     tokenizer, one end-of-text each)."""
@@ -155,7 +163,7 @@ def sft(args, tasks: dict, k: int, name: str = "") -> str:
                   "seed": args.seed, "out_dir": str(root), "progress": False, "plots": False},
     }, source=f"instruction_tuning k={k}")
     t = time.perf_counter()
-    summary = run_recipe(recipe, progress=False)
+    summary = stopped_if_interrupted(run_recipe(recipe, progress=False))
     print(json.dumps({"bench": "instruction_tuning", "sft": name, "conversations": n, "steps": steps,
                       "train_s": round(time.perf_counter() - t, 1),
                       "val_loss": summary.get("best_val_loss", summary.get("val_loss"))}), flush=True)
@@ -213,7 +221,7 @@ def pretrain_base(args) -> str:
                   "out_dir": str(root), "progress": False, "plots": False},
     }, source="instruction_tuning --pretrain-base")
     t = time.perf_counter()
-    summary = run_recipe(recipe, progress=False)
+    summary = stopped_if_interrupted(run_recipe(recipe, progress=False))
     print(json.dumps({"bench": "instruction_tuning", "base": "base-mix", "documents": n,
                       "wall_s": round(time.perf_counter() - t, 1), "steps": summary.get("step"),
                       "val_loss": summary.get("best_val_loss", summary.get("val_loss"))}), flush=True)
