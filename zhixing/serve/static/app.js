@@ -29,10 +29,6 @@ function setStatus(text, isError) {
   s.className = isError ? "error" : "";
 }
 
-function escapeHtml(s) {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-}
-
 // ---- models -----------------------------------------------------------------------------------------
 
 function fillSelect(sel, cap) {
@@ -69,25 +65,6 @@ for (const tab of document.querySelectorAll(".tab")) {
 }
 
 // ---- playground: streamed completion / chat -----------------------------------------------------------
-
-async function* sse(response) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      for (const line of event.split("\n")) {
-        if (line.startsWith("data: ")) yield line.slice(6);
-      }
-    }
-  }
-}
 
 function renderChat() {
   const log = $("#chat-log");
