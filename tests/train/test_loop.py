@@ -24,6 +24,7 @@ from zhixing.train import (
     build_optimizer,
 )
 from zhixing.train import checkpoint as ckpt_mod
+from zhixing.train.schedule import undecayed_note
 
 # fp32: these tests compare runs to 1e-6 (accumulation == large batch, sparse == full head); the default
 # dtype (auto) would train under bf16 autocast on a CPU that computes bf16 natively.
@@ -202,6 +203,18 @@ def test_early_stopping_and_time_limit(tmp_path):
     assert (tmp_path / "es/checkpoints/step-6").is_dir()
     _, summary = train(gpt(), None, val=False, max_steps=10_000, max_time=0.5)
     assert summary["status"] == "time_limit" and 0 < summary["step"] < 10_000
+
+
+def test_a_time_limit_that_stops_the_schedule_early_says_so(tmp_path, capsys):
+    """The cosine spans max_steps, not max_time: a run the clock stops at step 10 of 10,000 trained at full
+    rate, and the log says how to fix it; a run that decayed says nothing."""
+    _, summary = train(gpt(), tmp_path / "t", val=False, max_steps=10_000, max_time=0.5)
+    out = capsys.readouterr().out
+    assert summary["status"] == "time_limit"
+    assert f"set train.max_steps to about {summary['step']:,}" in out and "spans max_steps=10,000" in out
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, max_steps=100, warmup_steps=0)
+    assert undecayed_note(90, cfg) is None and undecayed_note(10, cfg) is not None
+    assert undecayed_note(10, cfg.replace(schedule="constant")) is None
 
 
 def test_weight_decay_only_on_matrices():

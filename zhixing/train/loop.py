@@ -50,7 +50,7 @@ from zhixing.train.logging import (
     plot_curves,
     progress_bar,
 )
-from zhixing.train.schedule import lr_at
+from zhixing.train.schedule import lr_at, undecayed_note
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -556,6 +556,9 @@ class Trainer:
                         if reason is not None:
                             self.status = reason
                             log.message(f"{reason.replace('_', ' ')} at step {self.step}; saving")
+                            note = undecayed_note(self.step, cfg) if reason == "time_limit" else None
+                            if note:
+                                log.message(note)
                             break
                 if self.status == "running":
                     self.status = "completed"

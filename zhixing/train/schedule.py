@@ -33,3 +33,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     if cfg.schedule == "cosine":
         return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
     return cfg.lr - (cfg.lr - cfg.min_lr) * progress
+
+
+def undecayed_note(step: int, cfg: TrainConfig) -> str | None:
+    """Why a run stopped early by `max_time` at `step` trained at a high rate throughout, if it did: the
+    decaying schedules span `max_steps` (or `decay_steps`), not the time — a time budget wants max_steps
+    near the steps that fit. None when the rate had decayed at least halfway."""
+    if cfg.schedule not in ("cosine", "linear"):
+        return None
+    lr = lr_at(step, cfg)
+    if lr <= cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr):
+        return None
+    span = "decay_steps" if cfg.decay_steps is not None else "max_steps"
+    return (f"note: the {cfg.schedule} schedule spans {span}={getattr(cfg, span):,}, so the rate is still "
+            f"{lr:.3g} of lr {cfg.lr:.3g} at step {step:,}; to decay it within the time budget, set "
+            f"train.max_steps to about {step:,}")
+
