@@ -10,6 +10,7 @@ from task_synth import sentiment_rows
 from zhixing.cli import main
 from zhixing.tasks.data import TextExample
 from zhixing.tasks.finetune import finetune, finetune_config, still_improving
+from zhixing.train.callbacks import Callback
 
 FAST = ["overwrite=true", "progress=false", "plots=false", "lr=3e-3", "batch_size=16", "num_threads=1"]
 
@@ -96,3 +97,41 @@ def test_defaults_follow_the_model_and_the_data(tiny_bert, tmp_path):
                           train_overrides=[f"out_dir={tmp_path}", "lr=1e-3", "early_stopping_patience=0"])
     assert given.chosen == {} and given.trainer.cfg.lr == 1e-3
     assert given.trainer.cfg.early_stopping_patience == 0
+
+
+class InterruptAt(Callback):
+    """Sends this process SIGINT at a step, as Ctrl-C would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, trainer, step, logs):
+        if step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_run_stops_there_no_test_and_no_next_seed(tiny_bert, tmp_path, monkeypatch):
+    """Ctrl-C saves the step and ends the command: no test evaluation of the half-trained model, no second
+    seed, exit status 130 with how to resume (the trainer itself only saves and returns)."""
+    train = [TextExample(t, None, lab, f"train:{i}") for i, (t, lab) in enumerate(sentiment_rows(120, 0))]
+    dev = [TextExample(t, None, lab, f"dev:{i}") for i, (t, lab) in enumerate(sentiment_rows(40, 1))]
+    cfg = finetune_config("classify", model=str(tiny_bert), epochs=2, max_seq_len=32, seeds=2)
+    with pytest.warns(UserWarning):  # the fresh head
+        s = finetune(cfg, name="i", train_examples=train, dev_examples=dev, test_examples=dev,
+                     callbacks=[InterruptAt(3)], train_overrides=[f"out_dir={tmp_path}", *FAST])
+    assert s["status"] == "interrupted" and s["step"] == 3 and "test" not in s
+    assert s["run_dir"] == str(tmp_path / "i-seed0") and not (tmp_path / "i-seed1").exists()
+    assert (tmp_path / "i-seed0" / "checkpoints" / "step-3").is_dir()
+
+    from zhixing.train.loop import Trainer
+
+    monkeypatch.setattr(Trainer, "fit", lambda self: {"status": "interrupted", "step": 5})
+    trn = write_tsv(tmp_path / "train.tsv", sentiment_rows(40, 2))
+    res = CliRunner().invoke(main, [
+        "finetune", "--task", "classify", "--model", str(tiny_bert), "--train", str(trn), "--dev", str(trn),
+        "max_seq_len=32", "name=cli", f"train.out_dir={tmp_path}", "train.progress=false"])
+    assert res.exit_code == 130, res.output
+    assert "interrupted at step 5" in res.output and "train.resume=true" in res.output

@@ -272,7 +272,8 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
     `DatasetDict` as train_examples (its train split; dev from validation / dev / test unless given).
     callbacks: zhixing.train.callbacks.Callback objects the loop calls; `extra`: model=, make_objective=,
     records= as `build_job` takes them. With cfg.seeds > 1 it runs `finetune_seeds` and returns its report
-    (mean ± std, the best run)."""
+    (mean ± std, the best run). A run that Ctrl-C / SIGTERM interrupts returns at once with status
+    "interrupted" (its checkpoint saved; no dev or test scores, no further seeds)."""
     if cfg.seeds > 1:
         return finetune_seeds(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
                               dev_examples=dev_examples, test_examples=test_examples, callbacks=callbacks,
@@ -281,6 +282,9 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
                     dev_examples=dev_examples, callbacks=callbacks, **extra)
     task, run, trainer, tokenizer = job.task, job.run, job.trainer, job.tokenizer
     summary = trainer.fit()
+    if summary.get("status") == "interrupted":  # Ctrl-C / SIGTERM: the step is saved; no test, no next seed
+        summary.update(task=cfg.task, run_dir=str(run.path))
+        return summary
     best_json = run.best / "best.json"  # the dev metrics of best/, measured when it was saved
     if best_json.is_file():
         summary["dev"] = json.loads(best_json.read_text(encoding="utf-8"))
@@ -353,6 +357,8 @@ def finetune_seeds(cfg: FinetuneConfig, *, name: str = "finetune", train_overrid
     runs = []
     for k in range(seeds):
         runs.append(finetune(one, name=f"{name}-seed{k}", train_overrides=[*base, f"seed={k}"], **examples))
+        if runs[-1].get("status") == "interrupted":
+            return runs[-1]
     metric = runs[0]["metric"]
     greater = get_task(cfg.task).greater_is_better(metric)
     best = (max if greater else min)(runs, key=lambda r: r["dev"].get(metric, float("-inf")))

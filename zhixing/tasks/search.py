@@ -161,6 +161,8 @@ def search(cfg: FinetuneConfig, *, space: dict[str, str] | None = None, trials: 
         trial.set_user_attr("run_dir", str(out_dir / run_name))
         summary = finetune(cfg.replace(**task_part), name=run_name, callbacks=[reporter],
                            train_overrides=[*base, *train_part, "overwrite=true"], **examples)
+        if summary.get("status") == "interrupted":  # Ctrl-C: end the study; a rerun runs this trial again
+            raise KeyboardInterrupt
         value = summary["dev"].get(metric)
         if reporter.pruned:
             raise optuna.TrialPruned()
