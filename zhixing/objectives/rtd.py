@@ -44,11 +44,14 @@ AUC_BINS, AUC_RANGE = 512, 16.0  # the discriminator's logits, binned over [-16,
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """One id per row drawn from softmax(logits / T), by the Gumbel-max trick as ELECTRA does:
-    argmax_v (z_v / T + g_v), g_v = -log E_v, E_v ~ Exp(1) i.i.d. (so g_v is standard Gumbel).
-    logits: (n, vocab) -> (n,) int64. No gradient."""
+    argmax_v (z_v / T + g_v), g_v = -log(-log U_v), U_v ~ Uniform[0, 1) i.i.d. (standard Gumbel; U = 0
+    gives g = -inf, never chosen). logits: (n, vocab) -> (n,) int64. No gradient. The noise is drawn as
+    uniforms, not as `exponential_()`: on a CPU that is ~5x faster (0.014 vs 0.068 s for 600 x 6000
+    draws), and the sampling was a fifth of a small ELECTRA's training step."""
     with torch.no_grad():
         z = logits.float() / temperature
-        return (z - torch.empty_like(z).exponential_(generator=generator).log()).argmax(dim=-1)
+        gumbel = torch.empty_like(z).uniform_(generator=generator).log_().neg_().log_().neg_()
+        return (z + gumbel).argmax(dim=-1)
 
 
 def eval_generator(batch: Batch) -> torch.Generator:
