@@ -141,3 +141,24 @@ def test_random_twin_of_a_hugging_face_directory(tmp_path):
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
     assert not torch.equal(a["tok_embed.weight"], b["tok_embed.weight"])
     assert twin.tokenizer.vocab_size == original.tokenizer.vocab_size
+
+
+def test_a_changed_corpus_retrains_the_cached_tokenizer(tmp_path):
+    """The tokenizer cache (<cache_dir>/<corpus>-<kind><vocab>/tokenizer) is keyed by the corpus's path; a
+    corpus edited in place must not be read with the vocabulary of its old content."""
+    from zhixing.tokenizers import Tokenizer
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(" ".join(random.Random(i).choices(WORDS, k=20)) for i in range(200)) + "\n",
+                    encoding="utf-8")
+    cfg = recipe(tmp_path, text, "lm", {"preset": "bert-tiny", "head": "mlm"}, {"objective": "mlm"})
+    runner = CliRunner()
+    assert runner.invoke(main, ["pretrain", "-c", cfg]).exit_code == 0
+    [cached] = (tmp_path / "prepared").glob("*/tokenizer")
+    assert "zebra" not in Tokenizer.load(cached).get_vocab()
+    text.write_text("\n".join(" ".join(random.Random(i).choices(WORDS + ["zebra"] * 5, k=20))
+                              for i in range(200)) + "\n", encoding="utf-8")
+    res = runner.invoke(main, ["pretrain", "-c", cfg, "train.out_dir=" + str(tmp_path / "runs2")])
+    assert res.exit_code == 0, res.output
+    assert "corpus changed" in res.output
+    assert "zebra" in Tokenizer.load(cached).get_vocab()

@@ -56,7 +56,9 @@ def _pipeline_fingerprint(tokenizer) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-def _source_fingerprint(source: str) -> list:
+def source_fingerprint(source: str) -> list:
+    """What a corpus is made of: its files with their sizes and modification times (a change rebuilds
+    the shards and retrains a cached tokenizer)."""
     if source == "python-docs":
         return [source, sys.version.split()[0]]
     files = source_files(source)
@@ -129,7 +131,7 @@ def prepare_shards(
     )
     build_key = hashlib.sha256(
         json.dumps(
-            [FORMAT_VERSION, _source_fingerprint(source), _pipeline_fingerprint(tok), options], default=str
+            [FORMAT_VERSION, source_fingerprint(source), _pipeline_fingerprint(tok), options], default=str
         ).encode()
     ).hexdigest()[:16]
     if not force and _is_complete(out, build_key):

@@ -43,10 +43,11 @@ def data_dir(recipe: Recipe) -> Path:
 def prepare_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool = True):
     """The recipe's tokenizer: loaded from data.tokenizer, or trained on the corpus once and cached."""
     from zhixing.data import read_documents
+    from zhixing.data.shards import source_fingerprint
     from zhixing.recipes.tokenizer import cached_tokenizer
 
     return cached_tokenizer(recipe, info, progress, lambda: read_documents(recipe.data.corpus),
-                            data_dir(recipe) / "tokenizer")
+                            data_dir(recipe) / "tokenizer", source=source_fingerprint(recipe.data.corpus))
 
 
 def prepare_data(recipe: Recipe, tokenizer: Any, info: D.DistInfo, progress: bool = True) -> Path:
