@@ -54,8 +54,38 @@ def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
 def chnsenticorp(args) -> dict:
     train, dev, test = chnsenticorp_splits(args.seed)
     random.Random(args.seed).shuffle(train)  # the file is sorted by label; --limit takes a mixed prefix
-    return run("classify", "chnsenticorp", train, dev, test, args, max_seq_len=args.max_seq_len,
-               epochs=args.epochs, text_column="review")
+    record = run("classify", "chnsenticorp", train, dev, test, args, max_seq_len=args.max_seq_len,
+                 epochs=args.epochs, text_column="review")
+    if args.transfer:
+        record["transfer"] = transfer(f"{record['run_dir']}/best", args.transfer, args)
+    return record
+
+
+def transfer(model_dir: str, path: str, args) -> dict:
+    """Domain transfer: the hotel-review classifier scored on other domains' held-out reviews
+    (`zh_corpus.py`'s transfer-test.jsonl): accuracy per domain and their unweighted mean."""
+    import json
+    from collections import defaultdict
+
+    from zhixing.tasks.classify import predict
+    from zhixing.tasks.data import TextExample
+    from zhixing.tasks.finetune import load_run
+
+    by_domain: dict[str, list] = defaultdict(list)
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            r = json.loads(line)
+            by_domain[r["domain"]].append(TextExample(r["text"], None, str(r["label"]), f"{path}:{i}"))
+    model, cfg = load_run(model_dir)
+    model.eval()
+    scores = {}
+    for domain, examples in sorted(by_domain.items()):
+        with torch.no_grad():
+            pred = predict(model, model.tokenizer, examples, cfg)
+        right = sum(p["label"] == e.label for p, e in zip(pred, examples))
+        scores[domain] = round(100 * right / len(examples), 2)
+    scores["mean"] = round(sum(scores.values()) / len(scores), 2)
+    return scores
 
 
 def msra(args) -> dict:
@@ -117,6 +147,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     p.add_argument("--limit", type=int, default=0, help="first N train/dev examples only (a smoke run)")
+    p.add_argument("--transfer", default="", help="after chnsenticorp, score its classifier on the other "
+                   "domains of this file (zh_corpus.py's runs/zh-corpus/transfer-test.jsonl)")
     p.add_argument("--random-init", action="store_true", help="the control: --model's architecture and "
                    "tokenizer with random weights")
     args = p.parse_args()
