@@ -55,6 +55,16 @@ def one_line(error: BaseException) -> click.ClickException:
     return click.ClickException(str(error))
 
 
+def exit_if_interrupted(summary: dict) -> None:
+    """A run that Ctrl-C or SIGTERM stopped has saved its checkpoint: say how to continue it and exit 130,
+    as a shell does after SIGINT (`zhixing pretrain` and `zhixing finetune` alike)."""
+    if summary.get("status") == "interrupted":
+        where = f" in {summary['run_dir']}" if summary.get("run_dir") else ""
+        click.echo(f"interrupted at step {summary['step']}; the checkpoint is saved{where}. Continue "
+                   "with the same command plus train.resume=true", err=True)
+        sys.exit(130)
+
+
 class LazyGroup(click.Group):
     """A group whose sub-commands (`commands`: name -> "module:attribute") are imported when named."""
 

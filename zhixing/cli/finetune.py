@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from zhixing.cli import exit_if_interrupted
+
 EPILOG = """\b
 Examples:
   zhixing finetune --task classify --model MODEL_DIR --train sst2/train.tsv --dev sst2/dev.tsv \\
@@ -170,10 +172,7 @@ def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_fil
         echo_search(report)
         return
     summary = finetune(cfg, name=name, train_overrides=train)
-    if summary.get("status") == "interrupted":
-        click.echo(f"interrupted at step {summary['step']}; the checkpoint is saved in {summary['run_dir']}. "
-                   "Continue with the same command plus train.resume=true", err=True)
-        sys.exit(130)
+    exit_if_interrupted(summary)
     if "runs" in summary:  # seeds=N
         for split in ("dev", "test"):
             if split in summary:

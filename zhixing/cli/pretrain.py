@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from zhixing.cli import exit_if_interrupted
 from zhixing.cli.finetune import find_lr_options
 
 EPILOG = """\b
@@ -18,13 +18,6 @@ Examples:
   torchrun --nproc_per_node=2 -m zhixing.cli pretrain --config configs/gpt2-124m.yaml
 """
 
-
-
-def _exit_for(summary: dict) -> None:
-    if summary.get("status") == "interrupted":
-        click.echo(f"interrupted at step {summary['step']}; the checkpoint is saved. Continue with the same "
-                   "command plus train.resume=true", err=True)
-        sys.exit(130)
 
 
 def _recipe_path(config: str) -> Path:
@@ -70,7 +63,7 @@ def pretrain_cmd(config: str, print_config: bool, find_lr: bool, find_lr_steps: 
     if summary.get("world_size", 1) > 1 and not _is_rank0():
         return
     _print_summary(summary)
-    _exit_for(summary)
+    exit_if_interrupted(summary)
 
 
 def _is_rank0() -> bool:
@@ -123,7 +116,7 @@ def quickstart_cmd(minutes: float, name: str, device: str, progress: bool, finet
     # A first stage cut by its time budget (a slow or busy machine) still leaves a saved model: go on.
     if finetune and summary.get("status") in ("completed", "time_limit", "early_stopped"):
         _sentiment_stage(f"{name}-sentiment", device, progress, pretrained=summary.get("model_dir"))
-    _exit_for(summary)
+    exit_if_interrupted(summary)
 
 
 def _sentiment_stage(name: str, device: str, progress: bool, pretrained: str | None = None) -> None:
