@@ -171,3 +171,34 @@ def test_mismatched_embeddings_cannot_be_shared():
     a, b = tiny("mlm"), tiny("rtd", embed_dim=16)
     with pytest.raises(ConfigError, match="cannot share tok_embed"):
         a.share_embeddings(b)
+
+
+@pytest.mark.parametrize("preset,kwargs", [("bert-tiny", {"head": "mlm"}), ("electra-tiny", {"head": "rtd"})])
+def test_rotary_encoders_see_relative_positions_only_and_do_not_export(tmp_path, preset, kwargs):
+    """position="rotary" (RoFormer): no absolute table, q_i·k_j depends on i - j — shifting every position
+    by the same offset changes nothing; transformers' BERT / ELECTRA have no such option, so export says so."""
+    from zhixing.errors import ConfigError
+    from zhixing.interop import to_hf
+
+    torch.manual_seed(0)
+    model = build_model(preset, vocab_size=99, max_seq_len=64, position="rotary", **kwargs).eval()
+    assert model.pos_embed is None and model.rope is not None
+    ids = torch.randint(5, 99, (2, 12))
+    with torch.no_grad():
+        here = model.hidden(ids)
+        shifted = model.hidden(ids, position_ids=torch.arange(12)[None] + 9)
+        absolute = build_model(preset, vocab_size=99, max_seq_len=64, **kwargs).eval()
+        moved = absolute.hidden(ids, position_ids=torch.arange(12)[None] + 9)
+    torch.testing.assert_close(shifted, here, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(moved, absolute.hidden(ids), atol=1e-3)  # a learned table does see the shift
+    with pytest.raises(ConfigError, match="position"):
+        to_hf(model, tmp_path / "hf")
+
+
+def test_a_rotary_pair_gives_each_half_its_own_rotation():
+    pair = build_model("electra-tiny", head="pretraining", position="rotary", vocab_size=99)
+    assert pair.generator.pos_embed is None and pair.discriminator.pos_embed is None
+    assert pair.generator.rope.cos.size(-1) == pair.generator.config.head_dim
+    assert pair.discriminator.rope.cos.size(-1) == pair.discriminator.config.head_dim
+    with pytest.raises(Exception, match="position"):
+        build_model("electra-tiny", head="pretraining", position="sinusoidal", vocab_size=99)

@@ -17,6 +17,7 @@ TINY = dict(vocab_size=99, dim=32, num_heads=4, max_seq_len=64)
 MODELS = {
     "bert": ("bert-tiny", {}),
     "roberta": ("roberta-base", {"num_layers": 2}),  # positions offset past the pad id
+    "roformer": ("bert-tiny", {"position": "rotary"}),  # BERT with rotary positions in q and k
     "gpt2": ("gpt-tiny", {}),
     "llama": ("llama-tiny", {"num_kv_heads": 2, "ffn_dim": 48}),  # GQA, RoPE, SwiGLU, RMSNorm
     "transformer": ("transformer-tiny", {"ffn_dim": 48}),

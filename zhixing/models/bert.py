@@ -7,6 +7,10 @@
 Pretraining objectives (heads.py): masked LM, -Σ_{masked t} log p(x_t | x_masked), and next-sentence
 prediction on `pooled`. RoBERTa is this model with positions offset past the padding id and no
 segment types; it drops NSP.
+
+`position="rotary"` replaces the absolute table by rotary positions in every layer's q and k (RoFormer,
+Su et al. 2021: q_i·k_j then depends on i - j only), for models trained here; transformers' BERT has no
+such option, so these do not export to it.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import torch
 from torch import nn
 
 from zhixing.config import ModelConfig
+from zhixing.errors import ConfigError
 from zhixing.models.base import Model, ModelOutput, check_length
 from zhixing.models.heads import IGNORE, ClassifierHead, MLMHead, classification_loss, lm_loss, span_loss
 from zhixing.nn.attention import build_mask
 from zhixing.nn.layers import Block, make_norm, run_encoder
+from zhixing.nn.position import RotaryEmbedding
 
 POOLED_HEADS = ("none", "pretraining", "seq_cls")
 
@@ -29,8 +35,13 @@ class Bert(Model):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
+        if cfg.position not in ("learned", "rotary"):
+            raise ConfigError(f"position={cfg.position!r}: a BERT encoder takes learned absolute positions "
+                              "('learned') or rotary ones ('rotary', RoFormer)")
         self.tok_embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.pos_embed = nn.Embedding(cfg.max_seq_len + cfg.position_offset, cfg.dim)
+        learned = cfg.position == "learned"
+        self.pos_embed = nn.Embedding(cfg.max_seq_len + cfg.position_offset, cfg.dim) if learned else None
+        self.rope = None if learned else RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.type_embed = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
@@ -57,8 +68,9 @@ class Bert(Model):
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
               position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, seq) ids -> (batch, seq, dim): token + position (+ segment), normalised."""
-        x = self.tok_embed(input_ids) + self.pos_embed(self.position_ids(input_ids) if position_ids is None
-                                                       else position_ids)
+        x = self.tok_embed(input_ids)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(self.position_ids(input_ids) if position_ids is None else position_ids)
         if self.type_embed is not None:
             x = x + self.type_embed(torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
         if self.embed_norm is not None:
@@ -128,9 +140,12 @@ class Bert(Model):
         check_length(input_ids.size(1), self.config.max_seq_len)
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
+        rope = None
+        if self.rope is not None:
+            rope = self.rope(self.position_ids(input_ids) if position_ids is None else position_ids, x.dtype)
         # Padding removed for the token-wise work (see nn.attention.Packing); states at padding are 0.
         x, attentions, hidden = run_encoder(self.layers, x, mask, attention_mask, self.final_norm,
-                                            output_attentions, output_hidden_states)
+                                            output_attentions, output_hidden_states, rope=rope)
         return ModelOutput(last_hidden_state=x, attentions=attentions if output_attentions else None,
                            hidden_states=hidden if output_hidden_states else None)
 

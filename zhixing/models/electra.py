@@ -29,6 +29,7 @@ from zhixing.models.base import Model, ModelOutput, check_length
 from zhixing.models.heads import ClassifierHead, classification_loss, lm_loss, span_loss
 from zhixing.nn.attention import build_mask
 from zhixing.nn.layers import _ACTIVATIONS, Block, make_norm, run_encoder
+from zhixing.nn.position import RotaryEmbedding
 
 HEADS = ("none", "rtd", "mlm", "seq_cls", "token_cls", "qa")  # of one Electra; "pretraining" is the pair
 EMBEDDINGS = ("tok_embed", "pos_embed", "type_embed", "embed_norm")  # what generator and discriminator share
@@ -40,9 +41,10 @@ def embed_width(cfg: ModelConfig) -> int:
 
 def check_config(cfg: ModelConfig) -> None:
     """Settings ELECTRA does not have: one ConfigError naming the key and what is expected."""
-    if cfg.position != "learned" or cfg.position_offset:
+    if cfg.position not in ("learned", "rotary") or cfg.position_offset:
         raise ConfigError(f"position={cfg.position!r}, position_offset={cfg.position_offset}: ELECTRA uses "
-                          "learned absolute positions from 0 (position='learned', position_offset=0)")
+                          "learned absolute positions from 0 (position='learned', position_offset=0), or "
+                          "rotary ones in q and k (position='rotary', as models/bert.py)")
     if cfg.embed_scale:
         raise ConfigError("embed_scale=True: ELECTRA does not scale its embeddings; expected "
                           "embed_scale=False")
@@ -144,7 +146,9 @@ class Electra(Model):
         self.config = cfg = config
         e = embed_width(cfg)
         self.tok_embed = nn.Embedding(cfg.vocab_size, e)
-        self.pos_embed = nn.Embedding(cfg.max_seq_len, e)
+        learned = cfg.position == "learned"
+        self.pos_embed = nn.Embedding(cfg.max_seq_len, e) if learned else None
+        self.rope = None if learned else RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.type_embed = nn.Embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg.norm, e, cfg.norm_eps) if cfg.embed_norm else None
         self.embed_proj = nn.Linear(e, cfg.dim) if e != cfg.dim else None
@@ -182,7 +186,9 @@ class Electra(Model):
         """(batch, seq) ids -> (batch, seq, dim): token + position (+ segment), normalised, projected."""
         if position_ids is None:
             position_ids = torch.arange(input_ids.size(1), device=input_ids.device)[None]
-        x = self.tok_embed(input_ids) + self.pos_embed(position_ids)  # (batch, seq, embed_dim)
+        x = self.tok_embed(input_ids)  # (batch, seq, embed_dim)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(position_ids)
         if self.type_embed is not None:
             x = x + self.type_embed(torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
         if self.embed_norm is not None:
@@ -198,9 +204,14 @@ class Electra(Model):
         check_length(input_ids.size(1), self.config.max_seq_len)
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
+        rope = None
+        if self.rope is not None:
+            if position_ids is None:
+                position_ids = torch.arange(input_ids.size(1), device=input_ids.device)[None]
+            rope = self.rope(position_ids, x.dtype)
         # token-wise work on the real tokens only (nn.attention.Packing); padding states = 0
         return run_encoder(self.layers, x, mask, attention_mask, self.final_norm, output_attentions,
-                           output_hidden_states)
+                           output_hidden_states, rope=rope)
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None

@@ -142,10 +142,12 @@ class Block(nn.Module):
 
 def run_encoder(layers: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor | None,
                 attention_mask: torch.Tensor | None, final_norm: nn.Module | None = None,
-                need_weights: bool = False, keep_hidden: bool = False
+                need_weights: bool = False, keep_hidden: bool = False,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, list[torch.Tensor | None], list[torch.Tensor]]:
     """A stack of bidirectional blocks over embedded x (batch, seq, dim), with the token-wise work on the
-    real tokens only when the batch has padding (`Packing`; states at padding come back as 0).
+    real tokens only when the batch has padding (`Packing`; states at padding come back as 0). `rope`: the
+    (cos, sin) of rotary positions (RoFormer-style encoders), applied to q and k in every layer.
 
     Returns (final states (batch, seq, dim), per-layer attention weights (None unless need_weights),
     [x, each layer's output] when keep_hidden else [x])."""
@@ -154,7 +156,7 @@ def run_encoder(layers: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor | Non
     if packing is not None:
         x = packing.pack(x)
     for layer in layers:
-        x, w, _ = layer(x, mask, need_weights=need_weights, packing=packing)
+        x, w, _ = layer(x, mask, need_weights=need_weights, packing=packing, rope=rope)
         attentions.append(w)
         if keep_hidden:
             hidden.append(x if packing is None else packing.unpack(x))
