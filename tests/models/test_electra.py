@@ -175,8 +175,9 @@ def test_mismatched_embeddings_cannot_be_shared():
 
 @pytest.mark.parametrize("preset,kwargs", [("bert-tiny", {"head": "mlm"}), ("electra-tiny", {"head": "rtd"})])
 def test_rotary_encoders_see_relative_positions_only_and_do_not_export(tmp_path, preset, kwargs):
-    """position="rotary" (RoFormer): no absolute table, q_i·k_j depends on i - j — shifting every position
-    by the same offset changes nothing; transformers' BERT / ELECTRA have no such option, so export says so."""
+    """position="rotary" (RoFormer): no absolute table, q_i·k_j depends on i - j — shifting every
+    position by the same offset changes nothing; transformers' BERT / ELECTRA have no such option, so
+    export says so."""
     from zhixing.errors import ConfigError
     from zhixing.interop import to_hf
 

@@ -233,8 +233,8 @@ def test_bad_settings_are_one_line_config_errors():
                           "embed_dim=32: .*only arch=electra projects")
     one_line_config_error(lambda: RTDObjective().check(build_model("bert-tiny", vocab_size=VOCAB)),
                           "rtd trains an ELECTRA generator \\+ discriminator pair.*arch='bert', head='mlm'")
-    one_line_config_error(lambda: build_model("electra-tiny", position="rotary"),
-                          "position='rotary'.*ELECTRA uses learned absolute positions")
+    one_line_config_error(lambda: build_model("electra-tiny", position="sinusoidal"),
+                          "position='sinusoidal'.*ELECTRA uses learned absolute positions")
     one_line_config_error(lambda: build_model("electra-tiny", head="lm"),
                           "head='lm': an ELECTRA encoder takes one of")
     RTDObjective().check(tiny_pair())
