@@ -138,11 +138,11 @@ class Bert(Model):
                   token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                   output_attentions: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         check_length(input_ids.size(1), self.config.max_seq_len)
+        if position_ids is None:
+            position_ids = self.position_ids(input_ids)
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
-        rope = None
-        if self.rope is not None:
-            rope = self.rope(self.position_ids(input_ids) if position_ids is None else position_ids, x.dtype)
+        rope = self.rope(position_ids, x.dtype) if self.rope is not None else None
         # Padding removed for the token-wise work (see nn.attention.Packing); states at padding are 0.
         x, attentions, hidden = run_encoder(self.layers, x, mask, attention_mask, self.final_norm,
                                             output_attentions, output_hidden_states, rope=rope)

@@ -202,13 +202,11 @@ class Electra(Model):
                ) -> tuple[torch.Tensor, list, list]:
         """(final states (batch, seq, dim), per-layer attention weights, [embeddings, each layer])."""
         check_length(input_ids.size(1), self.config.max_seq_len)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.size(1), device=input_ids.device)[None]
         x = self.embed(input_ids, token_type_ids, position_ids)
         mask, _ = build_mask(attention_mask, x.size(1), x.size(1), causal=False)
-        rope = None
-        if self.rope is not None:
-            if position_ids is None:
-                position_ids = torch.arange(input_ids.size(1), device=input_ids.device)[None]
-            rope = self.rope(position_ids, x.dtype)
+        rope = self.rope(position_ids, x.dtype) if self.rope is not None else None
         # token-wise work on the real tokens only (nn.attention.Packing); padding states = 0
         return run_encoder(self.layers, x, mask, attention_mask, self.final_norm, output_attentions,
                            output_hidden_states, rope=rope)

@@ -34,16 +34,14 @@ def cached_tokenizer(recipe: Recipe, info: D.DistInfo, progress: bool, texts: Ca
     record = directory / TRAINED_ON
     current = json.loads(json.dumps(source, default=str)) if source is not None else None
     if info.is_main:
-        stale = False
-        if Tokenizer.can_load(directory) and current is not None:
-            if record.exists():
-                stale = json.loads(record.read_text(encoding="utf-8")) != current
-            else:
-                atomic_write_json(record, current)
+        cached = Tokenizer.can_load(directory)
+        if cached and current is not None and not record.exists():
+            atomic_write_json(record, current)  # a cache from before fingerprints: adopt the current one
+        stale = cached and current is not None and json.loads(record.read_text(encoding="utf-8")) != current
         if stale:
             print(f"{d.corpus}: the corpus changed since the tokenizer in {directory} was trained on it; "
                   "training it again", file=sys.stderr)
-        if stale or not Tokenizer.can_load(directory):
+        if stale or not cached:
             tok = Tokenizer.train(iter(texts()), kind=d.tokenizer_kind, vocab_size=d.vocab_size,
                                   chinese_words=d.chinese_words, special_tokens=special_tokens,
                                   show_progress=progress)
