@@ -4,7 +4,8 @@ of all-MiniLM-L6-v2 on a data set across learning rates, with the default epochs
     .venv/bin/python benchmarks/finetune_defaults.py --data hwu64 --lrs 5e-5,1e-4,2e-4,4e-4 --seeds 0
 
 HWU64: the authors' fold-1 train.csv with a seeded 10% held out as dev, test.csv scored with the best dev
-model. SST-2: train (optionally a seeded subset) / dev. Prints one JSON line per run.
+model. SST-2: train (optionally a seeded subset) / dev. CoNLL-2003 (`ner`, IOB2 entity F1): train / valid as
+dev / test scored with the best dev model. Prints one JSON line per run.
 """
 
 from __future__ import annotations
@@ -46,26 +47,43 @@ def split_sst2(limit: int, seed: int = 0):
     return train, read_table(DATA / "sst2/dev.tsv"), None
 
 
+def split_conll(limit: int, seed: int = 0):
+    from zhixing.tasks.data import read_tagged
+
+    train = read_tagged(DATA / "conll2003/train.txt")
+    if limit:
+        random.Random(seed).shuffle(train)
+        train = train[:limit]
+    return train, read_tagged(DATA / "conll2003/valid.txt"), read_tagged(DATA / "conll2003/test.txt")
+
+
+SPLITS = {"hwu64": lambda limit: split_hwu64(), "sst2": split_sst2, "conll": split_conll}
+TASK = {"hwu64": ("classify", "accuracy"), "sst2": ("classify", "accuracy"), "conll": ("ner", "f1")}
+
+
 def main() -> None:
     from zhixing.tasks.finetune import finetune, finetune_config
 
     p = argparse.ArgumentParser()
-    p.add_argument("--data", choices=["hwu64", "sst2"], default="hwu64")
+    p.add_argument("--data", choices=sorted(SPLITS), default="hwu64")
     p.add_argument("--lrs", default="5e-5,1e-4,2e-4,4e-4", help="comma-separated; 'auto' = the default")
     p.add_argument("--seeds", default="0")
     p.add_argument("--epochs", type=float, default=None, help="default: zhixing's default_epochs")
-    p.add_argument("--limit", type=int, default=0, help="SST-2: a seeded subset of train (0 = all)")
-    p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--limit", type=int, default=0, help="SST-2 / CoNLL: a seeded subset of train (0 = all)")
+    p.add_argument("--max-seq-len", type=int, default=0, help="default: 64, CoNLL 128 (its sentences run longer)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()
+    args.max_seq_len = args.max_seq_len or (128 if args.data == "conll" else 64)
     emit({"environment": environment(args.threads), "args": vars(args)})
-    train, dev, test = split_hwu64() if args.data == "hwu64" else split_sst2(args.limit)
+    train, dev, test = SPLITS[args.data](args.limit)
+    task, metric = TASK[args.data]
     out = args.out or tempfile.mkdtemp(prefix=f"zx-defaults-{args.data}-")
     for seed in (int(s) for s in args.seeds.split(",")):
         for lr in args.lrs.split(","):
             t = time.perf_counter()
-            cfg = finetune_config("classify", model=minilm_dir(), max_seq_len=args.max_seq_len,
+            cfg = finetune_config(task, model=minilm_dir(), max_seq_len=args.max_seq_len,
+                                  **({"scheme": "iob2"} if task == "ner" else {}),
                                   **({"epochs": args.epochs} if args.epochs else {}))
             overrides = [f"out_dir={out}", f"seed={seed}", f"num_threads={args.threads}", "progress=false",
                          "plots=false", "device=cpu", "overwrite=true"]
@@ -74,10 +92,10 @@ def main() -> None:
             s = finetune(cfg, name=f"{args.data}-lr{lr}-seed{seed}", train_examples=train, dev_examples=dev,
                          test_examples=test, train_overrides=overrides)
             metrics = Path(s["run_dir"]) / "metrics.jsonl"
-            evals = [round(r["accuracy"], 4) for r in map(json.loads, metrics.read_text().splitlines())
-                     if r.get("kind") == "eval" and "accuracy" in r]
-            emit({"data": args.data, "lr": lr, "seed": seed, "dev": s["dev"].get("accuracy"),
-                  "test": s.get("test", {}).get("accuracy"), "steps": s["step"], "status": s["status"],
+            evals = [round(r[metric], 4) for r in map(json.loads, metrics.read_text().splitlines())
+                     if r.get("kind") == "eval" and metric in r]
+            emit({"data": args.data, "lr": lr, "seed": seed, "metric": metric, "dev": s["dev"].get(metric),
+                  "test": s.get("test", {}).get(metric), "steps": s["step"], "status": s["status"],
                   "best_step": s.get("best_step"), "defaults": s.get("defaults"), "advice": s.get("advice"),
                   "train": len(train), "wall_s": round(time.perf_counter() - t, 1), "run_dir": s["run_dir"],
                   "evals": evals})
