@@ -70,7 +70,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0")
     p.add_argument("--epochs", type=float, default=None, help="default: zhixing's default_epochs")
     p.add_argument("--limit", type=int, default=0, help="SST-2 / CoNLL: a seeded subset of train (0 = all)")
-    p.add_argument("--max-seq-len", type=int, default=0, help="default: 64, CoNLL 128 (its sentences run longer)")
+    p.add_argument("--max-seq-len", type=int, default=0, help="default: 64; CoNLL 128")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from finetune_common import DATA, chnsenticorp_splits  # noqa: E402
-from pretrain_flops import flops_per_token  # noqa: E402
+from pretrain_flops import flops_per_token, xlnet_flops_per_token  # noqa: E402
 
 NEEDED = ["chnsenticorp/ChnSentiCorp_htl_all.csv", "msra-ner/msra_test_bio.txt", "cmrc2018/cmrc2018_dev.json",
           "zh-reviews/waimai_10k.csv", "zh-reviews/online_shopping_10_cats.csv"]
@@ -68,3 +68,21 @@ def test_flops_per_token_counts_layers_heads_and_attention():
     e = flops_per_token(electra, 128, 0.15)
     assert e["attention"] == 4 * 12 * 128 * (128 + 32)  # the discriminator's and the 32-wide generator's
     assert 1.05 < e["total"] / f["total"] < 1.15  # a quarter-width generator adds about a tenth
+
+
+def test_xlnet_flops_count_both_streams():
+    from zhixing.models import build_model
+
+    xl = build_model("xlnet-tiny", dim=128, num_layers=4, num_heads=4, ffn_dim=512, max_seq_len=128,
+                     vocab_size=8000).config
+    content_only = xlnet_flops_per_token(xl, 128, 0, 32)
+    layer = 4 * 128 * 128 + 2 * 128 * 512  # q, k, v, o and the FFN: BERT's layer
+    distances = 128 * 128 * 256 / (128 * 32)  # W_r over the 2T distance encodings, once per batch of 32 rows
+    assert content_only["linear"] == pytest.approx(4 * 6 * (layer + distances))
+    assert content_only["attention"] == 4 * 24 * 128 * 128  # twice BERT's 12·T·d: the position term over 2T
+    assert content_only["masked_heads"] == 0
+    x = xlnet_flops_per_token(xl, 128, 21, 32)  # the query stream on 21 of 128 rows: q, o and the FFN
+    query_layer = 2 * 128 * 128 + 2 * 128 * 512
+    assert x["linear"] - content_only["linear"] == pytest.approx(4 * 6 * query_layer * 21 / 128)
+    assert x["attention"] == pytest.approx(content_only["attention"] * (1 + 21 / 128))
+    assert x["masked_heads"] == pytest.approx(6 * 128 * 8000 * 21 / 128)  # the LM head on the targets only
