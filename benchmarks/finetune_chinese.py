@@ -57,7 +57,7 @@ def chnsenticorp(args) -> dict:
     record = run("classify", "chnsenticorp", train, dev, test, args, max_seq_len=args.max_seq_len,
                  epochs=args.epochs, text_column="review")
     if args.transfer:
-        record["transfer"] = transfer(f"{record['run_dir']}/best", args.transfer, args)
+        record["transfer_scores"] = transfer(f"{record['run_dir']}/best", args.transfer, args)
     return record
 
 
