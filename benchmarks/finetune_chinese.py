@@ -52,8 +52,8 @@ def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
 
 
 def chnsenticorp(args) -> dict:
-    train, dev, test = chnsenticorp_splits(args.seed)
-    random.Random(args.seed).shuffle(train)  # the file is sorted by label; --limit takes a mixed prefix
+    train, dev, test = chnsenticorp_splits(args.split_seed)
+    random.Random(args.split_seed).shuffle(train)  # the file is sorted by label; --limit takes a mixed prefix
     record = run("classify", "chnsenticorp", train, dev, test, args, max_seq_len=args.max_seq_len,
                  epochs=args.epochs, text_column="review")
     if args.transfer:
@@ -92,7 +92,7 @@ def msra(args) -> dict:
     from zhixing.tasks.data import read_tagged
 
     sents = read_tagged(DATA / "msra-ner/msra_train_bio.txt")
-    random.Random(args.seed).shuffle(sents)
+    random.Random(args.split_seed).shuffle(sents)
     train, dev = sents[:args.msra_train], sents[args.msra_train:args.msra_train + 1000]
     test = read_tagged(DATA / "msra-ner/msra_test_bio.txt")
     return run("ner", "msra-ner", train, dev, test, args, max_seq_len=args.max_seq_len, epochs=args.epochs,
@@ -104,7 +104,7 @@ def cmrc(args) -> dict:
 
     trial = read_squad(DATA / "cmrc2018/cmrc2018_trial.json")
     dev = read_squad(DATA / "cmrc2018/cmrc2018_dev.json")
-    half_train, held = holdout_split(dev, 0.5, seed=args.seed, key=lambda e: e.context)
+    half_train, held = holdout_split(dev, 0.5, seed=args.split_seed, key=lambda e: e.context)
     train = trial + half_train
     # No model selection: one evaluation of the final model on the held-out half.
     return run("qa", "cmrc2018", train, held, None, args, max_seq_len=args.max_seq_len,
@@ -146,6 +146,9 @@ def main() -> None:
     p.add_argument("--doc-stride", type=int, default=64)
     p.add_argument("--msra-train", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=0, help="seeds the data splits, apart from --seed (the "
+                   "training's): zh_corpus.py's corpus holds split 0's training texts; another split would "
+                   "put scored texts into it")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     p.add_argument("--limit", type=int, default=0, help="first N train/dev examples only (a smoke run)")
