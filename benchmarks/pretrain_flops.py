@@ -1,7 +1,7 @@
 """Pretraining compute of a BERT / RoBERTa / ELECTRA / XLNet run, counted from its weights (issue #14's
 equal-FLOPs comparison).
 
-    .venv/bin/python benchmarks/pretrain_flops.py runs/bert-zh-mix runs/roberta-zh-mix runs/electra-zh-mix
+    .venv/bin/python benchmarks/pretrain_flops.py runs/{bert,roberta,electra,xlnet}-zh-mix
 
 Training FLOPs per token = 3 x forward (backward costs twice the forward), forward = 2 multiply-adds:
 
