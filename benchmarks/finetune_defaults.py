@@ -51,9 +51,10 @@ def split_conll(limit: int, seed: int = 0):
     from zhixing.tasks.data import read_tagged
 
     train = read_tagged(DATA / "conll2003/train.txt")
-    if limit:
-        random.Random(seed).shuffle(train)
-        train = train[:limit]
+    if limit:  # a seeded subset, kept in file order (document context reads the neighbours in the list)
+        keep = list(range(len(train)))
+        random.Random(seed).shuffle(keep)
+        train = [train[i] for i in sorted(keep[:limit])]
     return train, read_tagged(DATA / "conll2003/valid.txt"), read_tagged(DATA / "conll2003/test.txt")
 
 
@@ -71,9 +72,13 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=None, help="default: zhixing's default_epochs")
     p.add_argument("--limit", type=int, default=0, help="SST-2 / CoNLL: a seeded subset of train (0 = all)")
     p.add_argument("--max-seq-len", type=int, default=0, help="default: 64; CoNLL 128")
+    p.add_argument("--context", type=int, default=0,
+                   help="CoNLL: sub-tokens of document context on each side (ner's context setting)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()
+    if args.limit and args.data == "hwu64":
+        p.error("--limit takes a subset of SST-2 or CoNLL; HWU64 always runs in full")
     args.max_seq_len = args.max_seq_len or (128 if args.data == "conll" else 64)
     emit({"environment": environment(args.threads), "args": vars(args)})
     train, dev, test = SPLITS[args.data](args.limit)
@@ -83,7 +88,7 @@ def main() -> None:
         for lr in args.lrs.split(","):
             t = time.perf_counter()
             cfg = finetune_config(task, model=minilm_dir(), max_seq_len=args.max_seq_len,
-                                  **({"scheme": "iob2"} if task == "ner" else {}),
+                                  **({"scheme": "iob2", "context": args.context} if task == "ner" else {}),
                                   **({"epochs": args.epochs} if args.epochs else {}))
             overrides = [f"out_dir={out}", f"seed={seed}", f"num_threads={args.threads}", "progress=false",
                          "plots=false", "device=cpu", "overwrite=true"]

@@ -71,6 +71,7 @@ def run_flops(run: Path) -> dict:
     import yaml
 
     from zhixing.config import ModelConfig
+    from zhixing.data.plm import default_num_predict
     from zhixing.models import build_model
 
     recipe = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
@@ -78,7 +79,7 @@ def run_flops(run: Path) -> dict:
     model = build_model(ModelConfig.load(run / "best"))
     seq_len, masked = int(data.get("block_size", 128)), float(data.get("mlm_probability", 0.15))
     if data.get("objective") == "plm":  # text = block - <sep> <cls>; PLMLoader's default num_predict
-        num_predict = max(1, round((seq_len - 2) / int(data.get("plm_k", 6))))
+        num_predict = default_num_predict(seq_len - 2, int(data.get("plm_k", 6)))
         per_token = xlnet_flops_per_token(model.config, seq_len, num_predict,
                                           int(recipe.get("train", {}).get("batch_size", 32)))
     else:

@@ -81,6 +81,34 @@ def test_ner_long_sentences_are_split_into_windows(tiny_bert):
     assert covered == list(range(60))  # every word labelled exactly once, in order
 
 
+def test_ner_document_context_surrounds_a_sentence_with_unlabelled_neighbours(tiny_bert):
+    """context=k: the sentence's own sub-tokens in the middle, <= k of its document's previous / next
+    sentences around them (never another document's), labels only on the sentence; room is shared."""
+    from zhixing.tasks import ner
+
+    tok = zhixing.load_tokenizer(tiny_bert)
+    names = ["O", "B-LOC", "B-PER"]
+    docs = [(["paris"] * 6, 0), (["john"] * 3, 0), (["visited"] * 6, 0), (["smith"] * 6, 1)]
+    sents = [TaggedSentence(w, ["B-LOC" if x == "paris" else "B-PER" if x == "john" else "O" for x in w],
+                            doc=d) for w, d in docs]
+    ids = {w: tok.encode(w, add_special_tokens=False).ids for w in ("paris", "john", "visited", "smith")}
+    assert all(len(v) == 1 for v in ids.values())  # one sub-token a word in the tiny vocabulary
+    plain = ner.encode(sents, tok, 32, names)
+    assert [len(f["input_ids"]) for f in plain] == [8, 5, 8, 8]  # [CLS] words [SEP]
+    feats = ner.encode(sents, tok, 32, names, context=4)
+    f = feats[1]  # "john john john": 4 of "paris" before, 4 of "visited" after
+    assert f["input_ids"][1:-1] == ids["paris"] * 4 + ids["john"] * 3 + ids["visited"] * 4
+    assert f["word_index"][1:-1] == [None] * 4 + [0, 1, 2] + [None] * 4
+    assert f["labels"][1:-1] == [-100] * 4 + [names.index("B-PER")] * 3 + [-100] * 4
+    assert feats[0]["input_ids"][1:-1] == ids["paris"] * 6 + ids["john"] * 3 + ids["visited"]  # no left side
+    assert feats[3]["input_ids"][1:-1] == ids["smith"] * 6  # doc 1 alone: no context across documents
+    tight = ner.encode(sents, tok, 9, names, context=4)[1]  # room 7 = 3 words + 2 + 2
+    assert tight["word_index"][1:-1] == [None] * 2 + [0, 1, 2] + [None] * 2
+    unknown = [TaggedSentence(s.tokens, s.tags) for s in sents]  # no document known: no context
+    assert [f["input_ids"] for f in ner.encode(unknown, tok, 32, names, context=4)] == \
+        [f["input_ids"] for f in plain]
+
+
 def qa_examples(n, seed):
     out = []
     for i in range(n):

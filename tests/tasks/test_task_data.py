@@ -57,6 +57,10 @@ def test_conll_and_msra_readers(tmp_path):
     sents = read_tagged(conll)
     assert [(s.tokens, s.tags) for s in sents] == [(["EU", "rejects"], ["B-ORG", "O"]),
                                                    (["Peter"], ["B-PER"])]
+    assert [s.doc for s in sents] == [0, 0]
+    two = write(tmp_path / "d.txt", "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n\n-DOCSTART- -X- -X- O\n\n"
+                "Peter NNP B-NP B-PER\n\nDrives VBZ B-VP O\n")
+    assert [(s.tokens, s.doc) for s in read_tagged(two)] == [(["EU"], 0), (["Peter"], 1), (["Drives"], 1)]
     msra = write(tmp_path / "m.txt", "中\tB-ORG\n共\tI-ORG\n \tO\n是\tO\n\n我\tO\n")
     sents = read_tagged(msra)
     assert sents[0].tokens == ["中", "共", " ", "是"]  # tab-separated: a space is a token

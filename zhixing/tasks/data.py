@@ -48,6 +48,7 @@ class TaggedSentence:
     tokens: list[str]
     tags: list[str]
     where: str = ""
+    doc: int | None = None  # document number in its file (CoNLL's -DOCSTART- lines); None when unknown
 
 
 @dataclass
@@ -173,8 +174,9 @@ def read_tagged(path: str | os.PathLike, *, token_column: int = 0,
     """CoNLL column files and MSRA-style char-per-line files; blank lines separate sentences.
 
     Columns split on tabs when the line has one (so a space can be a token), else on whitespace. Every
-    non-blank line must have the same number of columns as the file's first one. Parquet / Arrow files
-    and datasets hold one sentence per row instead (tagged_rows).
+    non-blank line must have the same number of columns as the file's first one. Each sentence carries its
+    document number, counted at `-DOCSTART-` lines (all 0 in a file without them), for NER's document
+    context. Parquet / Arrow files and datasets hold one sentence per row instead (tagged_rows).
     """
     from zhixing.data import arrow
 
@@ -186,11 +188,13 @@ def read_tagged(path: str | os.PathLike, *, token_column: int = 0,
     tags: list[str] = []
     start = 0
     ncols = None
+    doc = 0
     for i, line in read_lines(path, error=DataError):
         if not line.strip() or line.startswith("-DOCSTART-"):
             if tokens:
-                sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}"))
+                sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}", doc))
             tokens, tags = [], []
+            doc += line.startswith("-DOCSTART-") and bool(sentences)
             continue
         cols = line.split("\t") if "\t" in line else line.split()
         if ncols is None:
@@ -212,7 +216,7 @@ def read_tagged(path: str | os.PathLike, *, token_column: int = 0,
         tokens.append(cols[token_column])
         tags.append(tag)
     if tokens:
-        sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}"))
+        sentences.append(TaggedSentence(tokens, tags, f"{path}:{start}", doc))
     if not sentences:
         raise DataError(f"{path}: no sentences found")
     return sentences

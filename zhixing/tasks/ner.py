@@ -6,6 +6,11 @@ Words are tokenized into sub-tokens; only a word's first sub-token carries its l
 -100 and take no part in the loss or the prediction), as in BERT's CoNLL-2003 setup. Sentences longer
 than the model's window are split at word boundaries into several windows. Tags are converted to the
 configured scheme (IOB1 / IOB2 / BIOES) for training, and scored at the entity level (metrics.py).
+
+Document context (`context=k`, FLERT: Schweter & Akbik 2020): a sentence that fits its window is read
+together with up to k sub-tokens of the sentences before it and k after it in the same document (CoNLL's
+`-DOCSTART-` lines), which carry no labels — the model sees "Germany" named in the previous sentence
+when it tags "Klinsmann". Sentences with no known document (Parquet rows, raw text) get no context.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class NerConfig(WeightedConfig):
     scheme: typing.Literal["iob1", "iob2", "bioes"] = "iob2"  # tag scheme the model is trained in
     token_column: int = 0  # column of the token in CoNLL files
     tag_column: int = -1  # column of the tag (last by default)
+    context: int = 0  # sub-tokens of the same document's neighbouring sentences on each side (0 = none)
 
 
 # Words of raw text for prediction: a CJK character each, runs of letters/digits, single other symbols.
@@ -72,7 +78,8 @@ def words_of(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     return [text[s:e] for s, e in spans], spans
 
 
-def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: int
+def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: int,
+             docs: Sequence[int | None] | None = None, context: int = 0
              ) -> list[tuple[int, list[int], list[int], list[int | None]]]:
     """(sentence index, input ids, token types, word index of each token where it is a word's first
     sub-token).
@@ -81,7 +88,9 @@ def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: in
     characters it starts in (with SentencePiece a word's first piece may be its "▁" alone: it carries
     the label, as transformers' word_ids give it). Windows hold at most max_seq_len minus the special
     tokens and break between words; the special tokens go where the tokenizer's layout puts them
-    (BERT: [CLS] words [SEP]; XLNet: words <sep> <cls>)."""
+    (BERT: [CLS] words [SEP]; XLNet: words <sep> <cls>). With `context` and `docs` (each sentence's
+    document), a sentence that fits one window gets its document neighbours' sub-tokens around it
+    (`_neighbours`), unlabelled."""
     if tokenizer.cls_id is None or tokenizer.sep_id is None:
         raise DataError("token classification needs a tokenizer with classification and separator tokens "
                         "([CLS]/[SEP] or XLNet's <cls>/<sep>)")
@@ -103,6 +112,11 @@ def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: in
         return n, built.ids, built.types, layout.spread(first)
     for n, (enc, st) in enumerate(zip(encs, starts)):
         word_of = [bisect.bisect_right(st, a) - 1 for a, _ in enc.offsets]
+        if context > 0 and docs is not None and docs[n] is not None and len(enc.ids) < room:
+            left, right = _neighbours(encs, docs, n, context, room - len(enc.ids))
+            firsts = [w if i == 0 or w != word_of[i - 1] else None for i, w in enumerate(word_of)]
+            out.append(window(n, left + enc.ids + right, [None] * len(left) + firsts + [None] * len(right)))
+            continue
         ids, first = [], []
         prev = -1
         for tid, w in zip(enc.ids, word_of):
@@ -119,6 +133,33 @@ def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: in
     return out
 
 
+def _neighbours(encs: Sequence[Any], docs: Sequence[int | None], n: int, k: int, room: int
+                ) -> tuple[list[int], list[int]]:
+    """The last <= k sub-token ids of the sentences before sentence n and the first <= k after it, from
+    the sentences next to it in the list that share its document; together at most `room` (split evenly
+    when both sides are long)."""
+    left: list[int] = []
+    m = n - 1
+    while len(left) < k and m >= 0 and docs[m] == docs[n]:
+        left[:0] = encs[m].ids
+        m -= 1
+    right: list[int] = []
+    m = n + 1
+    while len(right) < k and m < len(encs) and docs[m] == docs[n]:
+        right += encs[m].ids
+        m += 1
+    nl, nr = min(k, len(left)), min(k, len(right))
+    if nl + nr > room:
+        half = room // 2  # a short side keeps all it has, the other takes the rest
+        if nl <= half:
+            nr = room - nl
+        elif nr <= room - half:
+            nl = room - nr
+        else:
+            nl, nr = half, room - half
+    return left[len(left) - nl:], right[:nr]
+
+
 def _word_len(word_of: list[int], w: int) -> int:
     """Sub-tokens of word w (word_of is sorted, so a bisect finds its run)."""
     return bisect.bisect_right(word_of, w) - bisect.bisect_left(word_of, w)
@@ -127,18 +168,19 @@ def _word_len(word_of: list[int], w: int) -> int:
 def encode_train(sents: Sequence[TaggedSentence], tokenizer: Any, cfg: Any, names: Sequence[str]
                  ) -> list[dict[str, Any]]:
     """Training features (`encode`), warning about words that end up without a labelled sub-token."""
-    feats = encode(sents, tokenizer, cfg.max_seq_len, names)
+    feats = encode(sents, tokenizer, cfg.max_seq_len, names, context=cfg.context)
     warn_dropped(sents, feats)
     return feats
 
 
 def encode(sents: Sequence[TaggedSentence], tokenizer: Any, max_seq_len: int,
-           names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+           names: Sequence[str] | None = None, context: int = 0) -> list[dict[str, Any]]:
     """Features: input_ids, token_type_ids, labels (first sub-tokens only, else -100), and the (sentence,
-    word) map."""
+    word) map; `context` sub-tokens of document neighbours on each side (module docstring)."""
     index = {n: i for i, n in enumerate(names or [])}
     feats = []
-    for n, ids, types, first in _windows(tokenizer, [s.tokens for s in sents], max_seq_len):
+    for n, ids, types, first in _windows(tokenizer, [s.tokens for s in sents], max_seq_len,
+                                         [s.doc for s in sents], context):
         f: dict[str, Any] = {"input_ids": ids, "token_type_ids": types, "sentence": n, "word_index": first}
         if names is not None:
             tags = sents[n].tags
@@ -148,14 +190,17 @@ def encode(sents: Sequence[TaggedSentence], tokenizer: Any, max_seq_len: int,
 
 
 def tag_sentences(model: torch.nn.Module, tokenizer: Any, words: Sequence[Sequence[str]], max_seq_len: int,
-                  batch_size: int = 64, gold: Sequence[Sequence[str]] | None = None
+                  batch_size: int = 64, gold: Sequence[Sequence[str]] | None = None,
+                  docs: Sequence[int | None] | None = None, context: int = 0
                   ) -> tuple[list[list[str]], list[list[float]], float | None]:
     """Predicted tags and their probabilities per word; words with no sub-token (dropped by the
-    tokenizer's normaliser) get "O". With `gold` the mean loss is returned too."""
+    tokenizer's normaliser) get "O". With `gold` the mean loss is returned too; with `docs` (each
+    sentence's document) and `context`, sentences are read with their document neighbours."""
     names = model.config.label_names or [str(i) for i in range(model.config.num_labels)]
-    sents = [TaggedSentence(list(w), list(g) if gold is not None else ["O"] * len(w))
-             for w, g in zip(words, gold if gold is not None else words)]
-    feats = encode(sents, tokenizer, max_seq_len, names if gold is not None else None)
+    sents = [TaggedSentence(list(w), list(g) if gold is not None else ["O"] * len(w),
+                            doc=docs[i] if docs is not None else None)
+             for i, (w, g) in enumerate(zip(words, gold if gold is not None else words))]
+    feats = encode(sents, tokenizer, max_seq_len, names if gold is not None else None, context)
     tags = [["O"] * len(w) for w in words]
     probs = [[1.0] * len(w) for w in words]
     loss_sum, n_tok = 0.0, 0
@@ -179,7 +224,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sents: Sequence[TaggedSente
              ) -> dict[str, float]:
     """Entity precision / recall / F1 (micro, seqeval's way), per-type F1 and val_loss."""
     pred, _, loss = tag_sentences(model, tokenizer, [s.tokens for s in sents], cfg.max_seq_len,
-                                  cfg.eval_batch_size, gold=[s.tags for s in sents])
+                                  cfg.eval_batch_size, gold=[s.tags for s in sents],
+                                  docs=[s.doc for s in sents], context=cfg.context)
     return {**entity_scores([s.tags for s in sents], pred), "val_loss": loss}
 
 
@@ -195,7 +241,7 @@ def entities(words: Sequence[str], spans: Sequence[tuple[int, int]], tags: Seque
 
 
 def predict(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], cfg: Any) -> list[list[dict]]:
-    """Entities of raw strings, with character spans."""
+    """Entities of raw strings, with character spans (each string read alone: no document context)."""
     split = [words_of(t) for t in texts]
     tags, probs, _ = tag_sentences(model, tokenizer, [w for w, _ in split], cfg.max_seq_len,
                                    cfg.eval_batch_size)
