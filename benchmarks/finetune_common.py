@@ -37,8 +37,10 @@ def environment(threads: int) -> dict:
             "date": time.strftime("%Y-%m-%d")}
 
 
-def hf_args(out: str, epochs: float, lr: float, batch: int, seed: int, warmup_steps: int):
-    """transformers TrainingArguments matching zhixing's fine-tuning defaults."""
+def hf_args(out: str, epochs: float, lr: float, batch: int, seed: int, warmup_steps: int,
+            dtype: str = "float32"):
+    """transformers TrainingArguments matching zhixing's fine-tuning defaults; `dtype` is zhixing's
+    train.dtype (auto / float32 / bfloat16), resolved the same way: both sides autocast to bf16 or neither."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -46,7 +48,14 @@ def hf_args(out: str, epochs: float, lr: float, batch: int, seed: int, warmup_st
         per_device_eval_batch_size=64, weight_decay=0.01, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         max_grad_norm=1.0, lr_scheduler_type="linear", warmup_steps=warmup_steps, seed=seed,
         eval_strategy="no", save_strategy="no", report_to="none", logging_steps=50, use_cpu=True,
-        dataloader_num_workers=0, disable_tqdm=True)
+        dataloader_num_workers=0, disable_tqdm=True, bf16=resolve_bf16(dtype))
+
+
+def resolve_bf16(dtype: str) -> bool:
+    """zhixing's train.dtype on the CPU: auto = bf16 autocast where the CPU computes bf16 natively."""
+    from zhixing.device import cpu_computes_bf16
+
+    return dtype == "bfloat16" or (dtype == "auto" and cpu_computes_bf16())
 
 
 def emit(record: dict) -> None:

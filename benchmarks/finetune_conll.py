@@ -63,7 +63,7 @@ def run_zhixing(train, test, args, model: str | None = None) -> dict:
     out = tempfile.mkdtemp(prefix="zx-conll-")
     s = finetune(cfg, name="conll", train_examples=train, dev_examples=test, train_overrides=[
         f"out_dir={out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",
-        f"num_threads={args.threads}", "progress=false", "plots=false", "device=cpu"])
+        f"num_threads={args.threads}", "progress=false", "plots=false", "device=cpu", f"dtype={args.dtype}"])
     return {"impl": "zhixing", "f1": s["dev"]["f1"], "precision": s["dev"]["precision"],
             "recall": s["dev"]["recall"], "steps": s["step"], "wall_s": time.perf_counter() - t}
 
@@ -102,7 +102,7 @@ def run_hf(train, test, args) -> dict:
     test_ds, test_words = encode(test)
     steps = -(-len(train_ds) // args.batch_size) * args.epochs
     trainer = Trainer(model=model, args=hf_args(tempfile.mkdtemp(prefix="hf-conll-"), args.epochs, args.lr,
-                                                args.batch_size, args.seed, int(0.1 * steps)),
+                                                args.batch_size, args.seed, int(0.1 * steps), args.dtype),
                       train_dataset=train_ds, data_collator=DataCollatorForTokenClassification(tok))
     trainer.train()
     pred = trainer.predict(test_ds).predictions.argmax(-1)
@@ -130,6 +130,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--order", default="zhixing,hf")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="train.dtype of both sides (auto: bf16 autocast where the CPU computes bf16)")
     p.add_argument("--random", default="", help="comma-separated families (xlnet, bert): random-init tiny "
                    "models with MiniLM's tokenizer instead of MiniLM (zhixing only)")
     args = p.parse_args()

@@ -68,7 +68,7 @@ def run_hf(rows, args) -> dict:
     train_ds, dev_ds = encode(rows), encode(dev_rows)
     steps = -(-len(train_ds) // args.batch_size) * args.epochs
     trainer = Trainer(model=model, args=hf_args(tempfile.mkdtemp(prefix="hf-sst2-"), args.epochs, args.lr,
-                                                args.batch_size, args.seed, int(0.1 * steps)),
+                                                args.batch_size, args.seed, int(0.1 * steps), args.dtype),
                       train_dataset=train_ds, data_collator=DataCollatorWithPadding(tok))
     trainer.train()
     pred = trainer.predict(dev_ds)
@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--order", default="zhixing,hf")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="zhixing's train.dtype (auto: bf16 autocast on a CPU that computes bf16 natively)")
+                   help="train.dtype of both sides (auto: bf16 autocast where the CPU computes bf16)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = subset(args.train_examples, args.seed)
