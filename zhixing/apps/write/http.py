@@ -168,8 +168,10 @@ def mount(app: Any, path: str | os.PathLike, service: WriteService | None = None
             raise ConfigError("acrostic needs a form (e.g. 五言绝句)")
         return out
 
-    def pick(req: Decode) -> Any:
-        return service.writer(req.model or next(iter(service.writers)))
+    def prepare(req: Decode) -> tuple[Any, Any, dict[str, Any]]:
+        """The writer the request names (or the first), its style guide and its decoding settings."""
+        writer = service.writer(req.model or next(iter(service.writers)))
+        return writer, service.styled(req.target, req.strength, req.top_k), settings_of(req)
 
     def bad(e: Exception) -> JSONResponse:
         return JSONResponse({"error": {"message": str(e), "type": "invalid_request_error"}}, status_code=400)
@@ -196,11 +198,7 @@ def mount(app: Any, path: str | os.PathLike, service: WriteService | None = None
     def continue_(req: Decode, request: Request) -> Any:
         authorize(request)
         try:
-            writer, guide, settings = (
-                pick(req),
-                service.styled(req.target, req.strength, req.top_k),
-                settings_of(req),
-            )
+            writer, guide, settings = prepare(req)
             if not req.stream:
                 with service.lock:
                     return {"text": writer.continue_text(req.text, guide, **settings)}
@@ -229,11 +227,7 @@ def mount(app: Any, path: str | os.PathLike, service: WriteService | None = None
     def rewrite(req: Rewrite, request: Request) -> Any:
         authorize(request)
         try:
-            writer, guide, settings = (
-                pick(req),
-                service.styled(req.target, req.strength, req.top_k),
-                settings_of(req),
-            )
+            writer, guide, settings = prepare(req)
             with service.lock:
                 out = writer.rewrite(req.text, guide, req.keep, **settings)
                 before, after = guide.target_probability([req.text.strip(), out["text"]]).tolist()
