@@ -48,14 +48,16 @@ def hf_args(out: str, epochs: float, lr: float, batch: int, seed: int, warmup_st
         per_device_eval_batch_size=64, weight_decay=0.01, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         max_grad_norm=1.0, lr_scheduler_type="linear", warmup_steps=warmup_steps, seed=seed,
         eval_strategy="no", save_strategy="no", report_to="none", logging_steps=50, use_cpu=True,
-        dataloader_num_workers=0, disable_tqdm=True, bf16=resolve_bf16(dtype))
+        dataloader_num_workers=0, disable_tqdm=True, bf16=bf16_on_cpu(dtype))
 
 
-def resolve_bf16(dtype: str) -> bool:
-    """zhixing's train.dtype on the CPU: auto = bf16 autocast where the CPU computes bf16 natively."""
-    from zhixing.device import cpu_computes_bf16
+def bf16_on_cpu(dtype: str) -> bool:
+    """Whether zhixing's train.dtype `dtype` autocasts to bf16 on this CPU (the loop's own resolve_dtype)."""
+    import torch
 
-    return dtype == "bfloat16" or (dtype == "auto" and cpu_computes_bf16())
+    from zhixing.train.loop import resolve_dtype
+
+    return resolve_dtype(dtype, torch.device("cpu")) == torch.bfloat16
 
 
 def emit(record: dict) -> None:
