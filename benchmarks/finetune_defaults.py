@@ -74,6 +74,9 @@ def main() -> None:
     p.add_argument("--max-seq-len", type=int, default=0, help="default: 64; CoNLL 128")
     p.add_argument("--context", type=int, default=0,
                    help="CoNLL: sub-tokens of document context on each side (ner's context setting)")
+    p.add_argument("--casing", choices=("auto", "on", "off"), default="auto",
+                   help="CoNLL: each sub-token's casing as its token type (ner's casing setting; auto = the "
+                        "default: on for an uncased tokenizer)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()
@@ -87,8 +90,10 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         for lr in args.lrs.split(","):
             t = time.perf_counter()
+            casing = {"auto": None, "on": True, "off": False}[args.casing]
+            ner = {"scheme": "iob2", "context": args.context, "casing": casing}
             cfg = finetune_config(task, model=minilm_dir(), max_seq_len=args.max_seq_len,
-                                  **({"scheme": "iob2", "context": args.context} if task == "ner" else {}),
+                                  **(ner if task == "ner" else {}),
                                   **({"epochs": args.epochs} if args.epochs else {}))
             overrides = [f"out_dir={out}", f"seed={seed}", f"num_threads={args.threads}", "progress=false",
                          "plots=false", "device=cpu", "overwrite=true"]

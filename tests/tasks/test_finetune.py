@@ -109,6 +109,92 @@ def test_ner_document_context_surrounds_a_sentence_with_unlabelled_neighbours(ti
         [f["input_ids"] for f in plain]
 
 
+def test_ner_casing_types_follow_each_sub_token_s_characters(tiny_bert):
+    """casing=true: lower / Title / UPPER / mIxed as token types 2-5 from the original characters (the
+    uncased tokenizer's ids are the same either way); specials and caseless pieces keep type 0; the
+    document neighbours carry their own casing."""
+    from zhixing.tasks import ner
+
+    pieces = ("paris", "Paris", "A", "EU", "McDonald", "iPhone", "1996", ".", "北京")
+    assert [ner.case_type(w) for w in pieces] == [2, 3, 3, 4, 5, 5, 0, 0, 0]
+    tok = zhixing.load_tokenizer(tiny_bert)
+    names = ["O", "B-LOC", "B-PER"]
+    sents = [TaggedSentence(["John", "visited", "PARIS", "."], ["B-PER", "O", "B-LOC", "O"], doc=0),
+             TaggedSentence(["the", "film"], ["O", "O"], doc=0)]
+    plain = ner.encode(sents, tok, 32, names)
+    cased = ner.encode(sents, tok, 32, names, casing=True)
+    assert [f["input_ids"] for f in cased] == [f["input_ids"] for f in plain]  # ids: lowercased as before
+    assert all(set(f["token_type_ids"]) == {0} for f in plain)
+    assert cased[0]["token_type_ids"] == [0, 3, 2, 4, 0, 0]  # [CLS] John visited PARIS . [SEP]
+    with_context = ner.encode(sents, tok, 32, names, context=4, casing=True)[1]
+    assert with_context["token_type_ids"] == [0, 3, 2, 4, 0, 2, 2, 0]  # the neighbours' casing too
+
+
+def test_ner_casing_learns_what_an_uncased_tokenizer_cannot_see(tiny_bert, tmp_path):
+    """A name is a name only when capitalised ("Paris" B-LOC, "paris" O): through the lowercasing
+    tokenizer the two are the same ids, so only casing=true can learn it. The grown type table starts
+    as the checkpoint (new rows = row 0) and the run keeps it (type_vocab_size 6)."""
+    from zhixing.tasks.finetune import grow_type_table
+
+    def sents(n, seed):
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            words, tags = ["the", "film"], ["O", "O"]
+            for _ in range(3):
+                w = rng.choice(["paris", "london", "john"])
+                big = rng.random() < 0.5
+                words += ["in", w.capitalize() if big else w]
+                tags += ["O", ("B-PER" if w == "john" else "B-LOC") if big else "O"]
+            out.append(TaggedSentence(words, tags, f"synthetic:{i}"))
+        return out
+
+    base = zhixing.load(tiny_bert)
+    grown = grow_type_table(zhixing.load(tiny_bert), 6)
+    assert grown.config.type_vocab_size == 6
+    torch.testing.assert_close(grown.type_embed.weight[2:], base.type_embed.weight[0].expand(4, -1))
+    ids = torch.tensor([[1, 5, 6, 7]])
+    torch.testing.assert_close(grown(ids).last_hidden_state, base(ids).last_hidden_state)
+    f1 = {}
+    for casing in (False, True):
+        cfg = finetune_config("ner", model=str(tiny_bert), epochs=6, max_seq_len=32, casing=casing)
+        with pytest.warns(UserWarning, match="freshly initialised"):
+            summary = finetune(cfg, name=f"case-{casing}", train_examples=sents(200, 0),
+                               dev_examples=sents(40, 1), train_overrides=[f"out_dir={tmp_path}", *FAST])
+        f1[casing] = summary["dev"]["f1"]
+    assert f1[True] >= 0.95 and f1[False] <= 0.8, f1
+    assert zhixing.load(tmp_path / "case-True").config.type_vocab_size == 6
+    ents = zhixing.pipeline("ner", tmp_path / "case-True")("the film in John in paris in London")
+    assert [(e["type"], e["text"]) for e in ents] == [("PER", "John"), ("LOC", "London")]
+
+
+def test_ner_casing_auto_is_on_for_an_uncased_tokenizer_only(tiny_bert):
+    """casing=none settles by the loaded model: on (and the type table grown) when its tokenizer lowercases
+    and it has a token-type table, off for a cased tokenizer; the settled value is what a run records."""
+    import types
+
+    from zhixing.tasks import ner
+
+    cfg = finetune_config("ner", model=str(tiny_bert), casing="none")
+    assert cfg.casing is None
+    model = zhixing.load(tiny_bert)
+    assert model.tokenizer.lowercase
+    assert ner.adapt(cfg, model).casing is True and model.config.type_vocab_size == 6
+    cased = zhixing.load(tiny_bert)
+    cased.tokenizer = types.SimpleNamespace(lowercase=False)
+    assert ner.adapt(cfg, cased).casing is False and cased.config.type_vocab_size == 2
+
+
+def test_casing_needs_a_token_type_table():
+    from zhixing.config import ConfigError
+    from zhixing.models import build_model
+    from zhixing.tasks.finetune import grow_type_table
+
+    gpt = build_model("gpt-tiny", vocab_size=50, dim=16, num_heads=2, num_layers=1, max_seq_len=16)
+    with pytest.raises(ConfigError, match="no token-type embeddings.*casing=true needs a BERT"):
+        grow_type_table(gpt, 6, "tiny-gpt")
+
+
 def qa_examples(n, seed):
     out = []
     for i in range(n):

@@ -114,6 +114,8 @@ class Task:
     inputs(items) -> inputs                               user inputs (strings, pairs, dicts) -> predict's
     class_weights(examples, names) -> weights | None     "balanced" weights (tasks with WeightedConfig)
     model_settings(cfg) -> ModelConfig fields             what the head needs beyond labels (or None)
+    adapt(cfg, model) -> cfg                              settings that depend on the loaded model, settled
+                                                          (the model made ready for them), or None
     """
 
     name: str
@@ -131,6 +133,9 @@ class Task:
     class_weights: Callable[[Sequence[Any], Sequence[str]], list[float]] | None = None
     # ModelConfig fields the task's head needs, from its settings (relation: the entity-marker ids)
     model_settings: Callable[[Any], dict[str, Any]] | None = None
+    # settings that depend on the loaded model (NER: casing on for an uncased tokenizer), and the model
+    # prepared for them (NER: its token-type table grown); the settled cfg is what the run records
+    adapt: Callable[[Any, Any], Any] | None = None
     objective: str = "classification"  # the loss: "classification" (classes, -100 ignored) or "span"
 
     def settings(self, data: dict[str, Any], source: str = "task settings",

@@ -118,6 +118,30 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     return model.eval()
 
 
+def grow_type_table(model: Any, rows: int, source: str = "the model") -> Any:
+    """`model` with its segment-type table grown to `rows` rows, each new row a copy of row 0 (so inputs
+    of type 0 read exactly as before; NER's casing types start from there). A table that already has
+    `rows` rows is kept; a model without one is an error."""
+    import torch
+
+    table = getattr(model, "type_embed", None)
+    if table is None:
+        raise ConfigError(f"{source}: a {model.config.arch} has no token-type embeddings to hold casing "
+                          "types (casing=true needs a BERT / RoBERTa / ELECTRA encoder)")
+    have = table.num_embeddings
+    if have == rows:
+        return model
+    if have > rows:
+        raise ConfigError(f"{source}: its token-type table has {have} rows, more than the {rows} asked for")
+    grown = torch.nn.Embedding(rows, table.embedding_dim).to(table.weight.device, table.weight.dtype)
+    with torch.no_grad():
+        grown.weight[:have] = table.weight
+        grown.weight[have:] = table.weight[0]
+    model.type_embed = grown
+    model.config = model.config.replace(type_vocab_size=rows)
+    return model
+
+
 def layer_scale(num_layers: int, decay: float):
     """lr_scale(name) for layer-wise LR decay (Clark et al. 2020): head 1, layer l decay^(L-l),
     embeddings decay^(L+1)."""
@@ -221,6 +245,8 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     elif labels is not None and model.config.label_names and list(model.config.label_names) != labels:
         raise ConfigError(f"the model's labels {model.config.label_names} differ from the training data's "
                           f"{labels}")
+    if task.adapt is not None:
+        cfg = task.adapt(cfg, model)
     more_records: dict[str, Any] = dict(records or {})
     if cfg.method != "full":  # a parameter-efficient method: frozen model + adapters, the head trained
         from zhixing.peft.runs import ADAPTER_RECORD, apply_method, record
@@ -280,7 +306,7 @@ def finetune(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: ty
                               **extra)
     job = build_job(cfg, name=name, train_overrides=train_overrides, train_examples=train_examples,
                     dev_examples=dev_examples, callbacks=callbacks, **extra)
-    task, run, trainer, tokenizer = job.task, job.run, job.trainer, job.tokenizer
+    task, run, trainer, tokenizer, cfg = job.task, job.run, job.trainer, job.tokenizer, job.cfg
     summary = trainer.fit()
     if summary.get("status") == "interrupted":  # Ctrl-C / SIGTERM: the step is saved; no test, no next seed
         summary.update(task=cfg.task, run_dir=str(run.path))

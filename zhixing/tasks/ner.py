@@ -11,6 +11,15 @@ Document context (`context=k`, FLERT: Schweter & Akbik 2020): a sentence that fi
 together with up to k sub-tokens of the sentences before it and k after it in the same document (CoNLL's
 `-DOCSTART-` lines), which carry no labels — the model sees "Germany" named in the previous sentence
 when it tags "Klinsmann". Sentences with no known document (Parquet rows, raw text) get no context.
+
+Casing (`casing=true`): an uncased tokenizer lowercases "Germany" to "germany" before the model sees it,
+and capitalisation is CoNLL's strongest single cue. Each sub-token's own characters (the tokenizer's
+offsets into the original text) give it a casing class — lower, Title, UPPER, mIxed — read as a token
+type: ids 2–5 of a segment-type table grown from the checkpoint's rows, every new row a copy of row 0, so
+the model starts out exactly as pretrained (the casing embeddings of Reimers & Gurevych 2017, added at the
+input so that every layer can use them). Pieces without cased letters (digits, punctuation, CJK) and the
+special tokens keep type 0. The grown model is still a plain BERT (`type_vocab_size` 6; it exports to
+transformers as such).
 """
 
 from __future__ import annotations
@@ -38,10 +47,44 @@ class NerConfig(WeightedConfig):
     token_column: int = 0  # column of the token in CoNLL files
     tag_column: int = -1  # column of the tag (last by default)
     context: int = 0  # sub-tokens of the same document's neighbouring sentences on each side (0 = none)
+    # each sub-token's casing (lower / Title / UPPER / mIxed) as its token type; none (the default) = on
+    # when the tokenizer lowercases and the model has a token-type table (BERT, RoBERTa, ELECTRA)
+    casing: bool | None = None
 
 
 # Words of raw text for prediction: a CJK character each, runs of letters/digits, single other symbols.
 _WORDS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+|\S", re.UNICODE)
+
+# Token types of the casing classes (module docstring); 0 and 1 stay the checkpoint's segment types.
+CASE_TYPES = {"lower": 2, "title": 3, "upper": 4, "mixed": 5}
+CASE_TYPE_VOCAB = 6  # the segment-type table's rows with casing
+
+
+def case_type(piece: str) -> int:
+    """The casing class of a piece of original text as its token type (CASE_TYPES), 0 without cased
+    letters: "germany" lower, "Germany" / "A" title, "EU" upper, "McDonald" / "iPhone" mixed."""
+    cased = [c for c in piece if c.lower() != c.upper()]
+    if not cased:
+        return 0
+    if all(c.islower() for c in cased):
+        return CASE_TYPES["lower"]
+    if cased[0].isupper() and all(c.islower() for c in cased[1:]):
+        return CASE_TYPES["title"]
+    return CASE_TYPES["upper"] if all(c.isupper() for c in cased) else CASE_TYPES["mixed"]
+
+
+def adapt(cfg: Any, model: Any) -> Any:
+    """cfg with casing settled for `model` (auto: on for a lowercasing tokenizer and a model with a
+    token-type table); with casing the model's table grows to CASE_TYPE_VOCAB rows."""
+    from zhixing.tasks.finetune import grow_type_table
+
+    casing = cfg.casing
+    if casing is None:
+        uncased = bool(getattr(model.tokenizer, "lowercase", False))
+        casing = uncased and getattr(model, "type_embed", None) is not None
+    if casing:
+        grow_type_table(model, CASE_TYPE_VOCAB, cfg.model or "the model")
+    return cfg.replace(casing=casing)
 
 
 def read(path: str, cfg: Any, labeled: bool = True) -> list[TaggedSentence]:
@@ -79,7 +122,7 @@ def words_of(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 
 def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: int,
-             docs: Sequence[int | None] | None = None, context: int = 0
+             docs: Sequence[int | None] | None = None, context: int = 0, casing: bool = False
              ) -> list[tuple[int, list[int], list[int], list[int | None]]]:
     """(sentence index, input ids, token types, word index of each token where it is a word's first
     sub-token).
@@ -90,7 +133,8 @@ def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: in
     tokens and break between words; the special tokens go where the tokenizer's layout puts them
     (BERT: [CLS] words [SEP]; XLNet: words <sep> <cls>). With `context` and `docs` (each sentence's
     document), a sentence that fits one window gets its document neighbours' sub-tokens around it
-    (`_neighbours`), unlabelled."""
+    (`_neighbours`), unlabelled. With `casing`, each sub-token's type is its casing class (`case_type` of
+    its characters; 0 keeps the layout's type)."""
     if tokenizer.cls_id is None or tokenizer.sep_id is None:
         raise DataError("token classification needs a tokenizer with classification and separator tokens "
                         "([CLS]/[SEP] or XLNet's <cls>/<sep>)")
@@ -104,49 +148,57 @@ def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: in
         texts.append(" ".join(words))
         starts.append(st)
     encs = tokenizer.encode_batch(texts, add_special_tokens=False)
+    token_ids = [list(enc.ids) for enc in encs]
+    cases = [[case_type(text[a:b]) for a, b in enc.offsets] for text, enc in zip(texts, encs)] \
+        if casing else [[0] * len(ids) for ids in token_ids]
     out = []
     room = max_seq_len - layout.single_extra
 
-    def window(n: int, ids: list[int], first: list[int | None]) -> tuple[int, list[int], list[int], list]:
+    def window(n: int, ids: list[int], first: list[int | None], case: list[int]
+               ) -> tuple[int, list[int], list[int], list]:
         built = layout.build(ids)
-        return n, built.ids, built.types, layout.spread(first)
+        types = [c or t for t, c in zip(built.types, layout.spread(case, fill=0))]
+        return n, built.ids, types, layout.spread(first)
     for n, (enc, st) in enumerate(zip(encs, starts)):
         word_of = [bisect.bisect_right(st, a) - 1 for a, _ in enc.offsets]
         if context > 0 and docs is not None and docs[n] is not None and len(enc.ids) < room:
-            left, right = _neighbours(encs, docs, n, context, room - len(enc.ids))
+            left, right = _neighbours(token_ids, docs, n, context, room - len(enc.ids))
+            cl, cr = _neighbours(cases, docs, n, context, room - len(enc.ids))
             firsts = [w if i == 0 or w != word_of[i - 1] else None for i, w in enumerate(word_of)]
-            out.append(window(n, left + enc.ids + right, [None] * len(left) + firsts + [None] * len(right)))
+            labelled = [None] * len(left) + firsts + [None] * len(right)
+            out.append(window(n, left + token_ids[n] + right, labelled, cl + cases[n] + cr))
             continue
-        ids, first = [], []
+        ids, first, case = [], [], []
         prev = -1
-        for tid, w in zip(enc.ids, word_of):
+        for tid, w, c in zip(token_ids[n], word_of, cases[n]):
             is_first = w != prev
             prev = w
             # a new window when this word's sub-tokens would not fit (a word longer than a window is cut)
             if is_first and ids and len(ids) + _word_len(word_of, w) > room:
-                out.append(window(n, ids, first))
-                ids, first = [], []
+                out.append(window(n, ids, first, case))
+                ids, first, case = [], [], []
             if len(ids) < room:
                 ids.append(tid)
                 first.append(w if is_first else None)
-        out.append(window(n, ids, first))
+                case.append(c)
+        out.append(window(n, ids, first, case))
     return out
 
 
-def _neighbours(encs: Sequence[Any], docs: Sequence[int | None], n: int, k: int, room: int
+def _neighbours(seqs: Sequence[Sequence[int]], docs: Sequence[int | None], n: int, k: int, room: int
                 ) -> tuple[list[int], list[int]]:
-    """The last <= k sub-token ids of the sentences before sentence n and the first <= k after it, from
-    the sentences next to it in the list that share its document; together at most `room` (split evenly
-    when both sides are long)."""
+    """The last <= k per-sub-token values (ids, casing types) of the sentences before sentence n and the
+    first <= k after it, from the sentences next to it in the list that share its document; together at
+    most `room` (split evenly when both sides are long)."""
     left: list[int] = []
     m = n - 1
     while len(left) < k and m >= 0 and docs[m] == docs[n]:
-        left[:0] = encs[m].ids
+        left[:0] = seqs[m]
         m -= 1
     right: list[int] = []
     m = n + 1
-    while len(right) < k and m < len(encs) and docs[m] == docs[n]:
-        right += encs[m].ids
+    while len(right) < k and m < len(seqs) and docs[m] == docs[n]:
+        right += seqs[m]
         m += 1
     nl, nr = min(k, len(left)), min(k, len(right))
     if nl + nr > room:
@@ -168,19 +220,21 @@ def _word_len(word_of: list[int], w: int) -> int:
 def encode_train(sents: Sequence[TaggedSentence], tokenizer: Any, cfg: Any, names: Sequence[str]
                  ) -> list[dict[str, Any]]:
     """Training features (`encode`), warning about words that end up without a labelled sub-token."""
-    feats = encode(sents, tokenizer, cfg.max_seq_len, names, context=cfg.context)
+    feats = encode(sents, tokenizer, cfg.max_seq_len, names, context=cfg.context, casing=cfg.casing)
     warn_dropped(sents, feats)
     return feats
 
 
 def encode(sents: Sequence[TaggedSentence], tokenizer: Any, max_seq_len: int,
-           names: Sequence[str] | None = None, context: int = 0) -> list[dict[str, Any]]:
+           names: Sequence[str] | None = None, context: int = 0, casing: bool = False
+           ) -> list[dict[str, Any]]:
     """Features: input_ids, token_type_ids, labels (first sub-tokens only, else -100), and the (sentence,
-    word) map; `context` sub-tokens of document neighbours on each side (module docstring)."""
+    word) map; `context` sub-tokens of document neighbours on each side, `casing` types (module
+    docstring)."""
     index = {n: i for i, n in enumerate(names or [])}
     feats = []
     for n, ids, types, first in _windows(tokenizer, [s.tokens for s in sents], max_seq_len,
-                                         [s.doc for s in sents], context):
+                                         [s.doc for s in sents], context, casing):
         f: dict[str, Any] = {"input_ids": ids, "token_type_ids": types, "sentence": n, "word_index": first}
         if names is not None:
             tags = sents[n].tags
@@ -191,16 +245,17 @@ def encode(sents: Sequence[TaggedSentence], tokenizer: Any, max_seq_len: int,
 
 def tag_sentences(model: torch.nn.Module, tokenizer: Any, words: Sequence[Sequence[str]], max_seq_len: int,
                   batch_size: int = 64, gold: Sequence[Sequence[str]] | None = None,
-                  docs: Sequence[int | None] | None = None, context: int = 0
+                  docs: Sequence[int | None] | None = None, context: int = 0, casing: bool = False
                   ) -> tuple[list[list[str]], list[list[float]], float | None]:
     """Predicted tags and their probabilities per word; words with no sub-token (dropped by the
     tokenizer's normaliser) get "O". With `gold` the mean loss is returned too; with `docs` (each
-    sentence's document) and `context`, sentences are read with their document neighbours."""
+    sentence's document) and `context`, sentences are read with their document neighbours; `casing`: as
+    the model was trained (its task settings)."""
     names = model.config.label_names or [str(i) for i in range(model.config.num_labels)]
     sents = [TaggedSentence(list(w), list(g) if gold is not None else ["O"] * len(w),
                             doc=docs[i] if docs is not None else None)
              for i, (w, g) in enumerate(zip(words, gold if gold is not None else words))]
-    feats = encode(sents, tokenizer, max_seq_len, names if gold is not None else None, context)
+    feats = encode(sents, tokenizer, max_seq_len, names if gold is not None else None, context, casing)
     tags = [["O"] * len(w) for w in words]
     probs = [[1.0] * len(w) for w in words]
     loss_sum, n_tok = 0.0, 0
@@ -225,7 +280,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sents: Sequence[TaggedSente
     """Entity precision / recall / F1 (micro, seqeval's way), per-type F1 and val_loss."""
     pred, _, loss = tag_sentences(model, tokenizer, [s.tokens for s in sents], cfg.max_seq_len,
                                   cfg.eval_batch_size, gold=[s.tags for s in sents],
-                                  docs=[s.doc for s in sents], context=cfg.context)
+                                  docs=[s.doc for s in sents], context=cfg.context, casing=cfg.casing)
     return {**entity_scores([s.tags for s in sents], pred), "val_loss": loss}
 
 
@@ -244,7 +299,7 @@ def predict(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], cfg: A
     """Entities of raw strings, with character spans (each string read alone: no document context)."""
     split = [words_of(t) for t in texts]
     tags, probs, _ = tag_sentences(model, tokenizer, [w for w, _ in split], cfg.max_seq_len,
-                                   cfg.eval_batch_size)
+                                   cfg.eval_batch_size, casing=cfg.casing)
     return [entities(w, sp, tg, pr, t) for (w, sp), tg, pr, t in zip(split, tags, probs, texts)]
 
 
@@ -273,4 +328,5 @@ def inputs(items: Sequence[Any]) -> list[str]:
 
 TASK = Task(name="ner", head="token_cls", metric="f1", config=NerConfig, read=read, prepare=prepare,
             encode_train=encode_train, evaluate=evaluate, predict=predict, inputs=inputs,
-            label_names=label_names, check_labels=check_labels, class_weights=class_weights)
+            label_names=label_names, check_labels=check_labels, class_weights=class_weights,
+            adapt=adapt)
