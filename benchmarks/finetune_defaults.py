@@ -77,6 +77,9 @@ def main() -> None:
     p.add_argument("--casing", choices=("auto", "on", "off"), default="auto",
                    help="CoNLL: each sub-token's casing as its token type (ner's casing setting; auto = the "
                         "default: on for an uncased tokenizer)")
+    p.add_argument("--pooling", default="", choices=("", "mean"),
+                   help="SST-2 / HWU64: classify the mean of the token states instead of the pooled [CLS] "
+                        "(classify's pooling setting; '' = the model's own)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()
@@ -92,8 +95,9 @@ def main() -> None:
             t = time.perf_counter()
             casing = {"auto": None, "on": True, "off": False}[args.casing]
             ner = {"scheme": "iob2", "context": args.context, "casing": casing}
+            classify = {"pooling": args.pooling} if args.pooling else {}
             cfg = finetune_config(task, model=minilm_dir(), max_seq_len=args.max_seq_len,
-                                  **(ner if task == "ner" else {}),
+                                  **(ner if task == "ner" else classify),
                                   **({"epochs": args.epochs} if args.epochs else {}))
             overrides = [f"out_dir={out}", f"seed={seed}", f"num_threads={args.threads}", "progress=false",
                          "plots=false", "device=cpu", "overwrite=true"]

@@ -45,6 +45,28 @@ def test_classify_learns_and_pipeline_predicts(tiny_bert, tmp_path):
         zhixing.pipeline("ner", run)
 
 
+def test_classify_with_mean_pooling_learns_and_refuses_export(tiny_bert, tmp_path):
+    """pooling=mean on an encoder: the classifier reads the average of the real tokens' states (no
+    pooler); padding does not change a text's logits; transformers' BERT cannot hold that head."""
+    from zhixing.interop import to_hf
+
+    train = [TextExample(t, None, lab, f"train:{i}") for i, (t, lab) in enumerate(sentiment_rows(160, 0))]
+    dev = [TextExample(t, None, lab, f"dev:{i}") for i, (t, lab) in enumerate(sentiment_rows(40, 1))]
+    cfg = finetune_config("classify", model=str(tiny_bert), epochs=4, max_seq_len=32, pooling="mean")
+    with pytest.warns(UserWarning, match="freshly initialised"):
+        summary = finetune(cfg, name="mean", train_examples=train, dev_examples=dev,
+                           train_overrides=[f"out_dir={tmp_path}", *FAST])
+    assert summary["dev"]["accuracy"] >= 0.95
+    model = zhixing.load(tmp_path / "mean")
+    assert model.config.seq_pooling == "mean" and model.pooler is None
+    ids = model.tokenizer.encode("the film was very great").ids
+    padded = torch.tensor([ids + [0] * 5])
+    mask = torch.tensor([[1] * len(ids) + [0] * 5])
+    torch.testing.assert_close(model(padded, attention_mask=mask).logits, model(torch.tensor([ids])).logits)
+    with pytest.raises(zhixing.config.ConfigError, match="seq_pooling='mean'"):
+        to_hf(model, tmp_path / "hf")
+
+
 def test_unseen_dev_labels_are_listed(tiny_bert, tmp_path):
     train = [TextExample("good", None, "pos", "t:1"), TextExample("bad", None, "neg", "t:2")]
     dev = [TextExample("meh", None, "neutral", "dev.tsv:7"), TextExample("ok", None, "mixed", "dev.tsv:9")]

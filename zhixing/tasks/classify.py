@@ -23,7 +23,9 @@ class ClassifyConfig(WeightedConfig):
     text_column: str = ""  # column with the text ("" = sentence/text/review/... whichever exists)
     pair_column: str = ""  # column with the second text of a pair ("" = none / sentence2)
     label_column: str = "label"  # column with the label
-    pooling: str = ""  # decoders (GPT): "last" real token (as transformers) or "mean" of all ("" = keep)
+    # what the classifier reads: "mean" of the real tokens' states (encoders and GPT), "last" real token
+    # (GPT, as transformers); "" = the model's own (encoders: the pooled [CLS])
+    pooling: str = ""
 
 
 def read(path: str, cfg: Any, labeled: bool = True) -> list[TextExample]:
