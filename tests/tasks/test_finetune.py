@@ -156,7 +156,7 @@ def test_ner_casing_learns_what_an_uncased_tokenizer_cannot_see(tiny_bert, tmp_p
     """A name is a name only when capitalised ("Paris" B-LOC, "paris" O): through the lowercasing
     tokenizer the two are the same ids, so only casing=true can learn it. The grown type table starts
     as the checkpoint (new rows = row 0) and the run keeps it (type_vocab_size 6)."""
-    from zhixing.tasks.finetune import grow_type_table
+    from zhixing.tasks.ner import grow_type_table
 
     def sents(n, seed):
         rng = random.Random(seed)
@@ -210,7 +210,7 @@ def test_ner_casing_auto_is_on_for_an_uncased_tokenizer_only(tiny_bert):
 def test_casing_needs_a_token_type_table():
     from zhixing.config import ConfigError
     from zhixing.models import build_model
-    from zhixing.tasks.finetune import grow_type_table
+    from zhixing.tasks.ner import grow_type_table
 
     gpt = build_model("gpt-tiny", vocab_size=50, dim=16, num_heads=2, num_layers=1, max_seq_len=16)
     with pytest.raises(ConfigError, match="no token-type embeddings.*casing=true needs a BERT"):

@@ -118,30 +118,6 @@ def load_for_task(path: str, head: str, labels: list[str] | None = None, dropout
     return model.eval()
 
 
-def grow_type_table(model: Any, rows: int, source: str = "the model") -> Any:
-    """`model` with its segment-type table grown to `rows` rows, each new row a copy of row 0 (so inputs
-    of type 0 read exactly as before; NER's casing types start from there). A table that already has
-    `rows` rows is kept; a model without one is an error."""
-    import torch
-
-    table = getattr(model, "type_embed", None)
-    if table is None:
-        raise ConfigError(f"{source}: a {model.config.arch} has no token-type embeddings to hold casing "
-                          "types (casing=true needs a BERT / RoBERTa / ELECTRA encoder)")
-    have = table.num_embeddings
-    if have == rows:
-        return model
-    if have > rows:
-        raise ConfigError(f"{source}: its token-type table has {have} rows, more than the {rows} asked for")
-    grown = torch.nn.Embedding(rows, table.embedding_dim).to(table.weight.device, table.weight.dtype)
-    with torch.no_grad():
-        grown.weight[:have] = table.weight
-        grown.weight[have:] = table.weight[0]
-    model.type_embed = grown
-    model.config = model.config.replace(type_vocab_size=rows)
-    return model
-
-
 def layer_scale(num_layers: int, decay: float):
     """lr_scale(name) for layer-wise LR decay (Clark et al. 2020): head 1, layer l decay^(L-l),
     embeddings decay^(L+1)."""

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from zhixing.errors import ConfigError
 from zhixing.tasks.base import Task, WeightedConfig
 from zhixing.tasks.data import DataError, TaggedSentence, first_real, forward_all, read_tagged
 from zhixing.tasks.metrics import convert_tags, entity_scores, get_entities
@@ -76,8 +77,6 @@ def case_type(piece: str) -> int:
 def adapt(cfg: Any, model: Any) -> Any:
     """cfg with casing settled for `model` (auto: on for a lowercasing tokenizer and a model with a
     token-type table); with casing the model's table grows to CASE_TYPE_VOCAB rows."""
-    from zhixing.tasks.finetune import grow_type_table
-
     casing = cfg.casing
     if casing is None:
         uncased = bool(getattr(model.tokenizer, "lowercase", False))
@@ -119,6 +118,28 @@ def words_of(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Split raw text into words with (start, end) character spans (for prediction on plain strings)."""
     spans = [m.span() for m in _WORDS.finditer(text)]
     return [text[s:e] for s, e in spans], spans
+
+
+def grow_type_table(model: Any, rows: int, source: str = "the model") -> Any:
+    """`model` with its segment-type table grown to `rows` rows, each new row a copy of row 0 (so inputs
+    of type 0 read exactly as before; NER's casing types start from there). A table that already has
+    `rows` rows is kept; a model without one is an error."""
+    table = getattr(model, "type_embed", None)
+    if table is None:
+        raise ConfigError(f"{source}: a {model.config.arch} has no token-type embeddings to hold casing "
+                          "types (casing=true needs a BERT / RoBERTa / ELECTRA encoder)")
+    have = table.num_embeddings
+    if have == rows:
+        return model
+    if have > rows:
+        raise ConfigError(f"{source}: its token-type table has {have} rows, more than the {rows} asked for")
+    grown = torch.nn.Embedding(rows, table.embedding_dim).to(table.weight.device, table.weight.dtype)
+    with torch.no_grad():
+        grown.weight[:have] = table.weight
+        grown.weight[have:] = table.weight[0]
+    model.type_embed = grown
+    model.config = model.config.replace(type_vocab_size=rows)
+    return model
 
 
 def _windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_seq_len: int,
