@@ -19,7 +19,8 @@ type: ids 2–5 of a segment-type table grown from the checkpoint's rows, every 
 the model starts out exactly as pretrained (the casing embeddings of Reimers & Gurevych 2017, added at the
 input so that every layer can use them). Pieces without cased letters (digits, punctuation, CJK) and the
 special tokens keep type 0. The grown model is still a plain BERT (`type_vocab_size` 6; it exports to
-transformers as such).
+transformers as such). The default (`casing=none`) turns it on when the tokenizer lowercases and the model
+has a token-type table (`adapt`, when fine-tuning loads the model); the run records the settled value.
 """
 
 from __future__ import annotations
