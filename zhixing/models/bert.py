@@ -26,7 +26,15 @@ from torch import nn
 from zhixing.config import ModelConfig
 from zhixing.errors import ConfigError
 from zhixing.models.base import Model, ModelOutput, check_length
-from zhixing.models.heads import IGNORE, ClassifierHead, MLMHead, classification_loss, lm_loss, span_loss
+from zhixing.models.heads import (
+    IGNORE,
+    ClassifierHead,
+    MLMHead,
+    classification_loss,
+    lm_loss,
+    mean_pool,
+    span_loss,
+)
 from zhixing.nn.attention import build_mask
 from zhixing.nn.layers import Block, make_norm, run_encoder
 from zhixing.nn.position import RotaryEmbedding
@@ -100,9 +108,8 @@ class Bert(Model):
         if self.pooler is not None:
             out.pooled = self.pool(x)
         elif self.mean_pool:  # the real tokens' states, averaged (sentence-transformers' mean pooling)
-            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-            real = mask.to(x.dtype)[..., None]  # (batch, seq, 1)
-            out.pooled = (x * real).sum(1) / real.sum(1).clamp(min=1)
+            real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            out.pooled = mean_pool(x, real)
         head = self.config.head
         if self.mlm is not None:
             out.logits = self.mlm(x)

@@ -21,7 +21,7 @@ from torch import nn
 
 from zhixing.config import ModelConfig
 from zhixing.models.base import Model, ModelOutput, check_length
-from zhixing.models.heads import LMHead, classification_loss, lm_loss
+from zhixing.models.heads import LMHead, classification_loss, lm_loss, mean_pool
 from zhixing.nn.attention import Cache, build_mask
 from zhixing.nn.layers import Block, make_norm
 from zhixing.nn.position import RotaryEmbedding, sinusoidal_table
@@ -80,8 +80,7 @@ class GPT(Model):
         if self.score is not None:
             x = out.last_hidden_state
             if self.config.seq_pooling == "mean":  # every real token's state, averaged
-                real = self.real_tokens(input_ids, attention_mask).to(x.dtype)[..., None]  # (b, t, 1)
-                pooled = (x * real).sum(1) / real.sum(1).clamp(min=1)
+                pooled = mean_pool(x, self.real_tokens(input_ids, attention_mask))
             else:
                 last = self.last_token(input_ids, attention_mask)  # (batch,)
                 pooled = x[torch.arange(x.size(0), device=x.device), last]

@@ -143,6 +143,13 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Te
                                      max(1, chunk_elements // vocab), reduction == "mean")
 
 
+def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq, dim), (batch, seq) 0/1 -> (batch, dim): the mean of the real tokens' states
+    (sentence-transformers' mean pooling; a row without real tokens gives 0)."""
+    m = mask.to(h.dtype).unsqueeze(-1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
                         weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy for classes (optionally class-weighted: Σ w_y ℓ / Σ w_y for the mean); mean squared

@@ -27,6 +27,7 @@ from torch import nn
 
 from zhixing.errors import CheckpointError, ConfigError
 from zhixing.io import atomic_write_json, model_directory, read_json_object
+from zhixing.models.heads import mean_pool
 from zhixing.tasks.data import TaggedSentence, collate
 from zhixing.tasks.metrics import get_entities
 from zhixing.tasks.ner import encode as encode_words
@@ -80,12 +81,6 @@ def add_heads(body: nn.Module, labels: Labels, dropout: float = 0.1) -> nn.Modul
         nn.init.normal_(head[1].weight, std=0.02)
         nn.init.zeros_(head[1].bias)
     return body
-
-
-def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(batch, seq, dim), (batch, seq) 0/1 -> (batch, dim): the mean of the real tokens' states."""
-    m = mask.to(h.dtype).unsqueeze(-1)
-    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def head_logits(
