@@ -90,12 +90,12 @@ def main() -> None:
     train, dev, test = SPLITS[args.data](args.limit)
     task, metric = TASK[args.data]
     out = args.out or tempfile.mkdtemp(prefix=f"zx-defaults-{args.data}-")
+    casing = {"auto": None, "on": True, "off": False}[args.casing]
+    ner = {"scheme": "iob2", "context": args.context, "casing": casing}
+    classify = {"pooling": args.pooling} if args.pooling else {}
     for seed in (int(s) for s in args.seeds.split(",")):
         for lr in args.lrs.split(","):
             t = time.perf_counter()
-            casing = {"auto": None, "on": True, "off": False}[args.casing]
-            ner = {"scheme": "iob2", "context": args.context, "casing": casing}
-            classify = {"pooling": args.pooling} if args.pooling else {}
             cfg = finetune_config(task, model=minilm_dir(), max_seq_len=args.max_seq_len,
                                   **(ner if task == "ner" else classify),
                                   **({"epochs": args.epochs} if args.epochs else {}))
