@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--max-time", type=float, default=0.0, help="stop training after this many seconds")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pooling", default="", choices=["", "mean", "cls"],
+                    help="the sentence part of the head: '' = the checkpoint's own (all-MiniLM-L6-v2: mean)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit-train", type=int, default=0, help="first N training sentences (0 = all)")
     ap.add_argument(
@@ -128,6 +130,7 @@ def main() -> None:
         max_seq_len=args.max_len,
         dropout=0.1,
         eval_every=args.eval_every or args.epochs,
+        pooling=args.pooling,
     )
     summary = finetune(
         cfg,
@@ -154,7 +157,8 @@ def main() -> None:
         {
             "bench": "semeval2010_task8",
             "model": "all-MiniLM-L6-v2",
-            "head": "entity markers, [CLS;E1;E2]",
+            "head": "entity markers, " + ("[mean;E1;E2]" if model.config.seq_pooling == "mean"
+                                          else "[CLS;E1;E2]"),
             "train": len(train),
             "dev": len(dev),
             "test": len(test),

@@ -8,6 +8,7 @@ network) the call fails at once with a message saying so, and never waits on a d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -38,6 +39,24 @@ def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{name}: no such directory")
     d = download(name)
     return d, d
+
+
+def sentence_transformers_settings(directory: Path) -> dict[str, Any]:
+    """pooling / normalize / max_length from a sentence-transformers directory (modules.json), if any."""
+    out: dict[str, Any] = {}
+    modules_file = directory / "modules.json"
+    if not modules_file.is_file():
+        return out
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    out["normalize"] = any(m.get("type", "").endswith("Normalize") for m in modules)
+    for m in modules:
+        if m.get("type", "").endswith("Pooling"):
+            cfg = json.loads((directory / m["path"] / "config.json").read_text(encoding="utf-8"))
+            out["pooling"] = "cls" if cfg.get("pooling_mode_cls_token") else "mean"
+    sbert = directory / "sentence_bert_config.json"
+    if sbert.is_file():
+        out["max_length"] = json.loads(sbert.read_text(encoding="utf-8")).get("max_seq_length")
+    return out
 
 
 def download(repo_id: str) -> Path:

@@ -161,6 +161,32 @@ def test_relation_finetune_learns_and_the_pipeline_predicts(tiny_run, tmp_path):
     assert load_task_run(plain)[1].name == "relation"
 
 
+def test_relation_with_mean_pooling_reads_the_average_and_both_markers(tiny_model, tmp_path):
+    """pooling=mean: the head reads [mean of the real tokens; h(E1); h(E2)] — no pooler."""
+    import torch
+
+    import zhixing
+    from zhixing.models.heads import mean_pool
+    from zhixing.tasks.finetune import finetune, finetune_config
+    from zhixing.tasks.relation import marker_ids
+
+    cfg = finetune_config("relation", model=str(tiny_model), max_seq_len=32, pooling="mean")
+    summary = finetune(cfg, name="mean", train_examples=relation_examples(32, 0),
+                       dev_examples=relation_examples(8, 7),
+                       train_overrides=[f"out_dir={tmp_path}", "batch_size=16", "max_steps=2",
+                                        "progress=false", "plots=false"])
+    assert summary["task"] == "relation"
+    model = zhixing.load(tmp_path / "mean").eval()
+    assert model.config.seq_pooling == "mean" and model.pooler is None
+    e1, e1_end, e2, e2_end = marker_ids(model.tokenizer)
+    ids = torch.tensor([[model.tokenizer.cls_id, e1, 40, e1_end, 41, e2, 42, e2_end, 43]])
+    with torch.no_grad():
+        hidden = model.hidden(ids)
+        sentence = mean_pool(hidden, torch.ones_like(ids))
+        want = model.classifier(torch.cat([sentence, hidden[:, 1], hidden[:, 5]], -1))
+        torch.testing.assert_close(model(ids).logits, want)
+
+
 def test_cli_finetune_evaluate_predict(tiny_model, tmp_path):
     from click.testing import CliRunner
 

@@ -79,3 +79,13 @@ def test_quick_sentiment_with_a_gpt_and_its_random_twin(tmp_path):
                               epochs=1, max_seq_len=32, progress=False, lr=1e-3, baseline=True)
     assert summary["random_init"]["step"] == summary["step"]
     assert 0 <= summary["random_init"]["dev"]["accuracy"] <= 1 and 0 <= summary["dev"]["accuracy"] <= 1
+
+
+def test_gpt_classify_refuses_an_encoder_s_pooling(tiny_gpt, tmp_path):
+    """pooling=cls names an encoder's pooled [CLS]: a decoder has none, and says which it has."""
+    cfg = finetune_config("classify", model=str(tiny_gpt), max_seq_len=32, pooling="cls")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*freshly initialised")
+        with pytest.raises(ConfigError, match="pooling='cls': .* gpt, whose classifier reads 'mean' or"):
+            finetune(cfg, name="gpt-cls", train_examples=examples(16, 0), dev_examples=examples(8, 1),
+                     train_overrides=[f"out_dir={tmp_path}", *FAST])

@@ -67,6 +67,37 @@ def test_classify_with_mean_pooling_learns_and_refuses_export(tiny_bert, tmp_pat
         to_hf(model, tmp_path / "hf")
 
 
+def test_classify_defaults_to_a_sentence_transformers_checkpoint_s_mean_pooling(tiny_bert, tmp_path):
+    """pooling left empty: a checkpoint whose modules.json pools by mean (sentence-transformers) gets the
+    mean-pooled classifier, recorded in the run and announced as a chosen default; pooling=cls keeps the
+    [CLS] pooler; a plain checkpoint keeps it too; an unknown pooling is refused by name."""
+    import shutil
+
+    st_dir = tmp_path / "st-model"
+    shutil.copytree(tiny_bert, st_dir)
+    (st_dir / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (st_dir / "1_Pooling").mkdir()
+    (st_dir / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}))
+    train = [TextExample(t, None, lab, f"train:{i}") for i, (t, lab) in enumerate(sentiment_rows(32, 0))]
+    dev = [TextExample(t, None, lab, f"dev:{i}") for i, (t, lab) in enumerate(sentiment_rows(8, 1))]
+    pooled = {}
+    for name, model_dir, pooling in (("st", st_dir, ""), ("st-cls", st_dir, "cls"), ("plain", tiny_bert, "")):
+        cfg = finetune_config("classify", model=str(model_dir), max_seq_len=32, pooling=pooling)
+        with pytest.warns(UserWarning, match="freshly initialised"):
+            summary = finetune(cfg, name=name, train_examples=train, dev_examples=dev,
+                               train_overrides=[f"out_dir={tmp_path}", "max_steps=2", *FAST])
+        model = zhixing.load(tmp_path / name)
+        pooled[name] = (model.config.seq_pooling == "mean", model.pooler is None,
+                        summary["defaults"].get("pooling"))
+    assert pooled == {"st": (True, True, "mean"), "st-cls": (False, False, None),
+                      "plain": (False, False, None)}
+    with pytest.raises(zhixing.config.ConfigError, match="pooling='max': expected one of"):
+        finetune_config("classify", model=str(tiny_bert), pooling="max")
+
+
 def test_unseen_dev_labels_are_listed(tiny_bert, tmp_path):
     train = [TextExample("good", None, "pos", "t:1"), TextExample("bad", None, "neg", "t:2")]
     dev = [TextExample("meh", None, "neutral", "dev.tsv:7"), TextExample("ok", None, "mixed", "dev.tsv:9")]

@@ -87,6 +87,51 @@ class WeightedConfig(FinetuneConfig):
     class_weights: str = ""  # "" (none), "balanced", or comma-separated weights, one per label
 
 
+POOLINGS = ("", "mean", "cls", "last")
+
+
+@dataclass
+class PooledConfig(WeightedConfig):
+    """Settings of a task whose head reads one vector of the whole text (classify, relation)."""
+
+    # what the head reads: "mean" of the real tokens' states (BERT and GPT), "cls" the pooled [CLS]
+    # (BERT), "last" real token (GPT, as transformers); "" = the checkpoint's own: a sentence-transformers
+    # encoder's mean pooling (modules.json), else the pooled [CLS] / the last token
+    pooling: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling={self.pooling!r}: expected one of {', '.join(map(repr, POOLINGS))}")
+
+
+def pooling_settings(cfg: Any) -> dict[str, Any]:
+    """The ModelConfig field of cfg.pooling; left empty, the checkpoint's own — "mean" for a
+    sentence-transformers encoder trained with mean pooling, the sentence embedding it was trained to
+    produce, whose [CLS] pooler never was trained for it (SST-2, three seeds: benchmarks/RESULTS.md)."""
+    from zhixing.hub import resolve, sentence_transformers_settings
+
+    pooling = cfg.pooling
+    if not pooling and cfg.model:
+        directory, _ = resolve(cfg.model)
+        pooling = "mean" if sentence_transformers_settings(directory).get("pooling") == "mean" else ""
+    if pooling == "cls":  # an encoder's seq_cls head reads its pooler unless told to average
+        pooling = "last"
+    return {"seq_pooling": pooling} if pooling else {}
+
+
+def settle_pooling(cfg: Any, model: Any) -> Any:
+    """cfg with the pooling the loaded model's head reads recorded ("mean" when it averages); a pooling
+    the architecture does not have is an error, not silently another."""
+    arch, name = model.config.arch, cfg.model or "the model"
+    wanted = cfg.pooling or ("mean" if getattr(model.config, "seq_pooling", "") == "mean" else "")
+    allowed = {"gpt": ("mean", "last"), "bert": ("mean", "cls")}.get(arch, ())
+    if wanted and wanted not in allowed:
+        reads = " or ".join(map(repr, allowed)) if allowed else "only its own (leave pooling empty)"
+        raise ConfigError(f"pooling={wanted!r}: {name} is a {arch}, whose classifier reads {reads}")
+    return cfg.replace(pooling=wanted) if wanted == "mean" and not cfg.pooling else cfg
+
+
 def _identity(examples: list, cfg: Any) -> list:
     return examples
 
@@ -154,4 +199,5 @@ class Task:
         return "loss" not in metric
 
 
-__all__ = ["Task", "FinetuneConfig", "WeightedConfig"]
+__all__ = ["Task", "FinetuneConfig", "WeightedConfig", "PooledConfig", "POOLINGS", "pooling_settings",
+           "settle_pooling"]

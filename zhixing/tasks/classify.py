@@ -11,21 +11,18 @@ from typing import Any
 
 import torch
 
-from zhixing.tasks.base import Task, WeightedConfig
+from zhixing.tasks.base import PooledConfig, Task, pooling_settings, settle_pooling
 from zhixing.tasks.data import DataError, TextExample, forward_all, read_table
 from zhixing.tasks.metrics import classification_metrics
 
 
 @dataclass
-class ClassifyConfig(WeightedConfig):
+class ClassifyConfig(PooledConfig):
     """Settings of `zhixing finetune --task classify`."""
 
     text_column: str = ""  # column with the text ("" = sentence/text/review/... whichever exists)
     pair_column: str = ""  # column with the second text of a pair ("" = none / sentence2)
     label_column: str = "label"  # column with the label
-    # what the classifier reads: "mean" of the real tokens' states (encoders and GPT), "last" real token
-    # (GPT, as transformers); "" = the model's own (encoders: the pooled [CLS])
-    pooling: str = ""
 
 
 def read(path: str, cfg: Any, labeled: bool = True) -> list[TextExample]:
@@ -133,7 +130,8 @@ def inputs(items: Sequence[Any]) -> list[TextExample]:
 
 TASK = Task(name="classify", head="seq_cls", metric="accuracy", config=ClassifyConfig, read=read,
             encode_train=encode_train, evaluate=evaluate, predict=predict, inputs=inputs,
-            label_names=label_names, check_labels=check_labels, class_weights=class_weights)
+            label_names=label_names, check_labels=check_labels, class_weights=class_weights,
+            model_settings=pooling_settings, adapt=settle_pooling)
 
 __all__ = ["read", "label_names", "encode", "evaluate", "predict", "probabilities", "class_weights",
            "check_labels", "ClassifyConfig", "TASK"]

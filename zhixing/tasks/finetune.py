@@ -213,16 +213,17 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     train_cfg = loop_config(train_overrides)
     given = {item.split("=", 1)[0].strip() for item in train_overrides}
     torch.manual_seed(train_cfg.seed)  # the fresh head's initial weights
-    pooling = getattr(cfg, "pooling", "")
     if model is None:
         more = task.model_settings(cfg) if task.model_settings is not None else {}
-        model = load_for_task(cfg.model, task.head, labels, cfg.dropout,
-                              **({"seq_pooling": pooling} if pooling else {}), **more)
+        model = load_for_task(cfg.model, task.head, labels, cfg.dropout, **more)
     elif labels is not None and model.config.label_names and list(model.config.label_names) != labels:
         raise ConfigError(f"the model's labels {model.config.label_names} differ from the training data's "
                           f"{labels}")
-    if task.adapt is not None:
-        cfg = task.adapt(cfg, model)
+    chosen: dict[str, Any] = {}  # the defaults that depend on the model and the data (docs: "Defaults")
+    if task.adapt is not None:  # settings left to the model (ner casing, classify pooling), settled
+        settled = task.adapt(cfg, model)
+        chosen.update({k: v for k, v in vars(settled).items() if vars(cfg).get(k) != v})
+        cfg = settled
     more_records: dict[str, Any] = dict(records or {})
     if cfg.method != "full":  # a parameter-efficient method: frozen model + adapters, the head trained
         from zhixing.peft.runs import ADAPTER_RECORD, apply_method, record
@@ -237,7 +238,6 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     feats = task.encode_train(train_ex, tokenizer, cfg, labels)
     loader = TaskLoader(feats, train_cfg.batch_size, tokenizer.layout, seed=train_cfg.seed)
     per_epoch = math.ceil(len(feats) / (train_cfg.batch_size * train_cfg.grad_accum_steps))
-    chosen: dict[str, Any] = {}  # the defaults that depend on the model and the data (docs: "Defaults")
     if cfg.epochs is None:
         cfg = cfg.replace(epochs=float(default_epochs(per_epoch)))
         chosen["epochs"] = cfg.epochs

@@ -13,10 +13,8 @@ Inputs are batched (`batch_size`), padded to the longest of each batch, on the p
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -131,24 +129,6 @@ class FillMaskPipeline:
         return results[0] if single else results
 
 
-def _sentence_transformers_settings(directory: Path) -> dict[str, Any]:
-    """pooling / normalize / max_length from a sentence-transformers directory (modules.json), if any."""
-    out: dict[str, Any] = {}
-    modules_file = directory / "modules.json"
-    if not modules_file.is_file():
-        return out
-    modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    out["normalize"] = any(m.get("type", "").endswith("Normalize") for m in modules)
-    for m in modules:
-        if m.get("type", "").endswith("Pooling"):
-            cfg = json.loads((directory / m["path"] / "config.json").read_text(encoding="utf-8"))
-            out["pooling"] = "cls" if cfg.get("pooling_mode_cls_token") else "mean"
-    sbert = directory / "sentence_bert_config.json"
-    if sbert.is_file():
-        out["max_length"] = json.loads(sbert.read_text(encoding="utf-8")).get("max_seq_length")
-    return out
-
-
 class EmbeddingPipeline:
     """Texts -> vectors from a model's last hidden states.
 
@@ -161,10 +141,10 @@ class EmbeddingPipeline:
     def __init__(self, path: str | os.PathLike, device: str = "cpu", sentence: bool = True,
                  pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
                  batch_size: int = 32):
-        from zhixing.hub import resolve
+        from zhixing.hub import resolve, sentence_transformers_settings
 
         directory, _ = resolve(path)
-        st = _sentence_transformers_settings(directory)
+        st = sentence_transformers_settings(directory)
         self.pooling = pooling or st.get("pooling", "mean")
         if self.pooling not in ("mean", "cls"):
             raise ConfigError(f"pooling={self.pooling!r} is invalid: must be 'mean' or 'cls'")

@@ -10,6 +10,9 @@ start" pooling, the best variant of Baldini Soares et al.):
 
     p(r | x, e1, e2) = softmax(W [tanh(W_p h[CLS]); h[E1]; h[E2]] + b),      L = -log p(r* | x, e1, e2)
 
+With `pooling=mean` — the default for a sentence-transformers checkpoint, as in classify — the first part
+is the average of the real tokens' states instead of the pooled [CLS] (tasks/base.py: pooling_settings).
+
 The markers are reserved vocabulary entries ([unused0]..[unused3] of BERT WordPiece vocabularies, or
 <e1> </e1> <e2> </e2>) inserted at the id level, so the text itself is tokenized exactly as in
 pretraining. Labels are directed ("Cause-Effect(e2,e1)": the cause is e2) — 19 classes on SemEval.
@@ -36,7 +39,7 @@ import torch
 
 from zhixing.data.corpora import read_lines
 from zhixing.errors import ConfigError, DataError
-from zhixing.tasks.base import Task, WeightedConfig
+from zhixing.tasks.base import PooledConfig, Task, pooling_settings, settle_pooling
 from zhixing.tasks.classify import check_labels as _check_seen_labels
 from zhixing.tasks.classify import class_weights as _balanced_weights
 from zhixing.tasks.data import forward_all
@@ -59,7 +62,7 @@ class RelationExample:
 
 
 @dataclass
-class RelationConfig(WeightedConfig):
+class RelationConfig(PooledConfig):
     """Settings of `zhixing finetune --task relation` (those of every task, class_weights included)."""
 
 
@@ -257,14 +260,14 @@ def marker_ids(tokenizer: Any) -> list[int]:
 
 
 def model_settings(cfg: Any) -> dict[str, Any]:
-    """The head's ModelConfig fields: the [E1] and [E2] ids it reads the entity states at."""
+    """The head's ModelConfig fields: the [E1] and [E2] ids it reads the entity states at, and its pooling."""
     from zhixing.hub import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     if tokenizer is None:
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; relation fine-tuning needs it")
     ids = marker_ids(tokenizer)
-    return {"entity_markers": [ids[0], ids[2]]}
+    return {"entity_markers": [ids[0], ids[2]], **pooling_settings(cfg)}
 
 
 def _token_range(offsets: Sequence[tuple[int, int]], span: tuple[int, int], where: str) -> tuple[int, int]:
@@ -441,6 +444,7 @@ TASK = Task(
     check_labels=check_labels,
     class_weights=class_weights,
     model_settings=model_settings,
+    adapt=settle_pooling,
 )
 
 __all__ = [
