@@ -79,7 +79,7 @@ def main() -> None:
                         "default: on for an uncased tokenizer)")
     p.add_argument("--pooling", default="", choices=("", "mean"),
                    help="SST-2 / HWU64: classify the mean of the token states instead of the pooled [CLS] "
-                        "(classify's pooling setting; '' = the model's own)")
+                        "(classify's pooling setting; '' = the checkpoint's own: mean for all-MiniLM-L6-v2)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()
