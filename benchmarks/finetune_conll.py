@@ -59,7 +59,8 @@ def run_zhixing(train, test, args, model: str | None = None) -> dict:
 
     t = time.perf_counter()
     cfg = finetune_config("ner", model=model or minilm_dir(), max_seq_len=args.max_seq_len,
-                         epochs=args.epochs, eval_every=args.epochs, warmup_ratio=0.1, scheme="iob2")
+                         epochs=args.epochs, eval_every=args.epochs, warmup_ratio=0.1, scheme="iob2",
+                         casing=False)  # transformers' BertForTokenClassification has no casing types
     out = tempfile.mkdtemp(prefix="zx-conll-")
     s = finetune(cfg, name="conll", train_examples=train, dev_examples=test, train_overrides=[
         f"out_dir={out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",

@@ -36,7 +36,8 @@ def run_zhixing(rows, args) -> dict:
     train = [TextExample(s.strip(), None, lab, f"train:{i}") for i, (s, lab) in enumerate(rows)]
     dev = read_table(DATA / "sst2/dev.tsv")
     cfg = finetune_config("classify", model=minilm_dir(), max_seq_len=args.max_seq_len,
-                         epochs=args.epochs, eval_every=args.epochs, warmup_ratio=0.1)
+                         epochs=args.epochs, eval_every=args.epochs, warmup_ratio=0.1,
+                         pooling="cls")  # the head of transformers' BertForSequenceClassification
     out = tempfile.mkdtemp(prefix="zx-sst2-")
     s = finetune(cfg, name="sst2", train_examples=train, dev_examples=dev, train_overrides=[
         f"out_dir={out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",
