@@ -98,6 +98,20 @@ def test_classify_defaults_to_a_sentence_transformers_checkpoint_s_mean_pooling(
         finetune_config("classify", model=str(tiny_bert), pooling="max")
 
 
+def test_a_checkpoint_s_mean_pooling_on_a_head_without_it_is_the_head_s_own():
+    """Left empty, pooling follows the checkpoint; an architecture whose head reads its own summary
+    (ELECTRA, XLNet) keeps that and records it; asked for by name, the same pooling is an error."""
+    from types import SimpleNamespace
+
+    from zhixing.tasks.base import settle_pooling
+
+    model = SimpleNamespace(config=SimpleNamespace(arch="electra", seq_pooling="mean"))
+    cfg = finetune_config("classify", model="some-st-electra")
+    assert settle_pooling(cfg, model) is cfg and model.config.seq_pooling == "last"
+    with pytest.raises(zhixing.config.ConfigError, match="is a electra, whose classifier reads only its own"):
+        settle_pooling(cfg.replace(pooling="mean"), model)
+
+
 def test_unseen_dev_labels_are_listed(tiny_bert, tmp_path):
     train = [TextExample("good", None, "pos", "t:1"), TextExample("bad", None, "neg", "t:2")]
     dev = [TextExample("meh", None, "neutral", "dev.tsv:7"), TextExample("ok", None, "mixed", "dev.tsv:9")]

@@ -121,11 +121,15 @@ def pooling_settings(cfg: Any) -> dict[str, Any]:
 
 
 def settle_pooling(cfg: Any, model: Any) -> Any:
-    """cfg with the pooling the loaded model's head reads recorded ("mean" when it averages); a pooling
-    the architecture does not have is an error, not silently another."""
+    """cfg with the pooling the loaded model's head reads recorded ("mean" when it averages). A pooling
+    asked for that the architecture does not have is an error, not silently another; the checkpoint's
+    own (pooling left empty) on such an architecture (ELECTRA, XLNet) leaves the head its own."""
     arch, name = model.config.arch, cfg.model or "the model"
     wanted = cfg.pooling or ("mean" if getattr(model.config, "seq_pooling", "") == "mean" else "")
     allowed = {"gpt": ("mean", "last"), "bert": ("mean", "cls")}.get(arch, ())
+    if not cfg.pooling and wanted and wanted not in allowed:  # the checkpoint's pooling, which this
+        model.config.seq_pooling = "last"  # architecture's head does not read: its own head, recorded so
+        return cfg
     if wanted and wanted not in allowed:
         reads = " or ".join(map(repr, allowed)) if allowed else "only its own (leave pooling empty)"
         raise ConfigError(f"pooling={wanted!r}: {name} is a {arch}, whose classifier reads {reads}")
