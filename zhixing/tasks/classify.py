@@ -1,6 +1,9 @@
-"""Text classification (single sentences and pairs, multi-class) on the pooled [CLS] state.
+"""Text classification (single sentences and pairs, multi-class) on the pooled [CLS] state,
 
     p(y | x) = softmax(W tanh(W_p h_L[CLS] + b_p) + b),      L = -log p(y* | x)
+
+or, with `pooling=mean` (the default for a sentence-transformers checkpoint: tasks/base.py), on the mean of
+the real tokens' states, p(y | x) = softmax(W (1/T) Σ_t h_L[t] + b); GPT reads its last real token.
 """
 
 from __future__ import annotations
