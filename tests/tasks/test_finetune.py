@@ -100,16 +100,22 @@ def test_classify_defaults_to_a_sentence_transformers_checkpoint_s_mean_pooling(
 
 def test_a_checkpoint_s_mean_pooling_on_a_head_without_it_is_the_head_s_own():
     """Left empty, pooling follows the checkpoint; an architecture whose head reads its own summary
-    (ELECTRA, XLNet) keeps that and records it; asked for by name, the same pooling is an error."""
+    (ELECTRA, XLNet) keeps that and records it; asked for by name, the same pooling is an error, as is
+    one that a model object handed to fine-tuning was not built with."""
     from types import SimpleNamespace
 
+    from zhixing.config import ModelConfig
     from zhixing.tasks.base import settle_pooling
 
-    model = SimpleNamespace(config=SimpleNamespace(arch="electra", seq_pooling="mean"))
+    model = SimpleNamespace(config=ModelConfig(arch="electra", seq_pooling="mean"))
     cfg = finetune_config("classify", model="some-st-electra")
     assert settle_pooling(cfg, model) is cfg and model.config.seq_pooling == "last"
     with pytest.raises(zhixing.config.ConfigError, match="is a electra, whose classifier reads only its own"):
         settle_pooling(cfg.replace(pooling="mean"), model)
+    pooled_bert = SimpleNamespace(config=ModelConfig(arch="bert"))  # a model object built with the pooler
+    with pytest.raises(zhixing.config.ConfigError, match="pooling='mean', but the model given reads 'cls'"):
+        settle_pooling(cfg.replace(pooling="mean"), pooled_bert)
+    assert settle_pooling(cfg.replace(pooling="cls"), pooled_bert).pooling == "cls"
 
 
 def test_unseen_dev_labels_are_listed(tiny_bert, tmp_path):

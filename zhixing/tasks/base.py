@@ -122,18 +122,25 @@ def pooling_settings(cfg: Any) -> dict[str, Any]:
 
 def settle_pooling(cfg: Any, model: Any) -> Any:
     """cfg with the pooling the loaded model's head reads recorded ("mean" when it averages). A pooling
-    asked for that the architecture does not have is an error, not silently another; the checkpoint's
-    own (pooling left empty) on such an architecture (ELECTRA, XLNet) leaves the head its own."""
+    asked for that the architecture does not have, or that a model passed in was not built with, is an
+    error, not silently another; the checkpoint's own (pooling left empty) on an architecture without it
+    (ELECTRA, XLNet read their own summary) leaves the head its own."""
     arch, name = model.config.arch, cfg.model or "the model"
-    wanted = cfg.pooling or ("mean" if getattr(model.config, "seq_pooling", "") == "mean" else "")
-    allowed = {"gpt": ("mean", "last"), "bert": ("mean", "cls")}.get(arch, ())
-    if not cfg.pooling and wanted and wanted not in allowed:  # the checkpoint's pooling, which this
-        model.config.seq_pooling = "last"  # architecture's head does not read: its own head, recorded so
-        return cfg
-    if wanted and wanted not in allowed:
-        reads = " or ".join(map(repr, allowed)) if allowed else "only its own (leave pooling empty)"
-        raise ConfigError(f"pooling={wanted!r}: {name} is a {arch}, whose classifier reads {reads}")
-    return cfg.replace(pooling=wanted) if wanted == "mean" and not cfg.pooling else cfg
+    reads = {"gpt": ("mean", "last"), "bert": ("mean", "cls")}.get(arch, ())
+    averages = getattr(model.config, "seq_pooling", "") == "mean"
+    if not cfg.pooling:
+        if averages and "mean" not in reads:  # a sentence-transformers checkpoint's mean: the head's own
+            model.config = model.config.replace(seq_pooling="last")
+            return cfg
+        return cfg.replace(pooling="mean") if averages else cfg
+    if cfg.pooling not in reads:
+        can = " or ".join(map(repr, reads)) if reads else "only its own (leave pooling empty)"
+        raise ConfigError(f"pooling={cfg.pooling!r}: {name} is a {arch}, whose classifier reads {can}")
+    actual = "mean" if averages else reads[-1]
+    if cfg.pooling != actual:  # a model object given to fine-tuning, built with another head
+        raise ConfigError(f"pooling={cfg.pooling!r}, but the model given reads {actual!r}; load it with "
+                          f"the pooling wanted (seq_pooling) or leave pooling empty")
+    return cfg
 
 
 def _identity(examples: list, cfg: Any) -> list:
