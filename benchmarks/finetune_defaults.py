@@ -77,9 +77,10 @@ def main() -> None:
     p.add_argument("--casing", choices=("auto", "on", "off"), default="auto",
                    help="CoNLL: each sub-token's casing as its token type (ner's casing setting; auto = the "
                         "default: on for an uncased tokenizer)")
-    p.add_argument("--pooling", default="", choices=("", "mean"),
-                   help="SST-2 / HWU64: classify the mean of the token states instead of the pooled [CLS] "
-                        "(classify's pooling setting; '' = the checkpoint's own: mean for all-MiniLM-L6-v2)")
+    p.add_argument("--pooling", default="", choices=("", "mean", "cls"),
+                   help="SST-2 / HWU64: what the classifier reads, the mean of the token states or the "
+                        "pooled [CLS] (classify's pooling setting; '' = the checkpoint's own: mean for "
+                        "all-MiniLM-L6-v2)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()
