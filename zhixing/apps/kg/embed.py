@@ -14,6 +14,9 @@ Every score is written as `match(query(anchor, r), candidate)`, with the query c
 
 (h + r − t = h − (t − r); |h∘r − t| = |h − t∘r̄| since |r_k| = 1; Re(h r t̄) = Re(h · conj(r̄ t))), so
 training on corrupted heads and tails and ranking against all entities use the same code.
+With `reciprocal=True` each relation r also gets an inverse r⁻¹ with its own embedding, and head
+prediction (?, r, t) is asked as tail prediction (t, r⁻¹, ?) (Lacroix et al. 2018; Dettmers et al. 2018):
+the two directions no longer have to share one set of relation parameters.
 
 Training follows the RotatE paper for the distance models: for each positive triple, `negatives`
 corrupted ones (head or tail replaced by a uniformly drawn entity, alternating by step), loss
@@ -65,6 +68,7 @@ class EmbedConfig(Config):
     steps: int = 2000  # optimizer steps (an upper bound when max_time is set)
     max_time: float = 0.0  # stop after this many seconds of training (0 = no limit)
     regularization: float = 0.0  # ComplEx: weight of the N3 penalty
+    reciprocal: bool = False  # a separate inverse relation r⁻¹ for head prediction: (?, r, t) = (t, r⁻¹, ?)
     eval_every: int = 500  # validate every N steps (0 = only at the end)
     eval_valid: int = 1000  # valid triples used for model selection (0 = all)
     patience: int = 0  # stop after N validations without a better MRR (0 = never)
@@ -114,14 +118,36 @@ class KGEModel(nn.Module):
     name = "kge"
     distance = True  # trained with negative sampling; False: 1-N cross-entropy (ComplEx)
 
-    def __init__(self, num_entities: int, num_relations: int, width: int, rel_width: int, init: float):
+    def __init__(
+        self,
+        num_entities: int,
+        num_relations: int,
+        width: int,
+        rel_width: int,
+        init: float,
+        reciprocal: bool = False,
+    ):
         super().__init__()
+        self.num_relations, self.reciprocal = num_relations, reciprocal
+        rows = 2 * num_relations if reciprocal else num_relations  # rows R.. 2R−1: the inverses r⁻¹
         self.entity = nn.Parameter(torch.empty(num_entities, width).uniform_(-init, init))
-        self.relation = nn.Parameter(torch.empty(num_relations, rel_width).uniform_(-init, init))
+        self.relation = nn.Parameter(torch.empty(rows, rel_width).uniform_(-init, init))
+
+    def route(self, relation: torch.Tensor, direction: Direction) -> tuple[torch.Tensor, Direction]:
+        """The relation rows and the direction a query really uses: with reciprocal relations, head
+        prediction (?, r, t) is tail prediction with the inverse, (t, r⁻¹, ?) (Lacroix et al. 2018)."""
+        if self.reciprocal and direction == "head":
+            return relation + self.num_relations, "tail"
+        return relation, direction
 
     def query(self, anchor: torch.Tensor, relation: torch.Tensor, direction: Direction) -> torch.Tensor:
         """anchor: (...,) entity ids (heads for tail prediction, tails for head prediction), relation:
         (...,) ids → (..., width) queries."""
+        relation, direction = self.route(relation, direction)
+        return self.project(anchor, relation, direction)
+
+    def project(self, anchor: torch.Tensor, relation: torch.Tensor, direction: Direction) -> torch.Tensor:
+        """The query of `anchor` under relation rows `relation` (already routed)."""
         raise NotImplementedError
 
     def match(self, query: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
@@ -156,11 +182,19 @@ class TransE(KGEModel):
 
     name = "transe"
 
-    def __init__(self, num_entities: int, num_relations: int, dim: int, gamma: float, p_norm: int = 1):
-        super().__init__(num_entities, num_relations, dim, dim, (gamma + 2.0) / dim)
+    def __init__(
+        self,
+        num_entities: int,
+        num_relations: int,
+        dim: int,
+        gamma: float,
+        p_norm: int = 1,
+        reciprocal: bool = False,
+    ):
+        super().__init__(num_entities, num_relations, dim, dim, (gamma + 2.0) / dim, reciprocal)
         self.gamma, self.p_norm = gamma, p_norm
 
-    def query(self, anchor, relation, direction):
+    def project(self, anchor, relation, direction):
         sign = 1.0 if direction == "tail" else -1.0  # h + r for tails, t − r for heads
         return self.entity[anchor] + sign * self.relation[relation]
 
@@ -192,15 +226,17 @@ class RotatE(KGEModel):
 
     name = "rotate"
 
-    def __init__(self, num_entities: int, num_relations: int, dim: int, gamma: float):
+    def __init__(
+        self, num_entities: int, num_relations: int, dim: int, gamma: float, reciprocal: bool = False
+    ):
         self.init = (gamma + 2.0) / dim
-        super().__init__(num_entities, num_relations, 2 * dim, dim, self.init)
+        super().__init__(num_entities, num_relations, 2 * dim, dim, self.init, reciprocal)
         self.gamma = gamma
 
     def phase(self, relation: torch.Tensor) -> torch.Tensor:
         return self.relation[relation] * (math.pi / self.init)
 
-    def query(self, anchor, relation, direction):
+    def project(self, anchor, relation, direction):
         re, im = _complex(self.entity[anchor])
         theta = self.phase(relation)
         cos, sin = torch.cos(theta), torch.sin(theta)
@@ -238,10 +274,10 @@ class ComplEx(KGEModel):
     name = "complex"
     distance = False
 
-    def __init__(self, num_entities: int, num_relations: int, dim: int):
-        super().__init__(num_entities, num_relations, 2 * dim, 2 * dim, 1e-3 * math.sqrt(3))
+    def __init__(self, num_entities: int, num_relations: int, dim: int, reciprocal: bool = False):
+        super().__init__(num_entities, num_relations, 2 * dim, 2 * dim, 1e-3 * math.sqrt(3), reciprocal)
 
-    def query(self, anchor, relation, direction):
+    def project(self, anchor, relation, direction):
         a_re, a_im = _complex(self.entity[anchor])
         r_re, r_im = _complex(self.relation[relation])
         if direction == "head":  # q = r̄∘t
@@ -256,11 +292,12 @@ class ComplEx(KGEModel):
 
 
 def build_model(config: EmbedConfig, num_entities: int, num_relations: int) -> KGEModel:
+    reciprocal = config.reciprocal
     if config.model == "transe":
-        return TransE(num_entities, num_relations, config.dim, config.gamma, config.p_norm)
+        return TransE(num_entities, num_relations, config.dim, config.gamma, config.p_norm, reciprocal)
     if config.model == "rotate":
-        return RotatE(num_entities, num_relations, config.dim, config.gamma)
-    return ComplEx(num_entities, num_relations, config.dim)
+        return RotatE(num_entities, num_relations, config.dim, config.gamma, reciprocal)
+    return ComplEx(num_entities, num_relations, config.dim, reciprocal)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
@@ -316,8 +353,9 @@ def loss_on(
         q = model.query(anchor, r, direction)
         loss = F.cross_entropy(q @ model.entity.T, target)
         if config.regularization:
-            # N3 on the moduli of the complex coordinates of h, r, t (Lacroix et al. 2018, eq. 4)
-            parts = [model.entity[h], model.relation[r], model.entity[t]]
+            # N3 on the moduli of the complex coordinates of h, r, t (Lacroix et al. 2018, eq. 4), r being
+            # the relation row the query used (the inverse r⁻¹ for head prediction with reciprocals)
+            parts = [model.entity[h], model.relation[model.route(r, direction)[0]], model.entity[t]]
             n3 = sum((lambda z: (z[0] ** 2 + z[1] ** 2).sqrt() ** 3)(_complex(p)).sum() for p in parts)
             loss = loss + config.regularization * n3 / len(batch)
         return loss
