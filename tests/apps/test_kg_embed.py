@@ -130,6 +130,37 @@ def test_scores_follow_their_formulas_in_both_directions(model):
         )
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        TransE(7, 3, 5, gamma=6.0, reciprocal=True),
+        RotatE(7, 3, 5, gamma=6.0, reciprocal=True),
+        ComplEx(7, 3, 5, True),
+    ],
+    ids=lambda m: m.name,
+)
+def test_reciprocal_relations_ask_heads_as_tails_of_the_inverse(model):
+    """With reciprocal relations the table holds 2R rows, and the head scores of (?, r, t) are the tail
+    scores of (t, r + R, ?): their own parameters, not r's inverted."""
+    assert model.relation.shape[0] == 2 * 3
+    torch.nn.init.normal_(model.entity)
+    torch.nn.init.normal_(model.relation)
+    t, r = torch.tensor([0, 3, 6]), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        heads = model.score_all(t, r, "head")
+        torch.testing.assert_close(heads, model.score_all(t, r + 3, "tail"))
+        # and they are not what the shared relation would give: the inverse rows are free parameters
+        plain = type(model).__new__(type(model))
+        plain.__dict__.update(model.__dict__)
+        plain.reciprocal = False
+        assert not torch.allclose(heads, plain.score_all(t, r, "head"))
+        # the forward relation rows alone decide tail prediction and score()
+        h = torch.tensor([1, 2, 5])
+        torch.testing.assert_close(
+            model.score(h, r, t), model.score_all(h, r, "tail").gather(1, t[:, None])[:, 0]
+        )
+
+
 # -- filtered ranking, by hand -------------------------------------------------------------------------------
 
 
@@ -191,6 +222,25 @@ def test_tiny_training_learns_the_toy_graph(model):
     assert test["count"] == 2 * 5
     assert test["mrr"] > 0.6, test  # random: ≈ 0.18
     assert result.summary["best_step"] in (50, 100, 150) and result.summary["valid_mrr"] > 0.5
+
+
+def test_reciprocal_complex_with_n3_learns_and_round_trips(tmp_path):
+    """1-N ComplEx with N3 and reciprocal relations (the Lacroix et al. setting) learns the toy graph; the
+    run stores 2R relation rows and loads back with them."""
+    data = write_graph(tmp_path / "toy", toy_graph())
+    graph = load_kg(data)
+    config = EmbedConfig(model="complex", reciprocal=True, regularization=0.01, **TOY)
+    result = train(graph, config, tmp_path / "run")
+    assert result.summary["test"]["mrr"] > 0.6, result.summary["test"]
+    assert load_file(tmp_path / "run" / "embeddings.safetensors")["relation"].shape == (4, 16)
+    loaded = KGEmbedding.load(tmp_path / "run")
+    assert loaded.config.reciprocal and loaded.model.reciprocal
+    assert loaded.evaluate(data)["mrr"] == pytest.approx(result.summary["test"]["mrr"])
+    # a run trained without reciprocals does not load as one with them: the relation table is half the size
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "reciprocal": False}))
+    with pytest.raises(CheckpointError, match="does not fit complex"):
+        KGEmbedding.load(tmp_path / "run")
 
 
 def test_config_errors_name_the_field():
@@ -264,12 +314,14 @@ def test_embed_commands(tmp_path):
             "0.05",
             "--eval-every",
             "50",
+            "--reciprocal",
             "--quiet",
         ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["steps"] == 150 and summary["test"]["mrr"] > 0.6
+    assert json.loads((out / "config.json").read_text())["reciprocal"] is True
     result = runner.invoke(embed_cmd, ["eval", str(out), "--data", str(data)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["mrr"] == pytest.approx(summary["test"]["mrr"])

@@ -25,6 +25,7 @@ FLAGS = {
     "eval_valid": "eval_valid",
     "patience": "patience",
     "regularization": "regularization",
+    "reciprocal": "reciprocal",
     "test_limit": "test_limit",
     "seed": "seed",
 }
@@ -60,6 +61,11 @@ def embed_cmd() -> None:
 @click.option("--eval-valid", type=int, help="Valid triples used for selection, 0 = all. [1000]")
 @click.option("--patience", type=int, help="Stop after N validations without a better MRR, 0 = never. [0]")
 @click.option("--regularization", type=float, help="ComplEx N3 weight. [0]")
+@click.option(
+    "--reciprocal/--no-reciprocal",
+    default=None,
+    help="Own embeddings for the inverse relations: (?, r, t) is asked as (t, r⁻¹, ?). [off]",
+)
 @click.option("--test-limit", type=int, help="Test triples evaluated at the end, 0 = all. [0]")
 @click.option("--seed", type=int, help="Seed of initialisation, order and negatives. [0]")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final summary.")
