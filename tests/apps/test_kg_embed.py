@@ -243,6 +243,14 @@ def test_reciprocal_complex_with_n3_learns_and_round_trips(tmp_path):
         KGEmbedding.load(tmp_path / "run")
 
 
+def test_adagrad_trains_and_is_the_optimizer_used():
+    """optimizer=adagrad (Lacroix et al.'s 1-N setting) learns the toy graph too; an unknown name is an error."""
+    result = train(toy_graph(), EmbedConfig(model="complex", **{**TOY, "optimizer": "adagrad", "lr": 0.5}))
+    assert result.summary["test"]["mrr"] > 0.6, result.summary["test"]
+    with pytest.raises(ConfigError, match="optimizer"):
+        EmbedConfig.from_dict({"optimizer": "sgd"})
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="p_norm"):
         EmbedConfig(p_norm=3)

@@ -17,6 +17,7 @@ FLAGS = {
     "batch_size": "batch_size",
     "steps": "steps",
     "lr": "lr",
+    "optimizer": "optimizer",
     "gamma": "gamma",
     "alpha": "alpha",
     "p_norm": "p_norm",
@@ -52,7 +53,8 @@ def embed_cmd() -> None:
 @click.option("--negatives", type=int, help="Corrupted triples per positive (transe, rotate). [128]")
 @click.option("--batch-size", type=int, help="Positive triples per step. [512]")
 @click.option("--steps", type=int, help="Optimizer steps. [2000]")
-@click.option("--lr", type=float, help="Adam learning rate. [0.001]")
+@click.option("--lr", type=float, help="Learning rate. [0.001]")
+@click.option("--optimizer", type=click.Choice(["adam", "adagrad"]), help="The optimizer. [adam]")
 @click.option("--gamma", type=float, help="Margin γ of transe/rotate. [6.0]")
 @click.option("--alpha", type=float, help="Self-adversarial temperature α, 0 = uniform. [0.5]")
 @click.option("--p-norm", type=int, help="TransE norm, 1 or 2. [1]")

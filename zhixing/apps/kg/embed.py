@@ -23,7 +23,8 @@ corrupted ones (head or tail replaced by a uniformly drawn entity, alternating b
 
     L = −log σ(f(h, r, t)) − Σ_i p_i · log σ(−f(h'_i, r, t'_i)),   p = softmax(α · f(negatives)) (no grad)
 
-(self-adversarial weighting with temperature α; α = 0 gives the uniform mean), Adam. ComplEx is trained
+(self-adversarial weighting with temperature α; α = 0 gives the uniform mean), Adam (or Adagrad,
+`optimizer=adagrad`, the optimizer of Lacroix et al.'s 1-N runs). ComplEx is trained
 1-N: the query against all entities, cross-entropy to the true one, plus an N3 penalty (Lacroix et al.
 2018). Evaluation is filtered ranking over both directions (kge_data.filtered_ranks); validation picks
 the best step and can stop early. A run is a directory of safetensors + JSON (no pickle):
@@ -64,7 +65,8 @@ class EmbedConfig(Config):
     alpha: float = 0.5  # self-adversarial temperature α (0 = uniform weights over the negatives)
     negatives: int = 128  # corrupted triples per positive (distance models)
     batch_size: int = 512  # positive triples per step
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = 1e-3  # learning rate
+    optimizer: Literal["adam", "adagrad"] = "adam"  # Adagrad: the optimizer of Lacroix et al.'s 1-N runs
     steps: int = 2000  # optimizer steps (an upper bound when max_time is set)
     max_time: float = 0.0  # stop after this many seconds of training (0 = no limit)
     regularization: float = 0.0  # ComplEx: weight of the N3 penalty
@@ -391,7 +393,9 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = build_model(config, data.num_entities, data.num_relations)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = (torch.optim.Adagrad if config.optimizer == "adagrad" else torch.optim.Adam)(
+        model.parameters(), lr=config.lr
+    )
     train_triples = data.splits["train"]
     index = AnswerIndex(data.all_triples(), data.num_entities, data.num_relations)
     history: list[dict] = []
