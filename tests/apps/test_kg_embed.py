@@ -244,7 +244,7 @@ def test_reciprocal_complex_with_n3_learns_and_round_trips(tmp_path):
 
 
 def test_adagrad_trains_and_is_the_optimizer_used():
-    """optimizer=adagrad (Lacroix et al.'s 1-N setting) learns the toy graph too; an unknown name is an error."""
+    """optimizer=adagrad (Lacroix et al.'s 1-N setting) learns the toy graph too; an unknown name fails."""
     result = train(toy_graph(), EmbedConfig(model="complex", **{**TOY, "optimizer": "adagrad", "lr": 0.5}))
     assert result.summary["test"]["mrr"] > 0.6, result.summary["test"]
     with pytest.raises(ConfigError, match="optimizer"):
