@@ -5,6 +5,7 @@ policy, the HTTP routes and the `zhixing app support` commands."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -130,6 +131,16 @@ def test_temperature_recovers_the_scale():
     true_logits = torch.randn(4000, 5) * 2
     gold = torch.distributions.Categorical(logits=true_logits).sample()
     assert fit_temperature(true_logits * 3, gold) == pytest.approx(3.0, rel=0.1)
+
+
+def test_temperature_stays_finite_on_separable_dev():
+    """Perfectly separated dev logits push the NLL optimum to T → 0; the fit stays at the bound (e^−3), never
+    NaN (the LBFGS fit this replaced returned T = NaN in a CI run, and every confidence with it)."""
+    logits = torch.tensor([[400.0, -400.0], [-400.0, 400.0]] * 8)
+    gold = torch.tensor([0, 1] * 8)
+    t = fit_temperature(logits, gold)
+    assert t == pytest.approx(math.exp(-3.0), rel=1e-6)  # the lower bound, T = e^−3 ≈ 0.05
+    assert torch.isfinite((logits / t).softmax(-1)).all()
 
 
 def test_threshold_separates_oos():
