@@ -352,12 +352,13 @@ def loss_on(
     h, r, t = batch.unbind(1)
     anchor, target = (h, t) if direction == "tail" else (t, h)
     if not model.distance:  # 1-N: every entity is a candidate, cross-entropy to the true one
-        q = model.query(anchor, r, direction)
+        rows, routed = model.route(r, direction)  # the inverse r⁻¹ for head prediction with reciprocals
+        q = model.project(anchor, rows, routed)
         loss = F.cross_entropy(q @ model.entity.T, target)
         if config.regularization:
             # N3 on the moduli of the complex coordinates of h, r, t (Lacroix et al. 2018, eq. 4), r being
-            # the relation row the query used (the inverse r⁻¹ for head prediction with reciprocals)
-            parts = [model.entity[h], model.relation[model.route(r, direction)[0]], model.entity[t]]
+            # the relation row the query used
+            parts = [model.entity[h], model.relation[rows], model.entity[t]]
             n3 = sum((lambda z: (z[0] ** 2 + z[1] ** 2).sqrt() ** 3)(_complex(p)).sum() for p in parts)
             loss = loss + config.regularization * n3 / len(batch)
         return loss
