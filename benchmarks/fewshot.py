@@ -3,7 +3,9 @@ the training file as train and another K per class as dev; the whole test set sc
 the best dev accuracy. Methods, all on the same encoder (all-MiniLM-L6-v2 with the MLM head that
 benchmarks/minilm_mlm_head.py trained on its frozen encoder):
 
-- finetune:   standard fine-tuning, a fresh classifier on the pooled [CLS] (zhixing's Classification)
+- finetune:   standard fine-tuning, a fresh classifier on the mean of the tokens' last hidden states
+              (--pooling mean, the sentence embedding all-MiniLM-L6-v2 was trained for) or the [CLS]
+              pooler (--pooling cls, LM-BFF's baseline)
 - zero-shot:  the manual prompt with no training
 - pet:        prompt-based fine-tuning with the manual template and label words
 - auto:       label words found by zhixing.prompts.auto.search_label_words on the K-shot train/dev, then
@@ -99,7 +101,8 @@ def standard_finetune(args, train, dev, test, labels, seed):
 
     torch.manual_seed(seed)
     # MiniLM: the original checkpoint, the encoder with its own pooler; else the pretrained run given
-    model = load_for_task(args.encoder or minilm_dir(), "seq_cls", labels, 0.1)
+    pooling = {"seq_pooling": "mean"} if args.pooling == "mean" else {}
+    model = load_for_task(args.encoder or minilm_dir(), "seq_cls", labels, 0.1, **pooling)
     tok = model.tokenizer
 
     class Cfg:
@@ -159,6 +162,7 @@ def main() -> None:
     ap.add_argument("--electra", default="", help="electra methods: an ELECTRA pair / discriminator")
     ap.add_argument("--shots", type=int, default=4, help="icl: demonstrations per prompt")
     ap.add_argument("--encoder", default="", help="standard fine-tuning's checkpoint ('' = all-MiniLM-L6-v2)")
+    ap.add_argument("--pooling", choices=["mean", "cls"], default="mean", help="standard fine-tuning's")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--methods", default="", help="'' = zero-shot,finetune,pet,auto (+autoprompt on SST-2)")
