@@ -162,3 +162,50 @@ def test_a_changed_corpus_retrains_the_cached_tokenizer(tmp_path):
     assert res.exit_code == 0, res.output
     assert "corpus changed" in res.output
     assert "zebra" in Tokenizer.load(cached).get_vocab()
+
+
+@pytest.mark.parametrize("preset,objective", [("gpt-tiny", "clm"), ("bert-tiny", "mlm")])
+def test_lora_continued_pretraining(tmp_path, corpus, preset, objective):
+    """peft.method=lora in a recipe: the init model stays frozen, only the adapters train, the run saves
+    only them (+ adapter.json naming the base), and zhixing.load opens it as base + adapters — the same
+    logits as the model that trained."""
+    import torch
+    from safetensors.torch import load_file
+
+    import zhixing
+
+    runner = CliRunner()
+    head = {"head": "mlm"} if objective == "mlm" else {}
+    first = recipe(tmp_path, corpus, "base", {"preset": preset, **head}, {"objective": objective})
+    assert runner.invoke(main, ["pretrain", "--config", first]).exit_code == 0
+    base_dir = tmp_path / "runs" / "base"
+    second = recipe(tmp_path, corpus, "lora", {"init": str(base_dir)}, {"objective": objective})
+    res = runner.invoke(main, ["pretrain", "--config", second, "peft.method=lora", "peft.r=4",
+                               "peft.targets=all-linear", "train.lr=1e-2"])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "runs" / "lora"
+    info = json.loads((run / "adapter.json").read_text())
+    assert info["method"] == "lora" and info["settings"]["r"] == 4 and info["base"] == str(base_dir.resolve())
+    saved = load_file(run / "best" / "model.safetensors")
+    assert saved and all(".lora_A." in k or ".lora_B." in k for k in saved), sorted(saved)[:5]
+    assert any(v.abs().max() > 0 for k, v in saved.items() if ".lora_B." in k)  # B left zero: trained
+    base, adapted = zhixing.load(base_dir), zhixing.load(run)
+    for name, t in base.state_dict().items():  # the base weights are the frozen init's, untouched
+        torch.testing.assert_close(adapted.state_dict()[name], t)
+    ids = torch.tensor([[base.tokenizer.token_to_id("good"), base.tokenizer.token_to_id("film")] * 4])
+    assert runner.invoke(main, ["merge", str(run), "--out", str(tmp_path / "merged")]).exit_code == 0
+    merged = zhixing.load(tmp_path / "merged")
+    with torch.no_grad():
+        assert not torch.allclose(adapted.eval()(ids).logits, base.eval()(ids).logits, atol=1e-4)
+        torch.testing.assert_close(merged.eval()(ids).logits, adapted(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_recipe_errors(tmp_path, corpus):
+    runner = CliRunner()
+    cfg = recipe(tmp_path, corpus, "x", {"preset": "gpt-tiny"}, {"objective": "clm"})
+    res = runner.invoke(main, ["pretrain", "-c", cfg, "peft.method=lora"])
+    assert res.exit_code == 1 and "set model.init" in res.output
+    res = runner.invoke(main, ["pretrain", "-c", cfg, "peft.method=prefix"])
+    assert res.exit_code == 1 and "soft prompts and prefixes are fine-tuning methods" in res.output
+    res = runner.invoke(main, ["pretrain", "-c", cfg, "peft.rank=4"])
+    assert res.exit_code == 1 and "did you mean 'peft.r'" in res.output

@@ -128,6 +128,26 @@ def model_config_for(recipe: Recipe, tokenizer: Any) -> ModelConfig:
     return config
 
 
+def lora_config(recipe: Recipe) -> Any:
+    """The recipe's `peft` section as a LoRAConfig (None without one). LoRA adapts a trained model, so it
+    needs model.init; the pretraining heads stay frozen with the rest (PEFT's setting for causal LMs)."""
+    if not recipe.peft:
+        return None
+    from zhixing.peft import LoRAConfig
+
+    if not recipe.model.get("init"):
+        raise ConfigError(f"{recipe.source}: peft.method=lora adapts a trained model: set model.init to it "
+                          "(LoRA on frozen random weights would learn next to nothing)")
+    if recipe.data.objective in ("seq2seq", "sft"):
+        raise ConfigError(f"{recipe.source}: peft in a recipe is for the pretraining objectives (clm, mlm, "
+                          f"plm, rtd); data.objective={recipe.data.objective} trains in full")
+    settings = {k: v for k, v in recipe.peft.items() if k != "method"}
+    try:
+        return LoRAConfig(**settings)
+    except ConfigError as e:
+        raise ConfigError(f"{recipe.source}: peft: {e}") from None
+
+
 def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     """Prepare the data (tokenizer, shards) and build the model, loaders and Trainer of a recipe."""
     import torch
@@ -136,6 +156,7 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     from zhixing.tokenizers.layout import apply_layout
     from zhixing.train.loop import Trainer
 
+    lora = lora_config(recipe)  # checked before the data is prepared
     if recipe.data.objective == "seq2seq":  # parallel text: its own data path (zhixing.recipes.translation)
         from zhixing.recipes import translation
 
@@ -169,10 +190,18 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
         model = load(init, **overrides).train()
     else:
         model = build_model(config)
+    records = {}
+    if lora is not None:  # LoRA on the frozen init model: only the adapters train and are saved
+        from zhixing.peft import add_lora
+        from zhixing.peft.runs import ADAPTER_RECORD, record, trained_keys
+
+        add_lora(model, lora)
+        model.saved_keys = trained_keys(model)
+        records[ADAPTER_RECORD] = record(model, init)
     # a family whose inputs have their own layout (XLNet: <cls> last, left padding) saves its tokenizer
     # with it, so fine-tuning builds the inputs pretraining used (the shards hold no special tokens)
     apply_layout(tokenizer, model.tokenizer_layout)
-    run = RunDir(recipe.run_dir, tokenizer=tokenizer, config=recipe.to_dict())
+    run = RunDir(recipe.run_dir, tokenizer=tokenizer, config=recipe.to_dict(), records=records)
     return Trainer(model, objective_for(recipe), recipe.train, train_loader, val_loader, run, dist=info)
 
 

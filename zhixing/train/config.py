@@ -165,6 +165,9 @@ class DataConfig(Config):
 
 
 MODEL_KEYS = ("preset", "init", *ModelConfig.field_names())
+# A recipe's `peft` section: continue pretraining `model.init` with LoRA adapters (zhixing.peft), the rest
+# of the model frozen. The values are checked by zhixing.peft.LoRAConfig when the recipe is built.
+PEFT_KEYS = ("method", "r", "alpha", "dropout", "targets")
 
 
 @dataclass
@@ -175,6 +178,7 @@ class Recipe:
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "gpt-tiny"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    peft: dict[str, Any] = field(default_factory=dict)  # {} or {"method": "lora", "r": 8, ...}
     source: str = "recipe"  # where it was read from (for error messages; not saved)
 
     @property
@@ -226,8 +230,11 @@ class Recipe:
             raise ConfigError(f"{self.source}: model: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": dict(self.model), "data": self.data.to_dict(),
-                "train": self.train.to_dict()}
+        out = {"name": self.name, "model": dict(self.model), "data": self.data.to_dict(),
+               "train": self.train.to_dict()}
+        if self.peft:
+            out["peft"] = dict(self.peft)
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the resolved recipe (every field, defaults included) so the run can be repeated."""
@@ -238,12 +245,12 @@ class Recipe:
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping with sections name/model/data/train")
-        sections = ("name", "model", "data", "train")
+        sections = ("name", "model", "data", "train", "peft")
         for key in data:
             if key not in sections:
                 raise ConfigError(f"{source}: unknown section {key!r}{nearest(key, sections)}; "
                                   f"a recipe has {', '.join(sections)}")
-        for key in ("model", "data", "train"):
+        for key in ("model", "data", "train", "peft"):
             if data.get(key) is not None and not isinstance(data[key], dict):
                 raise ConfigError(f"{source}: section {key!r} must be a mapping, got {data[key]!r}")
         name = data.get("name") or Path(source).stem
@@ -260,7 +267,20 @@ class Recipe:
             if str(e).startswith(str(source)):
                 raise
             raise ConfigError(f"{source}: {e}") from None
-        recipe = cls(name=name, model=model, data=data_cfg, train=train_cfg, source=source)
+        peft = dict(data.get("peft") or {})
+        for key in peft:
+            if key not in PEFT_KEYS:
+                raise ConfigError(f"{source}: unknown key peft.{key}{nearest(key, PEFT_KEYS)}; the section "
+                                  f"has {', '.join(PEFT_KEYS)}")
+        if peft and peft.get("method", "lora") not in ("lora", "full"):
+            raise ConfigError(f"{source}: peft.method={peft['method']!r}: a pretraining recipe continues "
+                              "with lora (or full); soft prompts and prefixes are fine-tuning methods "
+                              "(zhixing finetune method=...)")
+        if peft.get("method") == "full":
+            peft = {}
+        elif peft:
+            peft["method"] = "lora"
+        recipe = cls(name=name, model=model, data=data_cfg, train=train_cfg, peft=peft, source=source)
         recipe.model_config()  # validate the model section now, not after the data is prepared
         return recipe
 
@@ -301,11 +321,12 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
         if len(parts) == 1 and parts[0] == "name":
             data["name"] = value
             continue
-        sections = {"model": MODEL_KEYS, "data": DataConfig.field_names(), "train": TrainConfig.field_names()}
+        sections = {"model": MODEL_KEYS, "data": DataConfig.field_names(), "train": TrainConfig.field_names(),
+                    "peft": PEFT_KEYS}
         if len(parts) != 2 or parts[0] not in sections:
             guess = nearest(key, [f"{s}.{k}" for s, keys in sections.items() for k in keys] + ["name"])
             raise ConfigError(f"override {item!r}: unknown key {key!r}{guess}; use section.key=value with "
-                              "section model, data or train")
+                              "section model, data, train or peft")
         section, field_name = parts
         if field_name not in sections[section]:
             guess = nearest(key, [f"{section}.{k}" for k in sections[section]])
