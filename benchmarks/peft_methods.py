@@ -114,7 +114,7 @@ def accuracy(args) -> None:
         settings = {"method": m}
         if m == "lora":
             settings.update(lora_r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
-                            lora_targets=",".join(s["targets"]))
+                            lora_targets=args.lora_targets or ",".join(s["targets"]))
         elif m != "full":
             settings["prompt_tokens"] = s["tokens"]
         if args.epochs:
@@ -147,6 +147,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default="full,lora,prefix,prompt_tuning")
     p.add_argument("--lr", action="append", default=[], help="method=lr, e.g. --lr lora=1e-3")
+    p.add_argument("--lora-targets", default="", help="accuracy: LoRA's targets ('' = query,value)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     args.lr_overrides = dict(x.split("=", 1) for x in args.lr)
