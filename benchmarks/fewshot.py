@@ -50,17 +50,10 @@ def load(name: str, seed: int, k: int):
     if name == "sst2":
         pool = read_table(DATA / "sst2/train.tsv", text_column="sentence")
         test = read_table(DATA / "sst2/dev.tsv", text_column="sentence")
-    elif name == "chnsenticorp":  # one file: a fixed seeded 20% held out as test, K-shot sets from the rest
-        import csv
+    elif name == "chnsenticorp":  # the test split the Chinese pretraining corpus leaves out (zh_corpus.py);
+        from finetune_common import chnsenticorp_splits  # the K-shot sets from its train split
 
-        from zhixing.tasks.data import TextExample
-
-        with open(DATA / "chnsenticorp/ChnSentiCorp_htl_all.csv", encoding="utf-8", newline="") as f:
-            rows = [TextExample(r["review"].strip(), None, r["label"], f"line {i}")
-                    for i, r in enumerate(csv.DictReader(f), 2) if (r["review"] or "").strip()]  # 1 is empty
-        random.Random(1234).shuffle(rows)
-        cut = len(rows) // 5
-        test, pool = rows[:cut], rows[cut:]
+        pool, _, test = chnsenticorp_splits(0)
     else:
         pool = read_table(DATA / "hwu64/train.csv", text_column="text")
         test = read_table(DATA / "hwu64/test.csv", text_column="text")

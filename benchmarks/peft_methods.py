@@ -14,6 +14,9 @@ optimizer step (forward, backward, AdamW) on the same SST-2 batches (32 sentence
 the methods interleaved round by round so that they see the same machine load; median per method.
 `accuracy`: `zhixing.tasks.finetune` per method on SST-2 (train: all, or a seeded subset; dev: all 872),
 each method at its default rate (METHOD_LR; full: default_lr), the method's default epochs or --epochs.
+`--data chnsenticorp --model DIR`: the same on ChnSentiCorp (finetune_common.chnsenticorp_splits(0): 6,291
+train / 686 dev / 788 test, the split the Chinese pretraining corpus leaves out) with our own encoder; the
+test set scored with the dev-selected weights.
 Prints one JSON line per measurement.
 """
 
@@ -103,11 +106,17 @@ def accuracy(args) -> None:
     from zhixing.tasks.data import read_table
     from zhixing.tasks.finetune import finetune, finetune_config
 
-    train = read_table(DATA / "sst2/train.tsv")
+    test = None
+    if args.data == "chnsenticorp":
+        from finetune_common import chnsenticorp_splits
+
+        train, dev, test = chnsenticorp_splits(0)
+    else:
+        train = read_table(DATA / "sst2/train.tsv")
+        dev = read_table(DATA / "sst2/dev.tsv")[:args.limit_dev or None]
     if args.limit:
         random.Random(args.seed).shuffle(train)
         train = train[:args.limit]
-    dev = read_table(DATA / "sst2/dev.tsv")[:args.limit_dev or None]
     out = args.out or tempfile.mkdtemp(prefix="zx-peft-")
     for m in args.methods.split(","):
         s = METHODS[m]
@@ -119,15 +128,17 @@ def accuracy(args) -> None:
             settings["prompt_tokens"] = s["tokens"]
         if args.epochs:
             settings["epochs"] = args.epochs
-        cfg = finetune_config("classify", model=minilm_dir(), max_seq_len=64, **settings)
+        cfg = finetune_config("classify", model=args.model or minilm_dir(), max_seq_len=args.max_seq_len,
+                              **settings)
         overrides = [f"out_dir={out}", f"seed={args.seed}", f"num_threads={args.threads}", "progress=false",
                      "plots=false", "device=cpu", "overwrite=true"]
         if m in args.lr_overrides:
             overrides.append(f"lr={args.lr_overrides[m]}")
         t = time.perf_counter()
-        summary = finetune(cfg, name=f"sst2-{m}", train_examples=train, dev_examples=dev,
-                           train_overrides=overrides)
-        emit({"method": m, "dev_accuracy": summary["dev"].get("accuracy"),
+        summary = finetune(cfg, name=f"{args.data}-{m}", train_examples=train, dev_examples=dev,
+                           test_examples=test, train_overrides=overrides)
+        emit({"data": args.data, "method": m, "dev_accuracy": summary["dev"].get("accuracy"),
+              "test_accuracy": (summary.get("test") or {}).get("accuracy"),
               "best_step": summary["dev"].get("step"),
               "steps": summary["step"], "trainable": summary["trainable_parameters"],
               "total": summary["total_parameters"], "defaults": summary.get("defaults"),
@@ -139,6 +150,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=["cost", "accuracy"])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", choices=["sst2", "chnsenticorp"], default="sst2", help="accuracy: the task")
+    p.add_argument("--model", default="", help="accuracy: the encoder ('' = all-MiniLM-L6-v2)")
+    p.add_argument("--max-seq-len", type=int, default=64, help="accuracy")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10, help="cost: timed steps per method per round")
     p.add_argument("--limit", type=int, default=0, help="accuracy: a seeded subset of train (0 = all)")
