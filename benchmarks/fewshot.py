@@ -93,7 +93,7 @@ def standard_finetune(args, train, dev, test, labels, seed):
     from zhixing.train import Trainer
 
     torch.manual_seed(seed)
-    # MiniLM: the original checkpoint, the encoder with its own pooler; else the pretrained run given
+    # MiniLM: the original checkpoint; else the pretrained run given (its mean or its [CLS] pooler)
     pooling = {"seq_pooling": "mean"} if args.pooling == "mean" else {}
     model = load_for_task(args.encoder or minilm_dir(), "seq_cls", labels, 0.1, **pooling)
     tok = model.tokenizer
