@@ -148,3 +148,17 @@ def test_converting_an_adapter_run_writes_peft_files(tiny_bert, tmp_path):
                                                                     "adapter_model.safetensors"]
     with pytest.raises(ConfigError, match="zhixing merge RUN --out DIR"):  # a plain HF model it cannot be
         to_hf(zhixing.load(tmp_path / "e"), tmp_path / "plain")
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt_tuning"])
+def test_virtual_tokens_must_leave_room_for_max_seq_len(tiny_bert, tmp_path, method):
+    """The input's positions start after the virtual tokens: max_seq_len + tokens above the model's positions
+    is a one-line error naming the length that fits (it was an IndexError in the rotary table)."""
+    from zhixing.errors import ConfigError
+
+    limit = zhixing.load(tiny_bert).config.max_seq_len
+    cfg = finetune_config("classify", model=str(tiny_bert), max_seq_len=limit, method=method, prompt_tokens=4,
+                          epochs=1)
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match=f"set max_seq_len={limit - 4} or fewer"):
+        finetune(cfg, name="x", train_examples=rows(16, 0), dev_examples=rows(8, 1),
+                 train_overrides=[f"out_dir={tmp_path}", *FAST])
