@@ -82,6 +82,23 @@ def test_bert_prefix_fused_equals_reference_with_padding():
     assert trained == {f"layers.{i}.attn.prefix.{kv}" for i in range(2) for kv in ("key", "value")}
 
 
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_prefix_positions_past_the_table_are_a_clear_error(position):
+    """The input's positions start after the prefix: a 32-position model with a 4-token prefix takes 28
+    tokens; 29 is an error saying how far to truncate (it was an IndexError in the position table), and
+    positions_taken tells a caller (zhixing finetune) the room left."""
+    from zhixing.peft.prompt import positions_taken
+
+    model = model_of("bert-tiny", head="seq_cls", num_labels=2, position=position)
+    assert positions_taken(model) == 0
+    add_prompt(model, PromptConfig(kind="prefix", tokens=4))
+    assert positions_taken(model) == 4
+    with torch.no_grad():
+        assert model(torch.randint(3, 64, (1, 28))).logits.shape == (1, 2)
+        with pytest.raises(ValueError, match="truncate the input to 28 tokens"):
+            model(torch.randint(3, 64, (1, 29)))
+
+
 def test_bad_prompt_settings():
     with pytest.raises(ConfigError, match="tokens=0"):
         PromptConfig(tokens=0)

@@ -138,7 +138,7 @@ def add_prompt(model: nn.Module, config: PromptConfig) -> nn.Module:
         for _, attn in _self_attentions(model):
             attn.prefix = LayerPrefix(attn.num_kv_heads, n, attn.head_dim, config.init_std).to(
                 next(attn.parameters()).device)
-        if not model.config.position_offset and model.config.position != "none":  # RoBERTa: its own rule
+        if _prefix_shifts_positions(model):
             if n + 1 > model.config.max_seq_len:
                 raise ConfigError(f"prefix.tokens={n} leaves no positions in "
                                   f"max_seq_len={model.config.max_seq_len}")
@@ -162,6 +162,22 @@ def add_prompt(model: nn.Module, config: PromptConfig) -> nn.Module:
                               f"modules: {', '.join(k for k, _ in model.named_children())}") from None
     model.prompt_config = config
     return model
+
+
+def _prefix_shifts_positions(model: nn.Module) -> bool:
+    """Whether a prefix moves the input's positions to n.. (BERT / GPT positions; RoBERTa-style positions
+    keep their own rule, and a model without positions has none to move)."""
+    return not model.config.position_offset and model.config.position != "none"
+
+
+def positions_taken(model: nn.Module) -> int:
+    """How many of the model's max_seq_len positions the soft prompt takes before the input: the n virtual
+    tokens of prompt tuning and P-tuning, the n prefix positions where the input's positions start after
+    them; 0 for a model without soft prompts (or with LoRA)."""
+    config = getattr(model, "prompt_config", None)
+    if config is None or (config.kind == "prefix" and not _prefix_shifts_positions(model)):
+        return 0
+    return config.tokens
 
 
 def _lengthen(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -205,6 +221,11 @@ def _prefix_positions(model: nn.Module, args: tuple, kwargs: dict) -> tuple[tupl
     cache = kwargs.get("cache")
     past = cache.length if cache is not None else 0
     start = past + model.prompt_config.tokens
+    limit = model.config.max_seq_len
+    if start + ids.size(1) > limit:  # else an IndexError in the position table
+        raise ValueError(f"input of {ids.size(1)} tokens after {start} prefix / cached positions needs "
+                         f"positions up to {start + ids.size(1)}, above the model's max_seq_len {limit}; "
+                         f"truncate the input to {limit - start} tokens")
     kwargs["position_ids"] = torch.arange(start, start + ids.size(1), device=ids.device)[None].expand_as(ids)
     return (), kwargs
 

@@ -235,11 +235,12 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; fine-tuning needs its tokenizer")
     if cfg.max_seq_len > model.config.max_seq_len:
         raise ConfigError(f"max_seq_len={cfg.max_seq_len} exceeds the model's {model.config.max_seq_len}")
-    shifted = cfg.method in ("prompt_tuning", "ptuning") or (
-        cfg.method == "prefix" and getattr(model, "_prompt_hooks", None))  # prefix: positions start after it
-    if shifted and cfg.max_seq_len + cfg.prompt_tokens > model.config.max_seq_len:
-        fits = model.config.max_seq_len - cfg.prompt_tokens
-        raise ConfigError(f"max_seq_len={cfg.max_seq_len} + {cfg.method}.tokens={cfg.prompt_tokens} exceeds "
+    from zhixing.peft.prompt import positions_taken
+
+    taken = positions_taken(model)  # virtual tokens / prefix positions before the input
+    if cfg.max_seq_len + taken > model.config.max_seq_len:
+        fits = model.config.max_seq_len - taken
+        raise ConfigError(f"max_seq_len={cfg.max_seq_len} + {cfg.method}.tokens={taken} exceeds "
                           f"the model's {model.config.max_seq_len} positions (the input's positions start "
                           f"after the virtual tokens); set max_seq_len={fits} or fewer tokens")
     feats = task.encode_train(train_ex, tokenizer, cfg, labels)
