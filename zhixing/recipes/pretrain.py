@@ -128,9 +128,10 @@ def model_config_for(recipe: Recipe, tokenizer: Any) -> ModelConfig:
     return config
 
 
-def lora_config(recipe: Recipe) -> Any:
-    """The recipe's `peft` section as a LoRAConfig (None without one). LoRA adapts a trained model, so it
-    needs model.init; the pretraining heads stay frozen with the rest (PEFT's setting for causal LMs)."""
+def lora_settings(recipe: Recipe) -> dict[str, Any] | None:
+    """The recipe's `peft` section as LoRA settings for zhixing.peft.runs.apply_method (None without one),
+    checked now, before the data is prepared. LoRA adapts a trained model, so it needs model.init; the
+    pretraining heads stay frozen with the rest (PEFT's setting for causal LMs)."""
     if not recipe.peft:
         return None
     from zhixing.peft import LoRAConfig
@@ -143,9 +144,11 @@ def lora_config(recipe: Recipe) -> Any:
                           f"plm, rtd); data.objective={recipe.data.objective} trains in full")
     settings = {k: v for k, v in recipe.peft.items() if k != "method"}
     try:
-        return LoRAConfig(**settings)
+        checked = LoRAConfig(**settings).to_dict()  # LoRAConfig's defaults filled in (targets query,value)
     except ConfigError as e:
         raise ConfigError(f"{recipe.source}: peft: {e}") from None
+    checked.pop("modules_to_save")  # nothing beside the adapters trains
+    return checked
 
 
 def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
@@ -156,7 +159,7 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
     from zhixing.tokenizers.layout import apply_layout
     from zhixing.train.loop import Trainer
 
-    lora = lora_config(recipe)  # checked before the data is prepared
+    lora = lora_settings(recipe)
     if recipe.data.objective == "seq2seq":  # parallel text: its own data path (zhixing.recipes.translation)
         from zhixing.recipes import translation
 
@@ -192,11 +195,9 @@ def build_trainer(recipe: Recipe, info: D.DistInfo, progress: bool) -> Any:
         model = build_model(config)
     records = {}
     if lora is not None:  # LoRA on the frozen init model: only the adapters train and are saved
-        from zhixing.peft import add_lora
-        from zhixing.peft.runs import ADAPTER_RECORD, record, trained_keys
+        from zhixing.peft.runs import ADAPTER_RECORD, apply_method, record
 
-        add_lora(model, lora)
-        model.saved_keys = trained_keys(model)
+        apply_method(model, "lora", lora, modules_to_save=[])
         records[ADAPTER_RECORD] = record(model, init)
     # a family whose inputs have their own layout (XLNet: <cls> last, left padding) saves its tokenizer
     # with it, so fine-tuning builds the inputs pretraining used (the shards hold no special tokens)
