@@ -209,3 +209,19 @@ def test_lora_recipe_errors(tmp_path, corpus):
     assert res.exit_code == 1 and "soft prompts and prefixes are fine-tuning methods" in res.output
     res = runner.invoke(main, ["pretrain", "-c", cfg, "peft.rank=4"])
     assert res.exit_code == 1 and "did you mean 'peft.r'" in res.output
+
+
+def test_lora_recipe_default_targets_follow_the_family(tmp_path, corpus):
+    """Without peft.targets a recipe adapts what `zhixing finetune method=lora` adapts: a GPT's fused qkv."""
+    from safetensors.torch import load_file
+
+    runner = CliRunner()
+    first = recipe(tmp_path, corpus, "base", {"preset": "gpt-tiny"}, {"objective": "clm"})
+    assert runner.invoke(main, ["pretrain", "--config", first]).exit_code == 0
+    second = recipe(tmp_path, corpus, "lora", {"init": str(tmp_path / "runs" / "base")}, {"objective": "clm"})
+    res = runner.invoke(main, ["pretrain", "--config", second, "peft.method=lora", "peft.r=2"])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "runs" / "lora"
+    assert json.loads((run / "adapter.json").read_text())["settings"]["targets"] == ["qkv"]
+    assert {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in load_file(run / "best" / "model.safetensors")} \
+        == {"qkv"}

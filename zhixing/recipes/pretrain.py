@@ -144,10 +144,12 @@ def lora_settings(recipe: Recipe) -> dict[str, Any] | None:
                           f"plm, rtd); data.objective={recipe.data.objective} trains in full")
     settings = {k: v for k, v in recipe.peft.items() if k != "method"}
     try:
-        checked = LoRAConfig(**settings).to_dict()  # LoRAConfig's defaults filled in (targets query,value)
+        checked = LoRAConfig(**settings).to_dict()  # checked now; LoRAConfig's defaults filled in
     except ConfigError as e:
         raise ConfigError(f"{recipe.source}: peft: {e}") from None
     checked.pop("modules_to_save")  # nothing beside the adapters trains
+    if not settings.get("targets"):
+        checked.pop("targets")  # the family's default, as `zhixing finetune method=lora` picks it (GPT: qkv)
     return checked
 
 
