@@ -143,7 +143,7 @@ def in_context(args, train, dev, test, template, words, seed, method):
         embed = lambda xs: pipe(list(xs))  # noqa: E731  (n, dim)
     icl = InContextClassifier(model, model.tokenizer, template, words, shots=args.shots,
                               selection="nearest" if embed else "random", calibrate=method.endswith("-cal"),
-                              separator="\n", seed=seed, embed=embed)
+                              separator="\n", seed=seed, embed=embed, demo_tokens=args.demo_tokens)
     return icl.evaluate(test, train)["accuracy"], icl.evaluate(dev, train)["accuracy"]
 
 
@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--gpt", default="", help="icl methods: a causal LM")
     ap.add_argument("--electra", default="", help="electra methods: an ELECTRA pair / discriminator")
     ap.add_argument("--shots", type=int, default=4, help="icl: demonstrations per prompt")
+    ap.add_argument("--demo-tokens", type=int, default=None, help="icl: demo text cut to N tokens")
     ap.add_argument("--encoder", default="", help="standard fine-tuning's checkpoint ('' = all-MiniLM-L6-v2)")
     ap.add_argument("--pooling", choices=["mean", "cls"], default="mean", help="standard fine-tuning's")
     ap.add_argument("--seeds", default="0,1,2,3,4")

@@ -114,3 +114,20 @@ def test_a_word_that_merges_with_the_text_before_it_is_scored_from_where_the_lab
         assert prompt + tail == [tok.bos_id] + tok.encode("酒店总之很" + word, add_special_tokens=False).ids
     assert [tok.id_to_token(i) for i in tails[0]] == ["很好"]
     assert [tok.id_to_token(i) for i in tails[1]] == ["很", "差"]
+
+
+def test_demo_tokens_clips_each_demonstration_so_more_of_them_fit(gpt2):
+    model, _, tok = gpt2
+    long = [TextExample(" ".join(["fun", "movie"] * 40), None, "pos"),
+            TextExample(" ".join(["boring", "film"] * 40), None, "neg")]
+    whole = InContextClassifier(model, tok, TEMPLATE, VERB, shots=2)
+    clipped = InContextClassifier(model, tok, TEMPLATE, VERB, shots=2, demo_tokens=5)
+    assert tok.encode("fun movie", add_special_tokens=False).tokens == ["f", "un", "Ġ", "mo", "vie"]
+    assert clipped.demonstration(long[0]) == "Review: fun movie\nSentiment: positive"  # cut at a token end
+    assert clipped.demonstration(TRAIN[0]) == whole.demonstration(TRAIN[0])  # short texts stay whole
+    query = "\nSentiment:"
+    assert tok.decode(whole.context_ids(long, "so boring", None)).count(query) == 1  # neither demo fits
+    text = tok.decode(clipped.context_ids(long, "so boring", None))
+    assert text.count(query) == 3 and f"{clipped.clip(long[1].text)}\nSentiment: negative" in text
+    with pytest.raises(ConfigError, match="demo_tokens=0"):
+        InContextClassifier(model, tok, TEMPLATE, VERB, demo_tokens=0)

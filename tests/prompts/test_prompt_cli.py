@@ -75,7 +75,7 @@ def test_in_context_learning_from_the_command_line(files):
     tok.save(files / "gpt-zx")
     r = run(files / "gpt-zx", "--mode", "icl", "--template", "{text} it was {mask}", "--verbalizer",
             "1=great;0=terrible", "--train", files / "data.csv", "--shots", 2, "--calibrate",
-            "--eval", files / "data.csv")
+            "--demo-tokens", 4, "--eval", files / "data.csv")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["mode"] == "icl" and out["examples"] == 8

@@ -45,6 +45,8 @@ MODES = ("zero-shot", "finetune", "icl", "search-words")
 @click.option("--embed", "embed_model", default="", help="icl nearest: a sentence-embedding model (MiniLM).")
 @click.option("--calibrate", is_flag=True, help="icl: contextual calibration (content-free 'N/A').")
 @click.option("--normalize", is_flag=True, help="icl: length-normalised label log-likelihoods.")
+@click.option("--demo-tokens", default=None, type=click.IntRange(min=1),
+              help="icl: cut each demonstration's text to its first N tokens (more of them fit the window).")
 @click.option("--max-steps", default=200, show_default=True, help="finetune: optimizer steps.")
 @click.option("--lr", default=1e-5, show_default=True, help="finetune: peak learning rate.")
 @click.option("--batch-size", default=8, show_default=True)
@@ -54,7 +56,7 @@ MODES = ("zero-shot", "finetune", "icl", "search-words")
 @click.option("--device", default="cpu", show_default=True)
 def prompt_cmd(model_path, template, verbalizer, mode, scorer, train_path, dev_path, eval_path, texts,
                text_column, pair_column, label_column, shots, selection, embed_model, calibrate, normalize,
-               max_steps, lr, batch_size, max_len, seed, save_dir, device) -> None:
+               demo_tokens, max_steps, lr, batch_size, max_len, seed, save_dir, device) -> None:
     """Classify with a prompt: zero-shot or fine-tuned cloze (PET), in-context learning, label-word search."""
     import torch
 
@@ -98,7 +100,8 @@ def prompt_cmd(model_path, template, verbalizer, mode, scorer, train_path, dev_p
             pipe = EmbeddingPipeline(need(embed_model, "--embed for --select nearest"), device=device)
             embed = lambda xs: pipe(list(xs))  # noqa: E731  (n, dim)
         clf = InContextClassifier(model, tok, template, verb, shots=shots, selection=selection,
-                                  normalize=normalize, calibrate=calibrate, seed=seed, embed=embed)
+                                  normalize=normalize, calibrate=calibrate, seed=seed, embed=embed,
+                                  demo_tokens=demo_tokens)
         scores = clf.scores(examples, need(train, "--train") if shots else [])
     else:
         clf = ClozeClassifier(model, tok, template, verb, scorer=scorer, max_len=max_len)

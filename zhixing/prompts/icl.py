@@ -7,7 +7,8 @@ label is the verbaliser word the LM finds most likely to come next.
 Demonstrations: "random" (a seeded sample of the training set, the same for every query) or "nearest"
 (the k training examples whose sentence embeddings are closest to the query's by cosine, the closest
 last, next to the query: KATE, Liu et al. 2022). Demonstrations that do not fit the model's window are
-dropped, the first (farthest) ones first.
+dropped, the first (farthest) ones first; demo_tokens=N cuts each demonstration's text to its first N
+tokens so that more of them fit (long reviews in a small model's window).
 
 Contextual calibration (Zhao et al. 2021): the LM's bias towards some labels is measured on a
 content-free input ("N/A") under the same demonstrations, p_cf(y) = softmax_y s(y | "N/A"), and divided
@@ -72,9 +73,12 @@ class InContextClassifier:
                  verbalizer: Verbalizer | dict, shots: int = 4, selection: str = "random",
                  normalize: bool = False, calibrate: bool = False, separator: str = "\n\n", seed: int = 0,
                  embed: Callable[[list[str]], torch.Tensor] | None = None, content_free: str = "N/A",
-                 batch_size: int = 16):
+                 batch_size: int = 16, demo_tokens: int | None = None):
         if shots < 0:
             raise ConfigError(f"shots={shots}: expected the number of demonstrations, 0 or more")
+        if demo_tokens is not None and demo_tokens < 1:
+            raise ConfigError(f"demo_tokens={demo_tokens}: expected the tokens each demonstration's "
+                              "text keeps (1 or more), or None to keep it whole")
         if selection not in SELECTIONS:
             raise ConfigError(f"selection {selection!r}: expected one of {', '.join(SELECTIONS)}")
         if selection == "nearest" and embed is None and shots:
@@ -85,7 +89,7 @@ class InContextClassifier:
         self.labels = self.verbalizer.labels
         self.shots, self.selection, self.normalize, self.calibrate = shots, selection, normalize, calibrate
         self.separator, self.seed, self.embed, self.content_free = separator, seed, embed, content_free
-        self.batch_size = batch_size
+        self.batch_size, self.demo_tokens = batch_size, demo_tokens
         self.max_len = model.config.max_seq_len
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         # the query's prompt ends at {mask}; a space before the slot goes with the word (byte-level BPE
@@ -108,9 +112,17 @@ class InContextClassifier:
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else []
 
+    def clip(self, text: str | None) -> str | None:
+        """A demonstration's text cut after its first demo_tokens tokens (at a token's end in the original
+        string), so that long inputs leave room for more demonstrations in the window."""
+        if not text or self.demo_tokens is None:
+            return text
+        spans = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        return text if len(spans) <= self.demo_tokens else text[:spans[self.demo_tokens - 1][1]]
+
     def demonstration(self, e: TextExample) -> str:
         word = self.verbalizer.words[e.label][0]
-        return self.template.render(e.text, e.pair, word)
+        return self.template.render(self.clip(e.text), self.clip(e.pair), word)
 
     def query_text(self, text: str, pair: str | None) -> str:
         return self.prefix.render(text, pair)
