@@ -171,3 +171,38 @@ def test_autoprompt_triggers_lower_the_loss(tok):
     assert out["loss"] == sorted(out["loss"], reverse=True)  # each accepted step lowers the loss
     assert all(t.isalpha() for t in out["triggers"]) and len(out["triggers"]) == 2
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_pet_distills_the_ensemble_into_a_plain_classifier(tok):
+    """PET's last step: the ensemble's soft labels on unlabelled texts train a seq_cls student (its labels in
+    another order than the patterns'), which then classifies without a template."""
+    from zhixing.prompts.pet import distill_ensemble
+
+    verb = {"pos": ["great", "good"], "neg": ["terrible", "bad"]}
+    a = ClozeClassifier(bert(tok), tok, "{text} it was {mask} .", verb)  # one model per pattern, as in PET
+    b = ClozeClassifier(bert(tok), tok, "{mask} ! {text}", verb)
+    for c in (a, b):
+        c.finetune(EXAMPLES * 2, EXAMPLES, max_steps=20, lr=3e-3, eval_interval=10, batch_size=8)
+    teacher = ensemble([a, b], EXAMPLES)
+    assert [a.labels[i] for i in teacher.argmax(-1).tolist()] == [e.label for e in EXAMPLES]
+    unlabeled = [TextExample(e.text, None, None) for e in EXAMPLES]
+
+    def student(names):
+        torch.manual_seed(1)
+        s = build_model("bert-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=2, num_layers=2,
+                        max_seq_len=64, head="seq_cls", num_labels=len(names), label_names=names)
+        s.tokenizer = tok
+        return s
+
+    s = student(["neg", "pos"])
+    out = distill_ensemble([a, b], unlabeled * 4, s, dev=EXAMPLES, max_steps=30, lr=3e-3, eval_interval=10,
+                           batch_size=8)
+    assert out["agreement"] == 1.0 and out["best_dev"]["accuracy"] == 1.0
+    from zhixing.tasks import classify
+
+    probs, _ = classify.probabilities(s, tok, EXAMPLES, 64)
+    assert [s.config.label_names[i] for i in probs.argmax(-1).tolist()] == [e.label for e in EXAMPLES]
+    with pytest.raises(ConfigError, match=r"student's labels \['x', 'pos'\] differ"):
+        distill_ensemble([a, b], unlabeled, student(["x", "pos"]))
+    with pytest.raises(ConfigError, match="no unlabelled examples"):
+        distill_ensemble([a, b], [], s)
