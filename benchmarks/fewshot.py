@@ -13,6 +13,9 @@ benchmarks/minilm_mlm_head.py trained on its frozen encoder):
 - autoprompt: AutoPrompt's frozen-LM setting: 3 trigger tokens ({text} [T] [T] [T] {mask}, the manual
               words; 20 HotFlip steps, 8 candidates) searched on the K-shot train set, no fine-tuning;
               compare with zero-shot (manual)
+- pet-distill: PET in full — one prompt-fine-tuned model per pattern (template, template2), their
+              ensemble's soft labels on --unlabeled texts of the training pool distilled into a fresh
+              classifier on --encoder (zhixing.prompts.distill_ensemble); the student is scored
 - icl, icl-cal, icl-nearest-cal: in-context learning with a causal LM (--gpt); electra-zero, electra: the
               ELECTRA discriminator as the scorer (--electra), zero-shot and prompt-fine-tuned
 
@@ -36,15 +39,19 @@ from finetune_common import DATA, emit, environment, minilm_dir
 
 warnings.filterwarnings("ignore")
 
-SETS = {
-    "sst2": dict(template="{text} It was {mask} .", words={"1": ["great"], "0": ["terrible"]}),
-    "hwu64": dict(template="{text} This is about {mask} .", words=None),  # words: the intent's name
-    "chnsenticorp": dict(template="{text}总之很{mask}。", words={"1": ["好"], "0": ["差"]}),
+SETS = {  # template2: pet-distill's second pattern
+    "sst2": dict(template="{text} It was {mask} .", template2="{mask} ! {text}",
+                 words={"1": ["great"], "0": ["terrible"]}),
+    "hwu64": dict(template="{text} This is about {mask} .", template2="{mask} : {text}",
+                  words=None),  # words: the intent's name
+    "chnsenticorp": dict(template="{text}总之很{mask}。", template2="很{mask}！{text}",
+                         words={"1": ["好"], "0": ["差"]}),
 }
 
 
-def load(name: str, seed: int, k: int):
-    """(train K/class, dev K/class, test) TextExamples; test is the full SST-2 dev / HWU64 test set."""
+def load(name: str, seed: int, k: int, unlabeled: int = 0):
+    """(train K/class, dev K/class, test) TextExamples; test is the full SST-2 dev / HWU64 test set. With
+    unlabeled=N also N other texts of the training pool, labels removed (pet-distill's), as a 4th item."""
     from zhixing.tasks.data import read_table
 
     if name == "sst2":
@@ -67,7 +74,14 @@ def load(name: str, seed: int, k: int):
         train += picked[:k]
         dev += picked[k:2 * k]
     rng.shuffle(train)
-    return train, dev, test
+    if not unlabeled:
+        return train, dev, test
+    taken = {id(e) for e in train + dev}
+    rest = [e for e in pool if id(e) not in taken]
+    from zhixing.tasks.data import TextExample
+
+    picked = rng.sample(rest, min(unlabeled, len(rest)))
+    return train, dev, test, [TextExample(e.text, e.pair, None) for e in picked]
 
 
 def intent_words(labels: list[str]) -> dict[str, list[str]]:
@@ -128,6 +142,43 @@ def prompt_finetune(args, train, dev, test, template, words, seed):
     return c.evaluate(test, 64)["accuracy"], s["best_dev"]["accuracy"]
 
 
+def pet_distill(args, train, dev, test, unlabeled, spec, words, labels, seed):
+    """PET in full: one prompt-fine-tuned model per pattern (the two templates), their ensemble labels the
+    unlabelled texts softly, and a fresh classifier on --encoder (as standard fine-tuning's) learns those
+    labels; the student is scored."""
+    from zhixing import hub
+    from zhixing.prompts import ClozeClassifier, distill_ensemble
+    from zhixing.tasks import classify
+    from zhixing.tasks.finetune import load_for_task
+
+    patterns = []
+    for template in (spec["template"], spec["template2"]):
+        torch.manual_seed(seed)
+        model = hub.load(args.model)
+        c = ClozeClassifier(model, model.tokenizer, template, words, scorer="mlm")
+        c.finetune(train, dev, train_cfg(args, seed))
+        patterns.append(c)
+    torch.manual_seed(seed)
+    pooling = {"seq_pooling": "mean"} if args.pooling == "mean" else {}
+    student = load_for_task(args.encoder or minilm_dir(), "seq_cls", labels, 0.1, **pooling)
+    out = distill_ensemble(patterns, unlabeled, student, train_cfg(args, seed), dev=dev)
+
+    class Cfg:
+        max_seq_len, eval_batch_size = 128, 64
+
+    teacher = {"ensemble_test_acc": round(ensemble_accuracy(patterns, test), 4),
+               "agreement": round(out["agreement"], 4)}
+    acc = classify.evaluate(student, student.tokenizer, test, Cfg)["accuracy"]
+    return acc, out["best_dev"]["accuracy"], teacher
+
+
+def ensemble_accuracy(patterns, test) -> float:
+    from zhixing.prompts import ensemble
+
+    pred = ensemble(patterns, test).argmax(-1).tolist()
+    return sum(patterns[0].labels[i] == e.label for i, e in zip(pred, test)) / len(test)
+
+
 def in_context(args, train, dev, test, template, words, seed, method):
     """k-shot prompting of --gpt: random demonstrations (one seeded set) or the nearest by MiniLM sentence
     embedding; "-cal": contextual calibration."""
@@ -165,6 +216,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--test-limit", type=int, default=0)
+    ap.add_argument("--unlabeled", type=int, default=1000, help="pet-distill: unlabelled texts from the pool")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,7 +231,7 @@ def main() -> None:
           "env": environment(args.threads)})
     results: dict[str, list[float]] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
-        train, dev, test = load(args.data, seed, args.k)
+        train, dev, test, unlabeled = load(args.data, seed, args.k, unlabeled=args.unlabeled)
         if args.test_limit:
             test = random.Random(0).sample(test, min(args.test_limit, len(test)))
         labels = sorted({e.label for e in train})
@@ -212,6 +264,9 @@ def main() -> None:
                 extra = {"triggers": found["triggers"]}
                 dev_acc = c.evaluate(dev, 64)["accuracy"]
                 acc = c.evaluate(test, 64)["accuracy"]
+            elif method == "pet-distill":
+                acc, dev_acc, extra = pet_distill(args, train, dev, test, unlabeled, spec, words, labels,
+                                                  seed)
             elif method.startswith("icl"):  # icl, icl-cal, icl-nearest-cal: a causal LM (--gpt)
                 acc, dev_acc = in_context(args, train, dev, test, spec["template"], words, seed, method)
             elif method in ("electra-zero", "electra"):  # the ELECTRA discriminator as scorer (--electra)
