@@ -36,9 +36,10 @@ def distill_ensemble(classifiers: Sequence[ClozeClassifier], unlabeled: Sequence
     from zhixing.tasks.data import TaskLoader
     from zhixing.train import Trainer
 
-    if not unlabeled:
-        raise ConfigError("distill_ensemble: no unlabelled examples to label")
-    labels = list(classifiers[0].labels) if classifiers else []
+    if not classifiers or not unlabeled:
+        raise ConfigError("distill_ensemble: no " + ("patterns (ClozeClassifiers) given" if not classifiers
+                                                     else "unlabelled examples to label"))
+    labels = list(classifiers[0].labels)
     names = list(getattr(student.config, "label_names", None) or [])
     if sorted(names) != sorted(labels):
         raise ConfigError(f"the student's labels {names} differ from the patterns' {labels}: build it with "
