@@ -174,9 +174,9 @@ def pet_distill(args, train, dev, test, unlabeled, spec, words, labels, seed):
 
 def ensemble_accuracy(patterns, test) -> float:
     from zhixing.prompts import ensemble
+    from zhixing.prompts.cloze import metrics_of
 
-    pred = ensemble(patterns, test).argmax(-1).tolist()
-    return sum(patterns[0].labels[i] == e.label for i, e in zip(pred, test)) / len(test)
+    return metrics_of(patterns[0].labels, ensemble(patterns, test), test)["accuracy"]
 
 
 def in_context(args, train, dev, test, template, words, seed, method):

@@ -9,7 +9,7 @@ LM: the template with L [MASK]s), or one per word (discriminator: the template f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -163,22 +163,33 @@ class ClozeClassifier:
         cfg = config or TrainConfig(progress=False, tensorboard=False, plots=False, device="cpu")
         if overrides:
             cfg = cfg.replace(**overrides)
-        best: dict[str, Any] = {"acc": -math.inf, "state": None, "metrics": None}
-
-        def evaluator(model: nn.Module) -> dict[str, float]:
-            m = self.evaluate(dev, cfg.batch_size)
-            if m["accuracy"] > best["acc"]:
-                best.update(acc=m["accuracy"], metrics=m,
-                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
-            return m
-
-        objective = PromptClassification(self.words, self.scorer, evaluator if dev else None)
+        best = KeepBest(lambda _model: self.evaluate(dev, cfg.batch_size))
+        objective = PromptClassification(self.words, self.scorer, best if dev else None)
         loader = self.loader(train, cfg.batch_size, cfg.seed)
         summary = Trainer(self.model, objective, cfg, loader, run=run).fit()
-        if best["state"] is not None:
-            self.model.load_state_dict(best["state"])
-        self.model.eval()
-        return {**summary, "best_dev": best["metrics"]}
+        best.restore(self.model)
+        return {**summary, "best_dev": best.metrics}
+
+
+class KeepBest:
+    """A Trainer evaluator that keeps (in memory) the weights of the best dev accuracy, the first reached;
+    `restore(model)` loads them back (when any evaluation ran) and puts the model in eval mode."""
+
+    def __init__(self, evaluate: Callable[[nn.Module], dict[str, float]]):
+        self.evaluate = evaluate
+        self.accuracy, self.state, self.metrics = -math.inf, None, None
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        m = self.evaluate(model)
+        if m["accuracy"] > self.accuracy:
+            self.accuracy, self.metrics = m["accuracy"], m
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return m
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+        model.eval()
 
 
 def metrics_of(labels: Sequence[str], log_probs: torch.Tensor, examples: Sequence[TextExample]
@@ -202,4 +213,4 @@ def ensemble(classifiers: Sequence[ClozeClassifier], examples: Sequence[TextExam
     return (total / sum(w)).log_softmax(-1)
 
 
-__all__ = ["ClozeClassifier", "PromptLoader", "collate", "ensemble", "metrics_of"]
+__all__ = ["ClozeClassifier", "KeepBest", "PromptLoader", "collate", "ensemble", "metrics_of"]

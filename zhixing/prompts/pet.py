@@ -11,14 +11,14 @@ soft-target term only, alpha = 0): the loop, checkpoints and the best-dev select
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from torch import nn
 
 from zhixing.errors import ConfigError
-from zhixing.prompts.cloze import ClozeClassifier, ensemble
+from zhixing.prompts.cloze import ClozeClassifier, KeepBest, ensemble
 from zhixing.tasks.data import TextExample
 from zhixing.train.config import TrainConfig
 
@@ -55,29 +55,16 @@ def distill_ensemble(classifiers: Sequence[ClozeClassifier], unlabeled: Sequence
     if overrides:
         cfg = cfg.replace(**overrides)
 
-    class EvalCfg:
-        eval_batch_size = 64
-
-    EvalCfg.max_seq_len = max_seq_len
-    best: dict[str, Any] = {"acc": -math.inf, "state": None, "metrics": None}
-
-    def evaluator(model: nn.Module) -> dict[str, float]:
-        m = classify.evaluate(model, tok, dev, EvalCfg)
-        if m["accuracy"] > best["acc"]:
-            best.update(acc=m["accuracy"], metrics=m,
-                        state={k: v.detach().clone() for k, v in model.state_dict().items()})
-        return m
-
+    eval_cfg = SimpleNamespace(max_seq_len=max_seq_len, eval_batch_size=64)
+    best = KeepBest(lambda model: classify.evaluate(model, tok, dev, eval_cfg))
     objective = Distillation(teacher_logits=soft, temperature=temperature, alpha=0.0,
-                             evaluator=evaluator if dev else None, metric="accuracy")
+                             evaluator=best if dev else None, metric="accuracy")
     loader = TaskLoader(feats, cfg.batch_size, tok.pad_id, seed=cfg.seed)
     summary = Trainer(student, objective, cfg, loader).fit()
-    if best["state"] is not None:
-        student.load_state_dict(best["state"])
-    student.eval()
-    probs, _ = classify.probabilities(student, tok, pseudo, max_seq_len, EvalCfg.eval_batch_size)
+    best.restore(student)
+    probs, _ = classify.probabilities(student, tok, pseudo, max_seq_len, eval_cfg.eval_batch_size)
     agreement = float((probs.argmax(-1) == soft.argmax(-1)).float().mean())
-    return {**summary, "best_dev": best["metrics"], "agreement": agreement}
+    return {**summary, "best_dev": best.metrics, "agreement": agreement}
 
 
 __all__ = ["distill_ensemble"]
