@@ -125,7 +125,7 @@ def accuracy(args) -> None:
             settings.update(lora_r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
                             lora_targets=args.lora_targets or ",".join(s["targets"]))
         elif m != "full":
-            settings["prompt_tokens"] = s["tokens"]
+            settings["prompt_tokens"] = args.prompt_tokens or s["tokens"]
         if args.epochs:
             settings["epochs"] = args.epochs
         cfg = finetune_config("classify", model=args.model or minilm_dir(), max_seq_len=args.max_seq_len,
@@ -137,7 +137,8 @@ def accuracy(args) -> None:
         t = time.perf_counter()
         summary = finetune(cfg, name=f"{args.data}-{m}", train_examples=train, dev_examples=dev,
                            test_examples=test, train_overrides=overrides)
-        emit({"data": args.data, "method": m, "dev_accuracy": summary["dev"].get("accuracy"),
+        emit({"data": args.data, "method": m, "settings": settings, "lr": args.lr_overrides.get(m),
+              "dev_accuracy": summary["dev"].get("accuracy"),
               "test_accuracy": (summary.get("test") or {}).get("accuracy"),
               "best_step": summary["dev"].get("step"),
               "steps": summary["step"], "trainable": summary["trainable_parameters"],
@@ -162,6 +163,8 @@ def main() -> None:
     p.add_argument("--methods", default="full,lora,prefix,prompt_tuning")
     p.add_argument("--lr", action="append", default=[], help="method=lr, e.g. --lr lora=1e-3")
     p.add_argument("--lora-targets", default="", help="accuracy: LoRA's targets ('' = query,value)")
+    p.add_argument("--prompt-tokens", type=int, default=0, help="accuracy: prefix length / virtual tokens "
+                   "(0 = 20)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     args.lr_overrides = dict(x.split("=", 1) for x in args.lr)

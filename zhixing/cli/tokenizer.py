@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-KINDS = ("wordpiece", "bpe", "byte_bpe", "char")
+KINDS = ("wordpiece", "bpe", "byte_bpe", "char", "words")
 
 
 @click.group("tokenizer")

@@ -1,15 +1,24 @@
-"""Chinese whole-word boundaries for whole-word masking (Cui et al. 2019, "Chinese BERT-wwm").
+"""Chinese words, twice: whole-word boundaries for masking, and a vocabulary of characters plus words.
+
+1. Whole-word masking (Cui et al. 2019, "Chinese BERT-wwm").
 
 BERT splits Chinese into single characters, so its ``word_ids`` give every character its own word and
 whole-word masking degenerates to character masking. Chinese-BERT-wwm keeps the single-character
 tokens but masks whole words found by a segmenter. Here the segmenter is jieba: consecutive CJK
 characters inside one jieba word share a word id; everything else keeps the engine's word ids.
+
+2. The ``words`` tokenizer kind (WoBERT, Su 2020): BERT reads Chinese one character at a time; a
+vocabulary of every character plus the corpus's most frequent jieba words lets a token be a word
+("酒店", "服务员"), so a 128-token row holds more text. Encoding is a unigram model over that vocabulary
+(`word_vocabulary`), which needs no segmenter at run time and saves as a plain tokenizer.json.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import math
+from collections import Counter
 
 CHINESE_WORDS = (None, "jieba")
 
@@ -70,3 +79,53 @@ def jieba_word_ids(enc, texts: tuple[str, str | None]) -> list[int | None]:
         out.append(counter)
         prev = (s, w, seg, cjk)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the "words" vocabulary: characters plus frequent words (WoBERT, Su 2020)
+
+
+def has_cjk(text: str) -> bool:
+    return any(is_cjk(ch) for ch in text)
+
+
+def count_words(texts, normalizer, pre_tokenizer) -> tuple[Counter, Counter]:
+    """(word counts, character counts) of `texts` after the tokenizer's normalizer and pre-tokenizer:
+    a pre-token with CJK characters is cut into words by jieba (its dictionary + HMM for new words),
+    any other pre-token (a Latin word, a number, a punctuation mark) counts as one word."""
+    cut = _segmenter().cut
+    words: Counter = Counter()
+    chars: Counter = Counter()
+    for text in texts:
+        for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            chars.update(piece)
+            if has_cjk(piece):
+                words.update(cut(piece, HMM=True))
+            else:
+                words[piece] += 1
+    return words, chars
+
+
+def word_vocabulary(words: Counter, chars: Counter, room: int, min_frequency: int,
+                    limit_alphabet: int | None = None) -> list[tuple[str, float]]:
+    """Pieces and log-probabilities for a unigram model: every character seen (the most frequent
+    `limit_alphabet` with a limit), then multi-character words seen at least `min_frequency` times, most
+    frequent first, until `room` pieces. A word left out is spelled by its characters, so its count goes
+    to theirs; a piece's score is log(count / total), so encoding picks the segmentation with the
+    highest product of piece probabilities (jieba's search over its dictionary, here over the vocabulary).
+    """
+    alphabet = sorted(chars, key=lambda c: (-chars[c], c))
+    if limit_alphabet is not None:
+        alphabet = alphabet[:limit_alphabet]
+    kept = [w for w in sorted(words, key=lambda w: (-words[w], w))
+            if len(w) > 1 and words[w] >= max(min_frequency, 1)][:max(room - len(alphabet), 0)]
+    counts = Counter({c: words.get(c, 0) for c in alphabet})
+    counts.update({w: words[w] for w in kept})
+    keep = set(kept)
+    for w, n in words.items():
+        if len(w) > 1 and w not in keep:
+            for c in w:
+                if c in counts:
+                    counts[c] += n
+    total = sum(counts.values()) + 0.5 * len(counts)
+    return [(p, math.log((counts[p] + 0.5) / total)) for p in alphabet + kept]

@@ -196,6 +196,8 @@ def infer_kind(backend: Backend) -> str:
         return "wordpiece"
     if model == "BPE":
         return "byte_bpe" if "ByteLevel" in text else "bpe"
+    if model == "Unigram" and "BertPreTokenizer" in text:
+        return "words"
     if model == "WordLevel":
         return "char" if "Fuse" in text else "wordlevel"
     return (model or "unknown").lower()

@@ -11,6 +11,10 @@ decoder. Each kind below fixes the pipeline to match the tokenizer the field kno
 - ``bpe``: SentencePiece-style BPE over characters: Metaspace marks word starts with ``▁``; characters
   never seen in training become ``unk``.
 - ``char``: one token per Unicode code point (nanoGPT's shakespeare_char), WordLevel vocabulary.
+- ``words``: Chinese characters plus frequent words (WoBERT). BERT's normalizer without the spaces around
+  CJK characters -> BertPreTokenizer -> a Unigram model whose pieces are every character of the corpus
+  plus its most frequent jieba words (`chinese.word_vocabulary`); the most probable segmentation wins.
+  ``[CLS] A [SEP] B [SEP]``; decoding puts a space between tokens, as BERT's does between characters.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from tokenizers import Tokenizer as Backend
 
 from .errors import TokenizerError
 
-KINDS = ("wordpiece", "bpe", "byte_bpe", "char")
+KINDS = ("wordpiece", "bpe", "byte_bpe", "char", "words")
 ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
 
 DEFAULT_SPECIAL_TOKENS: dict[str, dict[str, str]] = {
@@ -31,6 +35,7 @@ DEFAULT_SPECIAL_TOKENS: dict[str, dict[str, str]] = {
     # GPT-2 has one special token for both ends; a separate pad keeps padding distinguishable.
     "byte_bpe": {"pad": "<|pad|>", "bos": "<|endoftext|>", "eos": "<|endoftext|>"},
     "char": {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>", "mask": "<mask>"},
+    "words": {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"},
 }
 
 # Spellings by which a role is recognised when a file or a list does not name it.
@@ -142,6 +147,11 @@ def new_backend(kind: str, lowercase: bool, strip_accents: bool | None, unk: str
             backend.normalizer = normalizers.Lowercase()
         backend.pre_tokenizer = char_split()
         backend.decoder = decoders.Fuse()
+    elif kind == "words":  # the model is set once the vocabulary is counted (Tokenizer.train)
+        backend = Backend(models.Unigram())
+        backend.normalizer = bert_normalizer(lowercase, strip_accents, chinese_chars=False)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
     else:
         check_kind(kind)
     return backend
@@ -182,12 +192,14 @@ def new_trainer(
         return trainers.BpeTrainer(**common, special_tokens=added, **limit)
     if kind == "char":
         return trainers.WordLevelTrainer(**common, special_tokens=added)
+    if kind == "words":
+        return None  # counted in Python: chinese.count_words + word_vocabulary
     check_kind(kind)
 
 
 def set_post_processor(backend: Backend, kind: str, roles: Mapping[str, str]) -> None:
-    """BERT's ``[CLS] A [SEP] B [SEP]`` template for WordPiece when cls and sep exist."""
-    if kind == "wordpiece" and "cls" in roles and "sep" in roles:
+    """BERT's ``[CLS] A [SEP] B [SEP]`` template for WordPiece (and words) when cls and sep exist."""
+    if kind in ("wordpiece", "words") and "cls" in roles and "sep" in roles:
         cls, sep = roles["cls"], roles["sep"]
         backend.post_processor = processors.TemplateProcessing(
             single=f"{cls}:0 $A:0 {sep}:0",
@@ -205,4 +217,6 @@ def base_alphabet_size(backend: Backend, kind: str, n_specials: int) -> int:
         return n_specials + sum(1 for t in vocab if len(t) == 1)
     if kind == "wordpiece":
         return n_specials + sum(1 for t in vocab if len(t) == 1 or (len(t) == 3 and t.startswith("##")))
+    if kind == "words":
+        return n_specials + sum(1 for t in vocab if len(t) == 1)
     return n_specials

@@ -14,10 +14,11 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from tokenizers import AddedToken, models
 from tokenizers import Tokenizer as Backend
 
 from . import formats
-from .chinese import CHINESE_WORDS, jieba_word_ids
+from .chinese import CHINESE_WORDS, count_words, jieba_word_ids, word_vocabulary
 from .corpus import ERROR_MODES, iter_texts, normalize_sources
 from .errors import TokenizerError
 from .pipelines import (
@@ -149,9 +150,11 @@ class Tokenizer:
     ) -> Tokenizer:
         """Learn a vocabulary from text files (UTF-8, one or more) or an iterator of strings.
 
-        kind: "wordpiece" (BERT), "byte_bpe" (GPT-2), "bpe" (SentencePiece-style) or "char".
+        kind: "wordpiece" (BERT), "byte_bpe" (GPT-2), "bpe" (SentencePiece-style), "char", or "words"
+            (Chinese characters plus the corpus's most frequent jieba words, WoBERT-style).
         vocab_size: the size of the final vocabulary, special tokens included.
-        min_frequency: a pair (or, for "char", a character) seen fewer times is not added.
+        min_frequency: a pair (or, for "char", a character; for "words", a word) seen fewer times is not
+            added.
         lowercase: default True for WordPiece (like uncased BERT), False otherwise.
         strip_accents: WordPiece only; None follows `lowercase`, as in BERT.
         special_tokens: role -> token (``{"pad": "[PAD]", ...}``), or a list of strings whose roles are
@@ -176,7 +179,7 @@ class Tokenizer:
             )
         specials = ordered_specials(roles, extras)
         if lowercase is None:
-            lowercase = kind == "wordpiece"
+            lowercase = kind in ("wordpiece", "words")
         if kind == "byte_bpe" and vocab_size < 256 + len(specials):
             raise TokenizerError(
                 f"vocab_size={vocab_size} is smaller than the byte-level base alphabet (256 bytes + "
@@ -203,13 +206,21 @@ class Tokenizer:
 
         with _progress(show_progress, files, texts) as progress:
             stream = counted(iter_texts(files, texts, errors, progress.advance), progress)
-            backend.train_from_iterator(stream, trainer)
+            if kind == "words":
+                words, chars = count_words(stream, backend.normalizer, backend.pre_tokenizer)
+            else:
+                backend.train_from_iterator(stream, trainer)
         if seen["nonblank"] == 0:
             where = ", ".join(map(str, files)) if files else "the iterator"
             raise TokenizerError(
                 f"the training corpus is empty ({seen['texts']} texts, none with non-space characters in "
                 f"{where}); fix: pass files or texts that contain text"
             )
+        if kind == "words":
+            pieces = word_vocabulary(words, chars, vocab_size - len(specials), min_frequency, limit_alphabet)
+            backend.model = models.Unigram([(t, 0.0) for t in specials] + pieces,
+                                           unk_id=specials.index(roles["unk"]), byte_fallback=False)
+            backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
         if backend.get_vocab_size() > vocab_size:
             base = base_alphabet_size(backend, kind, len(specials))
             raise TokenizerError(
@@ -221,9 +232,10 @@ class Tokenizer:
         if got < vocab_size and kind != "char":  # for "char", vocab_size is a cap by design
             why = ("WordPiece splits CJK text into single characters first, so Chinese contributes its "
                    "character set and no merges; " if kind == "wordpiece" else "")
+            what = "multi-character word is seen" if kind == "words" else "merge occurs"
             warnings.warn(
                 f"the corpus yields {got:,} tokens, fewer than vocab_size={vocab_size:,}: {why}no further "
-                f"merge occurs at least min_frequency={min_frequency} times. The tokenizer works; a larger "
+                f"{what} at least min_frequency={min_frequency} times. The tokenizer works; a larger "
                 "corpus or a lower min_frequency gives more tokens", stacklevel=2)
         set_post_processor(backend, kind, roles)
         return cls(backend, kind, roles, extras, chinese_words=chinese_words)
@@ -254,7 +266,7 @@ class Tokenizer:
         d = Path(path)
         self._set_state(None)  # never save a per-call truncation/padding into the file
         hf_keys: dict = {}
-        if self.kind == "wordpiece":
+        if self.kind in ("wordpiece", "words"):
             hf_keys["do_lower_case"] = self.lowercase
         if self.model_max_length is not None:
             hf_keys["model_max_length"] = self.model_max_length

@@ -109,7 +109,8 @@ class DataConfig(Config):
 
     corpus: str = "peoples-daily"  # built-in corpus name (zhixing.data) or a path (file, directory, glob)
     tokenizer: str | None = None  # a tokenizer directory to use; None = train one (cached in cache_dir)
-    tokenizer_kind: typing.Literal["wordpiece", "bpe", "byte_bpe", "char"] = "bpe"  # when training one
+    # when training one; words: Chinese characters + frequent jieba words (WoBERT)
+    tokenizer_kind: typing.Literal["wordpiece", "bpe", "byte_bpe", "char", "words"] = "bpe"
     vocab_size: int = 8000  # when training one (char: an upper bound)
     chinese_words: str | None = None  # "jieba": word ids for Chinese whole-word masking
     cache_dir: str = "runs/.prepared"  # trained tokenizers + token shards, per corpus/kind/vocab
