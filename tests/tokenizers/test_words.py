@@ -102,3 +102,27 @@ def test_words_errors(peoples_daily_lines):
         Tokenizer.train(iter(["", "  "]), kind="words", vocab_size=100, show_progress=False)
     with pytest.warns(UserWarning, match="no further multi-character word"):
         Tokenizer.train(iter(["今天天气很好"]), kind="words", vocab_size=100, show_progress=False)
+
+
+def test_word_ids_are_tokens_not_clauses(peoples_daily_lines, tmp_path):
+    """The pre-tokenizer leaves a Chinese clause whole; whole-word masking must not mask whole clauses."""
+    lines = peoples_daily_lines[:3000] + ["hello world"]  # Latin letters, but hello is no word (seen once)
+    jieba_tok = Tokenizer.train(iter(lines), kind="words", vocab_size=8000, chinese_words="jieba",
+                                show_progress=False)
+    jieba_tok.save(tmp_path / "w")
+    tok = Tokenizer.load(tmp_path / "w")
+    tok.chinese_words = None
+    text = "中国经济发展很快 hello，好"
+    enc = tok.encode(text)
+    assert enc.tokens[1:5] == ["中国", "经济", "发展", "很快"]
+    assert enc.word_ids[1:5] == [0, 1, 2, 3]  # one word per CJK token
+    latin = [w for w, (a, b) in zip(enc.word_ids, enc.offsets) if 9 <= a < 14]
+    assert len(latin) > 1 and set(latin) == {4}  # hello, spelled in pieces, stays one word
+    assert enc.word_ids[-3:] == [5, 6, None]  # ， and 好
+    assert [e.word_ids for e in tok.encode_batch([text])] == [enc.word_ids]
+    both = jieba_tok.encode("我们在北京大学读书")
+    groups: dict[int, str] = {}
+    for w, t in zip(both.word_ids, both.tokens):
+        if w is not None:
+            groups[w] = groups.get(w, "") + t
+    assert list(groups.values()) == ["我们", "在", "北京大学", "读书"]  # jieba's words, whatever the tokens

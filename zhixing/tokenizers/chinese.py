@@ -71,13 +71,37 @@ def jieba_word_ids(enc, texts: tuple[str, str | None]) -> list[int | None]:
         if prev is None or prev[0] != s:
             counter, prev = -1, None  # word ids restart with each sequence, as in the engine
         text = texts[s] or ""
-        cjk = b - a == 1 and is_cjk(text[a])
+        cjk = b > a and is_cjk(text[a])  # a character (wordpiece) or a word (the words kind)
         seg = bisect.bisect_right(starts[s], a) - 1
-        same_word = prev is not None and (w == prev[1] or (cjk and prev[3] and seg == prev[2]))
+        # CJK tokens group by jieba's word, others by the engine's (the words kind's engine word is a
+        # whole clause, so a CJK token never joins a neighbour by it)
+        same_word = prev is not None and cjk == prev[3] and (seg == prev[2] if cjk else w == prev[1])
         if not same_word:
             counter += 1
         out.append(counter)
         prev = (s, w, seg, cjk)
+    return out
+
+
+def cjk_token_word_ids(enc, texts: tuple[str, str | None]) -> list[int | None]:
+    """Word ids for the words kind without jieba: its pre-tokenizer leaves a Chinese clause whole, so the
+    engine's word ids would make a clause one word; here each token that starts with a CJK character is
+    a word of its own (it is a character or a vocabulary word), and other tokens keep the engine's grouping
+    (a Latin word spelled in several pieces stays one word)."""
+    out: list[int | None] = []
+    prev = None  # (sequence, engine word id, is cjk) of the previous token
+    counter = -1
+    for s, w, (a, b) in zip(enc.sequence_ids, enc.word_ids, enc.offsets):
+        if s is None or w is None:
+            out.append(None)
+            continue
+        if prev is None or prev[0] != s:
+            counter, prev = -1, None
+        cjk = b > a and is_cjk((texts[s] or "")[a])
+        if prev is None or cjk or prev[2] or w != prev[1]:
+            counter += 1
+        out.append(counter)
+        prev = (s, w, cjk)
     return out
 
 

@@ -18,7 +18,7 @@ from tokenizers import AddedToken, models
 from tokenizers import Tokenizer as Backend
 
 from . import formats
-from .chinese import CHINESE_WORDS, count_words, jieba_word_ids, word_vocabulary
+from .chinese import CHINESE_WORDS, cjk_token_word_ids, count_words, jieba_word_ids, word_vocabulary
 from .corpus import ERROR_MODES, iter_texts, normalize_sources
 from .errors import TokenizerError
 from .pipelines import (
@@ -340,7 +340,7 @@ class Tokenizer:
             inputs = texts
         self._configure(max_length, truncation, padding, pad_to_multiple_of, batch=True)
         encs = self._backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        if self.chinese_words is None:
+        if self.chinese_words is None and self.kind != "words":
             return [Encoding(e) for e in encs]
         ps = pairs if pairs is not None else [None] * len(texts)
         return [self._wrap(e, (t, p)) for e, t, p in zip(encs, texts, ps)]
@@ -348,6 +348,8 @@ class Tokenizer:
     def _wrap(self, enc, texts: tuple[str, str | None]) -> Encoding:
         if self.chinese_words == "jieba":
             return Encoding(enc, jieba_word_ids(enc, texts))
+        if self.kind == "words":  # the engine's words are whole clauses of Chinese: each CJK token is one
+            return Encoding(enc, cjk_token_word_ids(enc, texts))
         return Encoding(enc)
 
     def _configure(self, max_length, truncation, padding, pad_to_multiple_of, batch: bool) -> None:
