@@ -176,6 +176,15 @@ def test_gpt2_prefix_tuning_both_ways(tmp_path):
     theirs = peft.PeftModel.from_pretrained(base, tmp_path / "mine").eval()
     torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)
 
+    # Li & Liang's MLP reparameterisation is folded into plain prefixes on export
+    projected = add_prompt(from_hf(tmp_path / "base"), PromptConfig(kind="prefix", tokens=3, projection=16))
+    perturb(projected, seed=9)
+    expected = logits_ours(projected.eval(), inputs)
+    save_peft(projected, tmp_path / "projected")
+    base = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base")
+    theirs = peft.PeftModel.from_pretrained(base, tmp_path / "projected").eval()
+    torch.testing.assert_close(logits_hf(theirs, inputs), expected, atol=1e-4, rtol=1e-4)
+
 
 @pytest.mark.slow
 def test_minilm_lora_adapter_loads_in_peft():

@@ -82,6 +82,42 @@ def test_bert_prefix_fused_equals_reference_with_padding():
     assert trained == {f"layers.{i}.attn.prefix.{kv}" for i in range(2) for kv in ("key", "value")}
 
 
+def test_projected_prefix_trains_its_mlp_and_folds_into_plain_prefixes():
+    """Li & Liang's reparameterisation: only the shared MLP (and the head) train; its output, copied into
+    free prefixes, gives the same logits, which is what an export folds."""
+    ids, mask = torch.randint(3, 64, (2, 6)), torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    model = model_of("bert-tiny", head="seq_cls", num_labels=2)
+    with torch.no_grad():
+        before = model(ids, mask).logits
+    torch.manual_seed(1)
+    add_prompt(model, PromptConfig(kind="prefix", tokens=4, projection=24, init_std=1.0,
+                                   modules_to_save=["classifier"]))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n in trained if not n.startswith("classifier.")} == {
+        "prefix_encoder.embedding", "prefix_encoder.mlp.0.weight", "prefix_encoder.mlp.0.bias",
+        "prefix_encoder.mlp.2.weight", "prefix_encoder.mlp.2.bias"}
+    assert model.prefix_encoder.mlp[2].out_features == 2 * 2 * 32  # layers · (key, value) · width
+    out = model.train()(ids, mask, labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        projected = model.eval()(ids, mask).logits
+        folded = [attn.prefix() for attn in (layer.attn for layer in model.layers)]
+    plain = model_of("bert-tiny", head="seq_cls", num_labels=2)
+    plain.classifier.load_state_dict(model.classifier.state_dict())
+    add_prompt(plain, PromptConfig(kind="prefix", tokens=4))
+    with torch.no_grad():
+        for layer, (k, v) in zip(plain.layers, folded):
+            layer.attn.prefix.key.copy_(k)
+            layer.attn.prefix.value.copy_(v)
+        torch.testing.assert_close(plain(ids, mask).logits, projected, atol=1e-5, rtol=1e-5)
+    assert (projected - before).abs().max() > 1e-4
+    remove_prompt(model)
+    assert getattr(model, "prefix_encoder", None) is None
+    with torch.no_grad():  # no optimizer step was taken: the classifier is the one `before` used
+        torch.testing.assert_close(model(ids, mask).logits, before)
+
+
 @pytest.mark.parametrize("position", ["learned", "rotary"])
 def test_prefix_positions_past_the_table_are_a_clear_error(position):
     """The input's positions start after the prefix: a 32-position model with a 4-token prefix takes 28
@@ -104,6 +140,10 @@ def test_bad_prompt_settings():
         PromptConfig(tokens=0)
     with pytest.raises(ConfigError, match="soft-prompt methods are"):
         PromptConfig(kind="prefx")
+    with pytest.raises(ConfigError, match="projection reparameterises prefixes only"):
+        PromptConfig(kind="prompt_tuning", projection=64)
+    with pytest.raises(ConfigError, match=r"prefix.projection=-1"):
+        PromptConfig(kind="prefix", projection=-1)
     with pytest.raises(ConfigError, match="modules_to_save 'head'"):
         add_prompt(model_of("bert-tiny"), PromptConfig(modules_to_save=["head"]))
 

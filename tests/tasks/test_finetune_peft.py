@@ -59,20 +59,21 @@ def test_lora_run_saves_the_adapter_only_and_loads_merges(tiny_bert, tmp_path):
     assert result.exit_code == 0 and "pos" in result.output
 
 
-@pytest.mark.parametrize("method", ["prefix", "prompt_tuning"])
-def test_soft_prompt_runs_train_and_reload(method, tiny_bert, tmp_path):
+@pytest.mark.parametrize("method,projection", [("prefix", 0), ("prefix", 16), ("prompt_tuning", 0)])
+def test_soft_prompt_runs_train_and_reload(method, projection, tiny_bert, tmp_path):
     cfg = finetune_config("classify", model=str(tiny_bert), epochs=3, max_seq_len=32, method=method,
-                          prompt_tokens=4)
+                          prompt_tokens=4, prefix_projection=projection)
     with pytest.warns(UserWarning, match="freshly initialised"):
         summary = finetune(cfg, name=method, train_examples=rows(160, 0), dev_examples=rows(40, 1),
                            train_overrides=[f"out_dir={tmp_path}", "lr=1e-2", *FAST])
     run = tmp_path / method
     saved = load_file(run / "best" / "model.safetensors")
-    assert all(k.startswith(("pooler.", "classifier.", "tok_embed.prompt.")) or ".prefix." in k
-               for k in saved)
+    assert all(k.startswith(("pooler.", "classifier.", "tok_embed.prompt.", "prefix_encoder."))
+               or ".prefix." in k for k in saved)
+    assert any(k.startswith("prefix_encoder.") for k in saved) == bool(projection)
     texts = ["the film was very great", "the plot was very awful"]
     best = zhixing.load(run)
-    assert best.prompt_config.kind == method
+    assert best.prompt_config.kind == method and best.prompt_config.projection == projection
     assert summary["dev"]["accuracy"] > 0.5
     torch.testing.assert_close(scores(run, texts), scores(run, texts))
     result = CliRunner().invoke(main, ["merge", str(run), "--out", str(tmp_path / "m")])

@@ -77,7 +77,7 @@ class _Names:
 
 def _base_key(key: str) -> str | None:
     """A state-dict name of an adapted model -> the base model's name (None for adapter tensors)."""
-    if ".lora_" in key or key.startswith("tok_embed.prompt.") or ".prefix." in key:
+    if ".lora_" in key or key.startswith(("tok_embed.prompt.", "prefix_encoder.")) or ".prefix." in key:
         return None
     return key.replace("tok_embed.embed.", "tok_embed.", 1) if key.startswith("tok_embed.embed.") else key
 
@@ -202,9 +202,10 @@ def prompt_tuning_peft_state(model: nn.Module) -> tuple[dict[str, Any], dict[str
         if cfg.modules_to_save:
             raise ConfigError("PEFT's CAUSAL_LM prefix tuning holds no modules_to_save; export without them")
         parts = []
-        for attn in _prefix_layers(model):  # (heads, n, head_dim) -> (n, heads·head_dim), keys then values
-            for t in (attn.prefix.key, attn.prefix.value):
-                parts.append(t.detach().permute(1, 0, 2).reshape(t.size(1), -1))
+        with torch.no_grad():  # a projected prefix is folded: its MLP's output is the prefix
+            for attn in _prefix_layers(model):  # (heads, n, head_dim) -> (n, heads·head_dim), keys, values
+                for t in attn.prefix():
+                    parts.append(t.detach().permute(1, 0, 2).reshape(t.size(1), -1))
         config = {"peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": cfg.tokens,
                   "token_dim": mc.dim, "num_transformer_submodules": 1, "num_attention_heads": mc.num_heads,
                   "num_layers": mc.num_layers, "encoder_hidden_size": mc.dim, "prefix_projection": False,

@@ -9,6 +9,10 @@
   so the output length does not change. This uses the `prefix` hook of zhixing.nn.attention.Attention
   (one `is None` test on the fast path when unused). The input's positions start at n, as when the
   prefix is a past_key_values cache in transformers (what PEFT and P-tuning v2's code do).
+  With `projection` = h, the prefixes are reparameterised as Li & Liang train them: every layer's keys and
+  values come out of one MLP, [P_1^K; P_1^V; …; P_L^V] = W₂ tanh(W₁ E + b₁) + b₂ with E ∈ R^{n×d}, which
+  trains more stably than free vectors; the MLP is folded into plain prefixes on export (PEFT's
+  prefix_projection in inference mode).
 
 Virtual tokens are added by forward hooks on the model: the pre-hook lengthens input_ids / attention_mask /
 token_type_ids / token labels by n, the token embedding puts P at the first n positions, and the
@@ -39,6 +43,8 @@ class PromptConfig:
     """kind: prompt_tuning | ptuning | prefix; tokens: virtual tokens (or prefix length);
     encoder (ptuning): mlp | lstm; hidden: the encoder's width (default the model's);
     init_std: the std of the initial vectors (prompt tuning and prefixes);
+    projection (prefix): the hidden width of Li & Liang's MLP reparameterisation (0: free prefixes, as
+    P-tuning v2 trains them);
     modules_to_save: modules trained in full (a task head)."""
 
     kind: str = "prompt_tuning"
@@ -46,6 +52,7 @@ class PromptConfig:
     encoder: str = "mlp"
     hidden: int | None = None
     init_std: float = 0.02
+    projection: int = 0
     modules_to_save: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -54,6 +61,11 @@ class PromptConfig:
         if not isinstance(self.tokens, int) or isinstance(self.tokens, bool) or self.tokens <= 0:
             raise ConfigError(f"{self.kind}.tokens={self.tokens!r}: the number of virtual tokens must be a "
                               "positive integer (e.g. 20)")
+        if not isinstance(self.projection, int) or isinstance(self.projection, bool) or self.projection < 0:
+            raise ConfigError(f"prefix.projection={self.projection!r}: the MLP's hidden width must be an "
+                              "integer >= 0 (0 = no reparameterisation; Li & Liang use 512)")
+        if self.projection and self.kind != "prefix":
+            raise ConfigError(f"{self.kind}: projection reparameterises prefixes only (method=prefix)")
         if self.encoder not in ("mlp", "lstm"):
             raise ConfigError(f"ptuning.encoder={self.encoder!r}: expected mlp or lstm")
         if isinstance(self.modules_to_save, str):
@@ -120,6 +132,36 @@ class LayerPrefix(nn.Module):
         return self.key, self.value
 
 
+class PrefixEncoder(nn.Module):
+    """Li & Liang's reparameterisation: every layer's prefix keys and values from one MLP over E (n, d)."""
+
+    def __init__(self, n: int, dim: int, hidden: int, layers: int, kv_heads: int, head_dim: int,
+                 init_std: float = 0.02):
+        super().__init__()
+        self.shape = (n, layers, 2, kv_heads, head_dim)
+        self.embedding = nn.Parameter(torch.randn(n, dim) * init_std)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, layers * 2 * kv_heads * head_dim))
+
+    def forward(self) -> torch.Tensor:
+        """(layers, 2, kv_heads, n, head_dim): keys then values per layer."""
+        return self.mlp(self.embedding).view(self.shape).permute(1, 2, 3, 0, 4)
+
+
+class ProjectedPrefix(nn.Module):
+    """Layer `index`'s slice of a shared PrefixEncoder (held outside this module's parameters: the model
+    owns it once, as `prefix_encoder`)."""
+
+    def __init__(self, encoder: PrefixEncoder, index: int):
+        super().__init__()
+        self._encoder = (encoder,)
+        self.index = index
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        kv = self._encoder[0]()[self.index]
+        return kv[0], kv[1]
+
+
 def _self_attentions(model: nn.Module) -> list[tuple[str, Attention]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, Attention) and not m.cross]
 
@@ -135,9 +177,18 @@ def add_prompt(model: nn.Module, config: PromptConfig) -> nn.Module:
     model.requires_grad_(False)
     n = config.tokens
     if config.kind == "prefix":
-        for _, attn in _self_attentions(model):
-            attn.prefix = LayerPrefix(attn.num_kv_heads, n, attn.head_dim, config.init_std).to(
-                next(attn.parameters()).device)
+        attentions = [attn for _, attn in _self_attentions(model)]
+        device = next(attentions[0].parameters()).device
+        if config.projection:
+            first = attentions[0]
+            model.prefix_encoder = PrefixEncoder(n, model.config.dim, config.projection, len(attentions),
+                                                 first.num_kv_heads, first.head_dim, config.init_std)
+            model.prefix_encoder.to(device)
+            for i, attn in enumerate(attentions):
+                attn.prefix = ProjectedPrefix(model.prefix_encoder, i)
+        else:
+            for attn in attentions:
+                attn.prefix = LayerPrefix(attn.num_kv_heads, n, attn.head_dim, config.init_std).to(device)
         if _prefix_shifts_positions(model):
             if n + 1 > model.config.max_seq_len:
                 raise ConfigError(f"prefix.tokens={n} leaves no positions in "
@@ -247,6 +298,8 @@ def remove_prompt(model: nn.Module) -> nn.Module:
     model._prompt_hooks = ()
     for _, attn in _self_attentions(model):
         attn.prefix = None
+    if getattr(model, "prefix_encoder", None) is not None:
+        del model.prefix_encoder
     model.requires_grad_(True)
     model.prompt_config = None
     return model
@@ -254,6 +307,5 @@ def remove_prompt(model: nn.Module) -> nn.Module:
 
 def prompt_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trainable soft-prompt tensors and the modules_to_save, by our names."""
-    keep = tuple(f"{n}." for n in model.prompt_config.modules_to_save)
-    return {k: v for k, v in model.state_dict().items()
-            if k.startswith("tok_embed.prompt.") or ".prefix." in k or k.startswith(keep)}
+    keep = ("tok_embed.prompt.", "prefix_encoder.", *(f"{n}." for n in model.prompt_config.modules_to_save))
+    return {k: v for k, v in model.state_dict().items() if k.startswith(keep) or ".prefix." in k}

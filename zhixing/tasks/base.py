@@ -48,6 +48,7 @@ class FinetuneConfig(Config):
     lora_targets: str = ""  # layers to adapt: query,value (default for encoders), qkv (decoders), all-linear
     prompt_tokens: int = 20  # virtual tokens (prompt_tuning, ptuning) or prefix length (prefix)
     ptuning_encoder: str = "mlp"  # P-tuning's prompt encoder: mlp | lstm
+    prefix_projection: int = 0  # prefix: hidden width of Li & Liang's MLP reparameterisation (0 = none)
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 8:
@@ -70,6 +71,8 @@ class FinetuneConfig(Config):
                     "targets": targets}
         if self.method == "ptuning":
             return {"tokens": self.prompt_tokens, "encoder": self.ptuning_encoder}
+        if self.method == "prefix" and self.prefix_projection:
+            return {"tokens": self.prompt_tokens, "projection": self.prefix_projection}
         return {"tokens": self.prompt_tokens}
 
 
@@ -77,7 +80,7 @@ class FinetuneConfig(Config):
 PEFT_KEYS = {"lora.r": "lora_r", "lora.alpha": "lora_alpha", "lora.dropout": "lora_dropout",
              "lora.targets": "lora_targets", "prompt_tuning.tokens": "prompt_tokens",
              "ptuning.tokens": "prompt_tokens", "prefix.tokens": "prompt_tokens",
-             "ptuning.encoder": "ptuning_encoder"}
+             "ptuning.encoder": "ptuning_encoder", "prefix.projection": "prefix_projection"}
 
 
 @dataclass
