@@ -126,6 +126,8 @@ def accuracy(args) -> None:
                             lora_targets=args.lora_targets or ",".join(s["targets"]))
         elif m != "full":
             settings["prompt_tokens"] = args.prompt_tokens or s["tokens"]
+            if m == "prefix" and args.prefix_projection:
+                settings["prefix_projection"] = args.prefix_projection
         if args.epochs:
             settings["epochs"] = args.epochs
         cfg = finetune_config("classify", model=args.model or minilm_dir(), max_seq_len=args.max_seq_len,
@@ -165,6 +167,8 @@ def main() -> None:
     p.add_argument("--lora-targets", default="", help="accuracy: LoRA's targets ('' = query,value)")
     p.add_argument("--prompt-tokens", type=int, default=0, help="accuracy: prefix length / virtual tokens "
                    "(0 = 20)")
+    p.add_argument("--prefix-projection", type=int, default=0, help="accuracy: the prefixes through Li & "
+                   "Liang's MLP of this hidden width (0 = free prefixes, P-tuning v2)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     args.lr_overrides = dict(x.split("=", 1) for x in args.lr)
