@@ -203,3 +203,29 @@ def test_a_rotary_pair_gives_each_half_its_own_rotation():
     assert pair.discriminator.rope.cos.size(-1) == pair.discriminator.config.head_dim
     with pytest.raises(Exception, match="position"):
         build_model("electra-tiny", head="pretraining", position="sinusoidal", vocab_size=99)
+
+
+@pytest.mark.parametrize("preset,kwargs", [("bert-tiny", {"head": "seq_cls", "num_labels": 2}),
+                                           ("electra-tiny", {"head": "pretraining"}),
+                                           ("gpt-tiny", {"head": "lm"})])
+def test_rotary_positions_extend_past_max_seq_len_without_changing_the_first(tmp_path, preset, kwargs):
+    """extend_positions: a rotary model reads longer inputs; the angles of the first positions are the
+    same numbers, so short inputs give the same outputs; the config (and a reload) says the new length.
+    A learned table's limit is real: False and nothing changed."""
+    torch.manual_seed(0)
+    model = build_model(preset, vocab_size=99, max_seq_len=16, position="rotary", **kwargs).eval()
+    ids, long_ids = torch.randint(5, 99, (2, 12)), torch.randint(5, 99, (2, 40))
+    with torch.no_grad():
+        before = model(ids).logits
+        with pytest.raises(ValueError, match="max_seq_len is 16"):
+            model(long_ids)
+        assert model.extend_positions(48) and model.config.max_seq_len == 48
+        assert not model.extend_positions(32)  # already reads that far
+        torch.testing.assert_close(model(ids).logits, before, atol=0, rtol=0)
+        assert model(long_ids).last_hidden_state.shape[:2] == (2, 40)
+    if preset == "electra-tiny":  # the pair's halves both read the new length
+        assert model.generator.config.max_seq_len == model.discriminator.config.max_seq_len == 48
+    model.save_pretrained(tmp_path / "m")
+    assert Model.from_pretrained(tmp_path / "m").config.max_seq_len == 48
+    learned = build_model("bert-tiny", vocab_size=99, max_seq_len=16)
+    assert not learned.extend_positions(48) and learned.config.max_seq_len == 16

@@ -163,3 +163,32 @@ def test_virtual_tokens_must_leave_room_for_max_seq_len(tiny_bert, tmp_path, met
     with pytest.warns(UserWarning), pytest.raises(ConfigError, match=f"set max_seq_len={limit - 4} or fewer"):
         finetune(cfg, name="x", train_examples=rows(16, 0), dev_examples=rows(8, 1),
                  train_overrides=[f"out_dir={tmp_path}", *FAST])
+
+
+@pytest.mark.parametrize("method", ["full", "prefix"])
+def test_rotary_model_fine_tunes_past_its_pretraining_length(tiny_bert, tmp_path, method):
+    """A rotary encoder has no position table to outgrow: max_seq_len (+ a prefix's positions) above the
+    model's extends its rotary angles, the run says so among its defaults, and the saved model reads the
+    longer inputs."""
+    from zhixing.models import build_model
+    from zhixing.tokenizers import Tokenizer
+
+    tok = Tokenizer.load(tiny_bert)
+    torch.manual_seed(0)
+    short = build_model("bert-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=2, num_layers=2,
+                        max_seq_len=16, position="rotary", dropout=0.0)
+    short.save_pretrained(tmp_path / "rotary")
+    tok.save(tmp_path / "rotary")
+    long_rows = [TextExample(" ".join([t] * 4), None, lab, f"long:{i}") for i, (t, lab) in
+                 enumerate(sentiment_rows(48, 0))]
+    cfg = finetune_config("classify", model=str(tmp_path / "rotary"), max_seq_len=40, epochs=1, method=method,
+                          prompt_tokens=4)
+    with pytest.warns(UserWarning):
+        summary = finetune(cfg, name="long", train_examples=long_rows, dev_examples=long_rows[:8],
+                           train_overrides=[f"out_dir={tmp_path}", *FAST])
+    positions = 40 + (4 if method == "prefix" else 0)
+    assert summary["defaults"]["positions"] == positions
+    assert json.loads((tmp_path / "long/best/config.json").read_text())["max_seq_len"] == positions
+    assert zhixing.load(tmp_path / "long/best").config.max_seq_len == positions
+    assert len(tok.encode(long_rows[0].text).ids) > 16  # the inputs did need the longer range
+    assert scores(str(tmp_path / "long/best"), [long_rows[0].text]).shape == (1, 2)

@@ -189,7 +189,8 @@ def finetune_cmd(task: str, model: str, train_file: str, dev_file: str, test_fil
                  f"early stopping after {chosen['early_stopping_patience']} evaluations without gain"
                  if "early_stopping_patience" in chosen else "",
                  f"{chosen['pooling']} pooling" if "pooling" in chosen else "",
-                 f"casing types {'on' if chosen['casing'] else 'off'}" if "casing" in chosen else ""]
+                 f"casing types {'on' if chosen['casing'] else 'off'}" if "casing" in chosen else "",
+                 f"rotary positions extended to {chosen['positions']}" if "positions" in chosen else ""]
         click.echo("defaults for this model and data (docs/finetuning.md, Defaults): "
                    + ", ".join(p for p in parts if p))
     for split in ("dev", "test"):

@@ -104,6 +104,28 @@ class Model(nn.Module):
             total += p.numel()
         return total
 
+    def extend_positions(self, max_seq_len: int) -> bool:
+        """Let a model whose positions are all rotary read up to `max_seq_len` tokens: the rotary angles
+        are computed for the longer range and the config (saved with the model) says so. Rotary positions
+        are relative and have no weights, so nothing learned changes; positions beyond those seen in
+        pretraining are new to the weights, which fine-tuning adapts to. False, and nothing changed, for a
+        model with learned or sinusoidal tables (their limit is real) or when it already reads that far."""
+        from zhixing.nn.position import RotaryEmbedding
+
+        cfg = self.config
+        if max_seq_len <= cfg.max_seq_len or cfg.position != "rotary":
+            return False
+        ropes = [m for m in self.modules() if isinstance(m, RotaryEmbedding)]
+        if not ropes:
+            return False
+        for rope in ropes:
+            rope.extend(max_seq_len)
+        for module in self.modules():  # the model and any sub-model (ELECTRA's generator) keep a config
+            own = getattr(module, "config", None)
+            if isinstance(own, ModelConfig) and own.max_seq_len < max_seq_len:
+                module.config = own.replace(max_seq_len=max_seq_len)
+        return True
+
     # -- save / load --------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -38,11 +38,23 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, max_seq_len: int, theta: float = 10000.0):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        self.head_dim, self.theta = head_dim, theta
+        cos, sin = self._table(max_seq_len)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _table(self, max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.head_dim
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
         freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (T, d/2)
         emb = torch.cat([freqs, freqs], dim=-1)  # (T, d)
-        self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
+        return emb.cos(), emb.sin()
+
+    def extend(self, max_seq_len: int) -> None:
+        """Angles for positions up to `max_seq_len` (no weights: the first rows are unchanged)."""
+        if max_seq_len > self.cos.size(0):
+            device = self.cos.device
+            self.cos, self.sin = (t.to(device) for t in self._table(max_seq_len))
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin for `position_ids` (batch, seq), each (batch, 1, seq, head_dim)."""

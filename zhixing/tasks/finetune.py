@@ -233,11 +233,14 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ConfigError(f"{cfg.model}: no tokenizer next to the model; fine-tuning needs its tokenizer")
-    if cfg.max_seq_len > model.config.max_seq_len:
-        raise ConfigError(f"max_seq_len={cfg.max_seq_len} exceeds the model's {model.config.max_seq_len}")
     from zhixing.peft.prompt import positions_taken
 
     taken = positions_taken(model)  # virtual tokens / prefix positions before the input
+    if model.extend_positions(cfg.max_seq_len + taken):  # rotary positions: no table to outgrow
+        chosen["positions"] = model.config.max_seq_len  # saved with the model's config
+    if cfg.max_seq_len > model.config.max_seq_len:
+        raise ConfigError(f"max_seq_len={cfg.max_seq_len} exceeds the model's {model.config.max_seq_len} "
+                          "(learned position table)")
     if cfg.max_seq_len + taken > model.config.max_seq_len:
         fits = model.config.max_seq_len - taken
         raise ConfigError(f"max_seq_len={cfg.max_seq_len} + {cfg.method}.tokens={taken} exceeds "
