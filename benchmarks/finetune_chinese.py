@@ -40,7 +40,8 @@ def run(task: str, name: str, train, dev, test, args, **cfg_fields) -> dict:
 
     t = time.perf_counter()
     cfg = finetune_config(task, model=args.model, warmup_ratio=0.1, limit_train=args.limit,
-                         limit_dev=args.limit, dropout=args.dropout, **cfg_fields)
+                         limit_dev=args.limit, dropout=args.dropout, layer_decay=args.layer_decay,
+                         **cfg_fields)
     s = finetune(cfg, name=name, train_examples=train, dev_examples=dev, test_examples=test, train_overrides=[
         f"out_dir={args.out}", f"lr={args.lr}", f"batch_size={args.batch_size}", f"seed={args.seed}",
         f"num_threads={args.threads}", "progress=false", "plots=false", "device=cpu"])
@@ -142,6 +143,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dropout", type=float, default=0.1, help="fine-tuning dropout, whatever the model was "
                    "pretrained with (the zh-mix recipes pretrain without)")
+    p.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay: layer l of L trains "
+                   "at lr * decay^(L - l) (ELECTRA's fine-tuning recipe; 1 = off)")
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--doc-stride", type=int, default=64)
     p.add_argument("--msra-train", type=int, default=10000)
