@@ -86,8 +86,9 @@ def write_sentiment(path: Path, per_class: int = 30) -> Path:
     return path
 
 
-def tiny_encoder(directory: Path) -> Path:
-    """A 2-layer dim-32 BERT with a WordPiece tokenizer trained on the synthetic words."""
+def tiny_encoder(directory: Path, **config) -> Path:
+    """A 2-layer dim-32 BERT with a WordPiece tokenizer trained on the synthetic words (`config`: other
+    settings, e.g. position="rotary")."""
     import torch
 
     from zhixing.models import build_model
@@ -98,9 +99,8 @@ def tiny_encoder(directory: Path) -> Path:
         iter(words * 3), kind="wordpiece", vocab_size=300, min_frequency=1, show_progress=False
     )
     torch.manual_seed(0)
-    model = build_model(
-        "bert-tiny", vocab_size=tok.vocab_size, dim=32, num_heads=2, num_layers=2, max_seq_len=64, dropout=0.0
-    )
+    settings = {"dim": 32, "num_heads": 2, "num_layers": 2, "max_seq_len": 64, "dropout": 0.0, **config}
+    model = build_model("bert-tiny", vocab_size=tok.vocab_size, **settings)
     model.save_pretrained(directory)
     tok.save(directory)
     return directory

@@ -361,3 +361,24 @@ def test_cli_chat_and_eval(trained):
     assert json.loads(r.output)["intent_accuracy"] >= 0.9
     r = runner.invoke(main, ["app", "support", "train", "steps=0"])
     assert r.exit_code != 0 and "steps must be >= 1" in r.output
+
+
+@pytest.mark.parametrize("position", ["rotary", "learned"])
+def test_longer_utterances_than_the_encoder_read(tmp_path, position):
+    """max_seq_len past the encoder's positions: a rotary encoder is extended (as finetune does) and its
+    run reopens at the new length; a learned table is a one-line error naming the position kind."""
+    from zhixing.apps.support.model import SupportModel
+    from zhixing.apps.support.train import SupportConfig, train_support
+    from zhixing.errors import ConfigError
+
+    enc = tiny_encoder(tmp_path / "enc", position=position, max_seq_len=16)
+    cfg = SupportConfig(name="long", out_dir=str(tmp_path / "runs"), model=str(enc), tasks="intent",
+                        hwu64_train=str(write_hwu(tmp_path / "train.csv", 0, 8)), oos_intents=OOS,
+                        max_seq_len=24, batch_size=8, steps=2, eval_every=2, threads=1)
+    if position == "learned":
+        with pytest.raises(ConfigError, match=r"max_seq_len=24 exceeds the model's 16 \(position='learned'"):
+            train_support(cfg)
+        return
+    sm = SupportModel.load(train_support(cfg))
+    assert sm.model.config.max_seq_len == 24
+    assert sm.analyze("wake me up at six thirty " * 4)["intent"] in sm.labels.intents
