@@ -165,6 +165,18 @@ def test_virtual_tokens_must_leave_room_for_max_seq_len(tiny_bert, tmp_path, met
                  train_overrides=[f"out_dir={tmp_path}", *FAST])
 
 
+def test_learned_positions_do_not_extend(tiny_bert, tmp_path):
+    """A learned position table is a real limit: max_seq_len above it is a one-line error naming the
+    model's length and position kind (the message Model.require_positions gives every caller)."""
+    from zhixing.errors import ConfigError
+
+    cfg = finetune_config("classify", model=str(tiny_bert), max_seq_len=65, epochs=1)
+    with pytest.raises(ConfigError, match=r"max_seq_len=65 exceeds the model's 64 \(position='learned'; only "
+                       r"rotary positions extend past it\)"):
+        finetune(cfg, name="x", train_examples=rows(16, 0), dev_examples=rows(8, 1),
+                 train_overrides=[f"out_dir={tmp_path}", *FAST])
+
+
 @pytest.mark.parametrize("method", ["full", "prefix"])
 def test_rotary_model_fine_tunes_past_its_pretraining_length(tiny_bert, tmp_path, method):
     """A rotary encoder has no position table to outgrow: max_seq_len (+ a prefix's positions) above the

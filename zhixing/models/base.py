@@ -126,6 +126,15 @@ class Model(nn.Module):
                 module.config = own.replace(max_seq_len=max_seq_len)
         return True
 
+    def require_positions(self, max_seq_len: int) -> None:
+        """A one-line error when inputs of `max_seq_len` tokens do not fit the model's positions (after
+        `extend_positions` had its chance): what fine-tuning and the apps check before training."""
+        if max_seq_len > self.config.max_seq_len:
+            from zhixing.errors import ConfigError
+
+            raise ConfigError(f"max_seq_len={max_seq_len} exceeds the model's {self.config.max_seq_len} "
+                              f"(position={self.config.position!r}; only rotary positions extend past it)")
+
     # -- save / load --------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

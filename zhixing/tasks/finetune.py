@@ -238,9 +238,7 @@ def build_job(cfg: FinetuneConfig, *, name: str = "finetune", train_overrides: t
     taken = positions_taken(model)  # virtual tokens / prefix positions before the input
     if model.extend_positions(cfg.max_seq_len + taken):  # rotary positions: no table to outgrow
         chosen["positions"] = model.config.max_seq_len  # saved with the model's config
-    if cfg.max_seq_len > model.config.max_seq_len:
-        raise ConfigError(f"max_seq_len={cfg.max_seq_len} exceeds the model's {model.config.max_seq_len} "
-                          f"(position={model.config.position!r}; only rotary positions extend past it)")
+    model.require_positions(cfg.max_seq_len)
     if cfg.max_seq_len + taken > model.config.max_seq_len:
         fits = model.config.max_seq_len - taken
         raise ConfigError(f"max_seq_len={cfg.max_seq_len} + {cfg.method}.tokens={taken} exceeds "

@@ -338,9 +338,7 @@ def train_support(cfg: SupportConfig) -> Path:
     body = load_for_task(cfg.model or default_model(), "none")
     if body.extend_positions(cfg.max_seq_len):  # rotary positions: no table to outgrow (as finetune does)
         print(f"positions: extended to {cfg.max_seq_len} (rotary; the model was pretrained at fewer)")
-    if cfg.max_seq_len > body.config.max_seq_len:
-        raise ConfigError(f"max_seq_len={cfg.max_seq_len} exceeds the model's {body.config.max_seq_len} "
-                          f"(position={body.config.position!r}; only rotary positions extend past it)")
+    body.require_positions(cfg.max_seq_len)
     tokenizer = body.tokenizer
     add_heads(body, labels, cfg.dropout)
 
